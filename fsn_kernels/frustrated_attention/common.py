@@ -1,0 +1,114 @@
+"""Pieces shared by the forward and backward kernels: per-token phase features, harmonic
+powers by complex multiplication, the matmul in the chosen precision, and launch configs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+# Matmul operand precision per input dtype (accumulation is always fp32):
+#   float32 / float64 inputs -> fp32 operands, IEEE products ("ieee", no TF32)
+#   bfloat16 inputs          -> bf16 operands
+#   float16 inputs           -> fp16 operands
+DOT_IEEE, DOT_BF16, DOT_FP16 = 0, 1, 2
+
+
+def dot_mode(dtype: torch.dtype) -> int:
+    if dtype == torch.bfloat16:
+        return DOT_BF16
+    if dtype == torch.float16:
+        return DOT_FP16
+    return DOT_IEEE
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    block: int  # BLOCK_M == BLOCK_N: query and key tile length
+    num_warps: int
+    num_stages: int
+
+
+def pick_config(block_d: int, nh_pow2: int, block: int | None = None) -> LaunchConfig:
+    """Fixed launch configuration (no autotuning: it cannot run under the interpreter).
+
+    The value tile is (BLOCK, NH_P * BLOCK_D) per real/imaginary part; the tile length
+    shrinks as that width grows so the accumulators and dot operands stay on chip.
+    ``block`` overrides the tile length (tests use 16 to cross many block boundaries).
+    """
+    width = nh_pow2 * block_d
+    if block is None:
+        block = 64 if width <= 128 else 32 if width <= 256 else 16
+    if block < 16 or block & (block - 1):
+        raise ValueError(f"block must be a power of two >= 16, got {block}")
+    return LaunchConfig(block=block, num_warps=4 if width <= 256 else 8, num_stages=1 if interpreting() else 2)
+
+
+@triton.jit
+def mm(a, b, DOT: tl.constexpr):
+    """a @ b with fp32 accumulation; operands cast per DOT (see module docs)."""
+    if DOT == 1:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+    elif DOT == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16), out_dtype=tl.float32)
+    else:
+        return tl.dot(a, b, input_precision="ieee", out_dtype=tl.float32)
+
+
+@triton.jit
+def harmonics(c1, s1, NH_P: tl.constexpr, N_BITS: tl.constexpr):
+    """exp(i n theta) for n = 1..NH_P from (cos theta, sin theta) of shape (R, BD).
+
+    Binary powering by complex multiplication (no trig per harmonic): exp(i 2^k theta) by
+    repeated squaring, multiplied in where bit k of n is set. Returns (re, im), each
+    (R, NH_P, BD) fp32.
+    """
+    n = (tl.arange(0, NH_P) + 1)[None, :, None]
+    pc = c1[:, None, :]
+    ps = s1[:, None, :]
+    re = pc * 0.0 + 1.0
+    im = pc * 0.0
+    for k in tl.static_range(N_BITS):
+        bit = ((n >> k) & 1) == 1
+        new_re = tl.where(bit, re * pc - im * ps, re)
+        new_im = tl.where(bit, re * ps + im * pc, im)
+        re = new_re
+        im = new_im
+        pc, ps = pc * pc - ps * ps, 2.0 * pc * ps
+    return re, im
+
+
+@triton.jit
+def load_coupling(CPL, h, D, NH, offs_d, NH_P: tl.constexpr, WHICH: tl.constexpr):
+    """K (WHICH=0) or L (WHICH=1) of head h from the real view (H, D, NH, 2, 2) of the
+    coupling, as (re, im) of shape (1, NH_P, BD); padded harmonics and oscillators are 0."""
+    offs_n = tl.arange(0, NH_P)
+    mask = (offs_n[:, None] < NH) & (offs_d[None, :] < D)
+    ptr = CPL + h.to(tl.int64) * D * NH * 4 + offs_d[None, :] * NH * 4 + offs_n[:, None] * 4 + WHICH * 2
+    re = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    im = tl.load(ptr + 1, mask=mask, other=0.0).to(tl.float32)
+    return re[None, :, :], im[None, :, :]
+
+
+@triton.jit
+def cmul(ar, ai, br, bi):
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+def harmonic_constants(nh: int):
+    """(NH_P, N_BITS): harmonics padded to a power of two, and the bits binary powering needs."""
+    nh_p = triton.next_power_of_2(nh)
+    return nh_p, nh_p.bit_length()
+
+
+def block_d_for(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))

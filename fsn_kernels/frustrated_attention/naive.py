@@ -1,0 +1,104 @@
+"""Plain-PyTorch reference of the frustrated-synchronization attention op (SPEC §2).
+
+It materialises the (T, T) score matrix, works in any float dtype (float64 included;
+bf16/fp16 inputs are computed in float32) and is differentiable by torch autograd.
+It is the ground truth that every kernel test compares against.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def naive_frustrated_attention(
+    theta: torch.Tensor,
+    gate: torch.Tensor,
+    coupling: torch.Tensor,
+    omega: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+):
+    """Reference forward. Inputs are not validated (the public API does that).
+
+    Args:
+        theta: (B, T, H, D) real phases.
+        gate: (B, T, H, D) real query gate.
+        coupling: complex (H, D, NH, 2); ``[..., n-1, 0]`` is K_n, ``[..., n-1, 1]`` is L_n.
+        omega: (H, D) real rotary drift per position, or None.
+        scale: score scale, default ``D ** -0.5``.
+
+    Returns:
+        ``(dtheta, lse, order)``: dtheta (B, T, H, D) in the compute dtype (float64 for
+        float64 inputs, else float32), lse (B, H, T) natural-log log-sum-exp of the scores,
+        order R (B, T, H, NH, D), the in-phase part ``Re G``.
+    """
+    B, T, H, D = theta.shape
+    NH = coupling.shape[2]
+    cdt = _compute_dtype(theta.dtype)
+    if scale is None:
+        scale = D ** -0.5
+    th = theta.to(cdt).permute(0, 2, 1, 3)  # (B, H, T, D)
+    g = gate.to(cdt).permute(0, 2, 1, 3)
+    pos = torch.arange(T, device=theta.device, dtype=cdt)
+    phi = th if omega is None else th + omega.to(cdt)[None, :, None, :] * pos[None, None, :, None]
+
+    cos_phi, sin_phi = torch.cos(phi), torch.sin(phi)
+    scores = scale * (
+        torch.einsum("bhtd,bhud->bhtu", g * cos_phi, cos_phi)
+        + torch.einsum("bhtd,bhud->bhtu", g * sin_phi, sin_phi)
+    )
+    causal = torch.ones(T, T, dtype=torch.bool, device=theta.device).tril()
+    scores = scores.masked_fill(~causal, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)  # (B, H, T)
+    attn = torch.softmax(scores, dim=-1)
+    attn_strict = attn.masked_fill(~causal.tril(-1), 0.0)[..., : max(T - 1, 0)]
+
+    n = torch.arange(1, NH + 1, device=theta.device, dtype=cdt)
+    angle = th[:, :, :, None, :] * n[:, None]  # (B, H, T, NH, D)
+    z_re, z_im = torch.cos(angle), torch.sin(angle)
+    ctype = torch.complex128 if cdt == torch.float64 else torch.complex64
+    cpl = coupling.to(ctype).permute(0, 2, 1, 3)  # (H, NH, D, 2)
+    K = cpl[..., 0][None, :, None]  # (1, H, 1, NH, D)
+    L = cpl[..., 1][None, :, None]
+
+    def mix(a, v):
+        return torch.einsum("bhtu,bhund->bhtnd", a, v)
+
+    static = torch.complex(mix(attn, z_re), mix(attn, z_im)) * K
+    delay = torch.complex(mix(attn_strict, z_re[:, :, 1:]), mix(attn_strict, z_im[:, :, 1:])) * L
+    out = static + delay  # O[t, n, d]
+    demod = out * torch.complex(z_re, -z_im)  # G = exp(-i n theta_t) O
+    dtheta = demod.imag.sum(dim=3).permute(0, 2, 1, 3)  # (B, T, H, D)
+    order = demod.real.permute(0, 2, 1, 3, 4)  # (B, T, H, NH, D)
+    return dtheta, lse, order
+
+
+def kuramoto_closed_form(theta, gate, omega=None, scale=None, alpha=0.0):
+    """``sum_u A[t,u] sin(theta_u - theta_t - alpha)`` with A the gated-cosine softmax.
+
+    The closed form of SPEC's Kuramoto (alpha = 0) and Kuramoto-Sakaguchi special cases.
+    Shapes as in :func:`naive_frustrated_attention`; returns (B, T, H, D).
+    """
+    attn = _attention_weights(theta, gate, omega, scale)
+    th = theta.to(attn.dtype).permute(0, 2, 1, 3)
+    diff = th[:, :, None, :, :] - th[:, :, :, None, :] - alpha  # [b,h,t,u,d] = th_u - th_t
+    return torch.einsum("bhtu,bhtud->bhtd", attn, torch.sin(diff)).permute(0, 2, 1, 3)
+
+
+def _attention_weights(theta, gate, omega=None, scale=None):
+    B, T, H, D = theta.shape
+    cdt = _compute_dtype(theta.dtype)
+    scale = D ** -0.5 if scale is None else scale
+    th = theta.to(cdt).permute(0, 2, 1, 3)
+    pos = torch.arange(T, device=theta.device, dtype=cdt)
+    phi = th if omega is None else th + omega.to(cdt)[None, :, None, :] * pos[None, None, :, None]
+    diff = phi[:, :, :, None, :] - phi[:, :, None, :, :]  # [t, u] = phi_t - phi_u
+    g = gate.to(cdt).permute(0, 2, 1, 3)[:, :, :, None, :]
+    scores = scale * (g * torch.cos(diff)).sum(-1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=theta.device).tril()
+    return torch.softmax(scores.masked_fill(~causal, -math.inf), dim=-1)

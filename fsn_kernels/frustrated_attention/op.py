@@ -1,0 +1,157 @@
+"""Public function -> autograd Function -> registered custom ops.
+
+``fsn::frustrated_attention_fwd`` and ``fsn::frustrated_attention_bwd`` are opaque
+``torch.library.custom_op``s with fake (meta) implementations that launch the fused
+Triton kernels (on CUDA, or on the CPU under ``TRITON_INTERPRET=1``), so
+``torch.compile`` sees no graph break. The "torch" backend is the plain-PyTorch
+reference, differentiated by torch autograd.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .backward import backward
+from .common import dot_mode
+from .forward import forward
+from .naive import naive_frustrated_attention
+from .validation import check_inputs
+
+
+# --------------------------------------------------------------------------- custom ops
+@torch.library.custom_op("fsn::frustrated_attention_fwd", mutates_args=())
+def _fwd_op(
+    theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float, dot: int
+) -> Tuple[Tensor, Tensor, Tensor]:
+    return forward(theta, gate, coupling_real, omega, scale, dot=dot)
+
+
+@_fwd_op.register_fake
+def _(theta, gate, coupling_real, omega, scale, dot):
+    B, T, H, D = theta.shape
+    NH = coupling_real.shape[2]
+    return (
+        torch.empty_like(theta),
+        theta.new_empty((B, H, T), dtype=torch.float32),
+        theta.new_empty((B, T, H, NH, D), dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("fsn::frustrated_attention_bwd", mutates_args=())
+def _bwd_op(
+    grad_out: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor],
+    out: Tensor, lse: Tensor, order: Tensor, scale: float, dot: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    return backward(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=dot)
+
+
+@_bwd_op.register_fake
+def _(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot):
+    return torch.empty_like(theta), torch.empty_like(gate), torch.empty_like(coupling_real)
+
+
+# ------------------------------------------------------------------- autograd Function
+class FrustratedAttentionFunction(torch.autograd.Function):
+    """Autograd Function over the two custom ops; the backward recomputes scores from the
+    saved lse (no T x T tensor is ever stored)."""
+
+    @staticmethod
+    def forward(ctx, theta, gate, coupling_real, omega, scale, dot):
+        out, lse, order = _fwd_op(theta, gate, coupling_real, omega, scale, dot)
+        ctx.save_for_backward(theta, gate, coupling_real, omega, out, lse, order)
+        ctx.scale, ctx.dot = scale, dot
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):
+        theta, gate, coupling_real, omega, out, lse, order = ctx.saved_tensors
+        dtheta, dgate, dcoupling = _bwd_op(
+            grad_out.contiguous(), theta, gate, coupling_real, omega, out, lse, order,
+            ctx.scale, ctx.dot,
+        )
+        return dtheta, dgate, dcoupling, None, None, None
+
+
+# ------------------------------------------------------------------------ public API
+def _resolve_impl(backend: str, device: torch.device) -> str:
+    if backend == "torch":
+        return "torch"
+    if backend == "triton":
+        from .common import interpreting
+
+        if device.type != "cuda" and not interpreting():
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton "
+                f"is imported to run the kernels on the CPU; got tensors on {device}"
+            )
+        return "triton"
+    return "triton" if device.type == "cuda" else "torch"
+
+
+def _matmul_dot_mode(theta: Tensor) -> int:
+    if theta.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        return dot_mode(torch.get_autocast_dtype("cuda"))
+    return dot_mode(theta.dtype)
+
+
+def frustrated_attention(
+    theta: Tensor,
+    gate: Tensor,
+    coupling: Tensor,
+    omega: Optional[Tensor] = None,
+    scale: Optional[float] = None,
+    *,
+    return_lse: bool = False,
+    backend: str = "auto",
+    deterministic: bool = True,
+):
+    """Frustrated-synchronization attention (SPEC §2): Kuramoto phase coupling through a
+    learned complex kernel over harmonics and a one-step delay.
+
+    Args:
+        theta: (B, T, H, D) real phases, float32 / bfloat16 / float16 (float64 on the
+            torch backend). Any real number is an angle.
+        gate: (B, T, H, D) real query gate g.
+        coupling: complex (H, D, NH, 2), 1 <= NH <= 8: ``[..., n-1, 0]`` is K_n (static),
+            ``[..., n-1, 1]`` is L_n (one-step delay).
+        omega: (H, D) real rotary drift per position, or None. Takes no gradient.
+        scale: positive finite score scale; None means ``D ** -0.5``.
+        return_lse: also return the row log-sum-exp of the scores.
+        backend: "auto" (Triton kernels on CUDA, the reference on CPU), "triton" (the
+            kernels; CUDA, or CPU under ``TRITON_INTERPRET=1``), "torch" (the reference).
+        deterministic: accepted for flash-attn compatibility. The backward uses no atomics
+            and reduces coupling partials in a fixed order, so it is always
+            deterministic; the flag changes nothing and costs nothing.
+
+    Returns:
+        dtheta (B, T, H, D) in theta's dtype, the phase increment; with ``return_lse``
+        the pair (dtheta, lse), lse (B, H, T) float32 in natural log.
+
+    Precision: in the kernels phases, trig, the softmax and all accumulation are fp32.
+    Matmul operands are fp32 with IEEE products for float32 inputs, bf16 for bfloat16
+    inputs and fp16 for float16 inputs; under CUDA autocast the autocast dtype decides.
+
+    Equivalent PyTorch code (per batch and head, ``t, u`` in ``0..T-1``)::
+
+        phi = theta + omega * t                                   # omega = 0 if None
+        s = scale * (gate * cos(phi)) @ cos(phi).T + scale * (gate * sin(phi)) @ sin(phi).T
+        A = softmax(s masked to u <= t)
+        z = exp(1j * n * theta)                                   # (T, NH, D), n = 1..NH
+        O = K * (A @ z) + L * (A_strict @ z[1:])                  # A_strict: u < t only
+        dtheta = (exp(-1j * n * theta) * O).imag.sum(n)
+    """
+    scale = check_inputs(theta, gate, coupling, omega, scale, backend)
+    impl = _resolve_impl(backend, theta.device)
+    if impl == "torch":
+        out, lse, _ = naive_frustrated_attention(theta, gate, coupling, omega, scale)
+        out = out.to(theta.dtype)
+    else:
+        coupling_real = torch.view_as_real(coupling.resolve_conj()).float().contiguous()
+        out, lse = FrustratedAttentionFunction.apply(
+            theta.contiguous(), gate.contiguous(), coupling_real,
+            None if omega is None else omega.float().contiguous(), scale, _matmul_dot_mode(theta),
+        )
+    return (out, lse) if return_lse else out

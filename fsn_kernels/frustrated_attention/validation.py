@@ -1,0 +1,89 @@
+"""Input checks of :func:`frustrated_attention`: every bad input gets a ValueError or
+TypeError that names the argument, what was expected and what came."""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional
+
+import torch
+
+MAX_HEAD_DIM = 128
+MAX_HARMONICS = 8
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+BACKENDS = ("auto", "triton", "torch")
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)} on {x.device}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def _check_real_tensor(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {_describe(x)}")
+    if x.is_complex() or not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a real floating-point tensor (float32, bfloat16, float16 or "
+            f"float64), got {_describe(x)}"
+        )
+
+
+def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
+    """Validate the op's inputs; returns the resolved scale (``D ** -0.5`` for None)."""
+    _check_real_tensor("theta", theta)
+    if theta.dim() != 4:
+        raise ValueError(f"theta must have shape (B, T, H, D) (4 dims), got {_describe(theta)}")
+    B, T, H, D = theta.shape
+    if D < 1 or H < 1:
+        raise ValueError(f"theta must have H >= 1 heads and D >= 1 oscillators, got {_describe(theta)}")
+    _check_real_tensor("gate", gate)
+    if gate.shape != theta.shape:
+        raise ValueError(
+            f"gate must have theta's shape {tuple(theta.shape)}, got {tuple(gate.shape)}"
+        )
+    if not isinstance(coupling, torch.Tensor):
+        raise TypeError(f"coupling must be a complex torch.Tensor, got {_describe(coupling)}")
+    if not coupling.is_complex():
+        raise TypeError(
+            "coupling must be a complex tensor (H, D, NH, 2) (K_n at [..., n-1, 0], L_n at "
+            f"[..., n-1, 1]), got {_describe(coupling)}"
+        )
+    if coupling.dim() != 4 or coupling.shape[0] != H or coupling.shape[1] != D or coupling.shape[3] != 2:
+        raise ValueError(
+            f"coupling must have shape (H, D, NH, 2) = ({H}, {D}, NH, 2), got {tuple(coupling.shape)}"
+        )
+    NH = coupling.shape[2]
+    if not 1 <= NH <= MAX_HARMONICS:
+        raise ValueError(f"coupling's NH (dim 2) must be in [1, {MAX_HARMONICS}], got {NH}")
+    if omega is not None:
+        _check_real_tensor("omega", omega)
+        if omega.shape != (H, D):
+            raise ValueError(f"omega must have shape (H, D) = ({H}, {D}) or be None, got {tuple(omega.shape)}")
+        if omega.requires_grad:
+            raise ValueError(
+                "omega takes no gradient (it is a fixed rotary drift); pass omega.detach() "
+                "or a tensor with requires_grad=False"
+            )
+    for name, x in (("gate", gate), ("coupling", coupling), ("omega", omega)):
+        if x is not None and x.device != theta.device:
+            raise ValueError(
+                f"{name} is on {x.device} but theta is on {theta.device}; all tensors must "
+                "be on one device"
+            )
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton" and D > MAX_HEAD_DIM:
+        raise ValueError(
+            f"the Triton backend supports D (oscillators per head) from 1 to {MAX_HEAD_DIM}, "
+            f"got D={D}; use backend='torch' for larger D"
+        )
+    if scale is None:
+        return D ** -0.5
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {_describe(scale)}")
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be finite and positive, got {scale}")
+    return scale
