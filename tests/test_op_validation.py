@@ -1,0 +1,72 @@
+"""Every bad input raises its documented ValueError/TypeError, naming the argument."""
+import math
+
+import pytest
+import torch
+
+from fsn_kernels import frustrated_attention
+
+B, T, H, D, NH = 2, 5, 2, 4, 2
+
+
+def good():
+    return dict(
+        theta=torch.randn(B, T, H, D),
+        gate=torch.rand(B, T, H, D),
+        coupling=torch.randn(H, D, NH, 2, dtype=torch.complex64),
+        omega=torch.randn(H, D),
+    )
+
+
+CASES = [
+    ("theta rank", dict(theta=torch.randn(B, T, H * D)), ValueError, "theta"),
+    ("theta int", dict(theta=torch.zeros(B, T, H, D, dtype=torch.int64)), TypeError, "theta"),
+    ("theta complex", dict(theta=torch.zeros(B, T, H, D, dtype=torch.complex64)), TypeError, "theta"),
+    ("theta not a tensor", dict(theta=[[1.0]]), TypeError, "theta"),
+    ("gate shape", dict(gate=torch.rand(B, T, H, D + 1)), ValueError, "gate"),
+    ("gate int", dict(gate=torch.ones(B, T, H, D, dtype=torch.int32)), TypeError, "gate"),
+    ("gate complex", dict(gate=torch.ones(B, T, H, D, dtype=torch.complex64)), TypeError, "gate"),
+    ("coupling real", dict(coupling=torch.randn(H, D, NH, 2)), TypeError, "coupling"),
+    ("coupling shape", dict(coupling=torch.randn(H, D, NH, 3, dtype=torch.complex64)), ValueError, "coupling"),
+    ("coupling heads", dict(coupling=torch.randn(H + 1, D, NH, 2, dtype=torch.complex64)), ValueError, "coupling"),
+    ("NH too large", dict(coupling=torch.randn(H, D, 9, 2, dtype=torch.complex64)), ValueError, "NH"),
+    ("NH zero", dict(coupling=torch.randn(H, D, 0, 2, dtype=torch.complex64)), ValueError, "NH"),
+    ("omega shape", dict(omega=torch.randn(H, D + 1)), ValueError, "omega"),
+    ("omega int", dict(omega=torch.ones(H, D, dtype=torch.int64)), TypeError, "omega"),
+    ("omega requires grad", dict(omega=torch.randn(H, D, requires_grad=True)), ValueError, "omega"),
+    ("scale zero", dict(scale=0.0), ValueError, "scale"),
+    ("scale negative", dict(scale=-1.0), ValueError, "scale"),
+    ("scale nan", dict(scale=math.nan), ValueError, "scale"),
+    ("scale inf", dict(scale=math.inf), ValueError, "scale"),
+    ("scale str", dict(scale="0.5"), TypeError, "scale"),
+    ("scale bool", dict(scale=True), TypeError, "scale"),
+    ("backend", dict(backend="cuda"), ValueError, "backend"),
+    ("D zero", dict(theta=torch.randn(B, T, H, 0), gate=torch.rand(B, T, H, 0),
+                    coupling=torch.randn(H, 0, NH, 2, dtype=torch.complex64), omega=None), ValueError, "theta"),
+]
+
+
+@pytest.mark.parametrize("name,override,error,word", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises(name, override, error, word):
+    kwargs = {**good(), **override}
+    with pytest.raises(error, match=word):
+        frustrated_attention(**kwargs)
+
+
+def test_triton_backend_rejects_unsupported_head_dim():
+    kwargs = good()
+    kwargs.update(theta=torch.randn(1, 3, 1, 129), gate=torch.rand(1, 3, 1, 129),
+                  coupling=torch.randn(1, 129, 1, 2, dtype=torch.complex64), omega=None)
+    with pytest.raises(ValueError, match="D"):
+        frustrated_attention(**kwargs, backend="triton")
+
+
+def test_devices_must_agree():
+    meta = torch.randn(H, D, device="meta")
+    with pytest.raises(ValueError, match="omega is on meta"):
+        frustrated_attention(**{**good(), "omega": meta})
+
+
+def test_error_message_says_what_came():
+    with pytest.raises(ValueError, match=r"got \(3, 4, 2, 2\)"):
+        frustrated_attention(**{**good(), "coupling": torch.randn(3, 4, 2, 2, dtype=torch.complex64)})
