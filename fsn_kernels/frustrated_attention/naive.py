@@ -22,6 +22,7 @@ def naive_frustrated_attention(
     coupling: torch.Tensor,
     omega: Optional[torch.Tensor] = None,
     scale: Optional[float] = None,
+    compute_dtype: Optional[torch.dtype] = None,
 ):
     """Reference forward. Inputs are not validated (the public API does that).
 
@@ -31,15 +32,17 @@ def naive_frustrated_attention(
         coupling: complex (H, D, NH, 2); ``[..., n-1, 0]`` is K_n, ``[..., n-1, 1]`` is L_n.
         omega: (H, D) real rotary drift per position, or None.
         scale: score scale, default ``D ** -0.5``.
+        compute_dtype: dtype of every operation; default float64 for float64 inputs and
+            float32 otherwise. bf16/fp16 give the "plain PyTorch in low precision" yardstick
+            of the GPU tolerance rule.
 
     Returns:
-        ``(dtheta, lse, order)``: dtheta (B, T, H, D) in the compute dtype (float64 for
-        float64 inputs, else float32), lse (B, H, T) natural-log log-sum-exp of the scores,
-        order R (B, T, H, NH, D), the in-phase part ``Re G``.
+        ``(dtheta, lse, order)``: dtheta (B, T, H, D) in the compute dtype, lse (B, H, T)
+        natural-log log-sum-exp of the scores, order R (B, T, H, NH, D), ``Re G``.
     """
     B, T, H, D = theta.shape
     NH = coupling.shape[2]
-    cdt = _compute_dtype(theta.dtype)
+    cdt = compute_dtype or _compute_dtype(theta.dtype)
     if scale is None:
         scale = D ** -0.5
     th = theta.to(cdt).permute(0, 2, 1, 3)  # (B, H, T, D)
@@ -61,20 +64,21 @@ def naive_frustrated_attention(
     n = torch.arange(1, NH + 1, device=theta.device, dtype=cdt)
     angle = th[:, :, :, None, :] * n[:, None]  # (B, H, T, NH, D)
     z_re, z_im = torch.cos(angle), torch.sin(angle)
-    ctype = torch.complex128 if cdt == torch.float64 else torch.complex64
-    cpl = coupling.to(ctype).permute(0, 2, 1, 3)  # (H, NH, D, 2)
-    K = cpl[..., 0][None, :, None]  # (1, H, 1, NH, D)
-    L = cpl[..., 1][None, :, None]
+    cpl = torch.view_as_real(coupling.resolve_conj()).to(cdt).permute(0, 2, 1, 3, 4)  # (H, NH, D, 2, 2)
+    k_re, k_im = cpl[None, :, None, :, :, 0, 0], cpl[None, :, None, :, :, 0, 1]  # (1, H, 1, NH, D)
+    l_re, l_im = cpl[None, :, None, :, :, 1, 0], cpl[None, :, None, :, :, 1, 1]
 
     def mix(a, v):
         return torch.einsum("bhtu,bhund->bhtnd", a, v)
 
-    static = torch.complex(mix(attn, z_re), mix(attn, z_im)) * K
-    delay = torch.complex(mix(attn_strict, z_re[:, :, 1:]), mix(attn_strict, z_im[:, :, 1:])) * L
-    out = static + delay  # O[t, n, d]
-    demod = out * torch.complex(z_re, -z_im)  # G = exp(-i n theta_t) O
-    dtheta = demod.imag.sum(dim=3).permute(0, 2, 1, 3)  # (B, T, H, D)
-    order = demod.real.permute(0, 2, 1, 3, 4)  # (B, T, H, NH, D)
+    s_re, s_im = mix(attn, z_re), mix(attn, z_im)
+    d_re, d_im = mix(attn_strict, z_re[:, :, 1:]), mix(attn_strict, z_im[:, :, 1:])
+    o_re = k_re * s_re - k_im * s_im + l_re * d_re - l_im * d_im  # O[t, n, d]
+    o_im = k_re * s_im + k_im * s_re + l_re * d_im + l_im * d_re
+    g_re = z_re * o_re + z_im * o_im  # G = exp(-i n theta_t) O
+    g_im = z_re * o_im - z_im * o_re
+    dtheta = g_im.sum(dim=3).permute(0, 2, 1, 3)  # (B, T, H, D)
+    order = g_re.permute(0, 2, 1, 3, 4)  # (B, T, H, NH, D)
     return dtheta, lse, order
 
 

@@ -92,7 +92,10 @@ def _resolve_impl(backend: str, device: torch.device) -> str:
 
 
 def _matmul_dot_mode(theta: Tensor) -> int:
-    if theta.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+    """Matmul operand precision; see :func:`frustrated_attention`'s docstring."""
+    if theta.device.type != "cuda":  # Triton's CPU interpreter computes bf16/fp16 dots wrongly
+        return dot_mode(torch.float32)
+    if torch.is_autocast_enabled("cuda"):
         return dot_mode(torch.get_autocast_dtype("cuda"))
     return dot_mode(theta.dtype)
 
@@ -133,6 +136,8 @@ def frustrated_attention(
     Precision: in the kernels phases, trig, the softmax and all accumulation are fp32.
     Matmul operands are fp32 with IEEE products for float32 inputs, bf16 for bfloat16
     inputs and fp16 for float16 inputs; under CUDA autocast the autocast dtype decides.
+    Under the CPU interpreter the matmuls are always fp32 (its low-precision dots are
+    wrong), so low-precision inputs are only loaded and stored in their dtype there.
 
     Equivalent PyTorch code (per batch and head, ``t, u`` in ``0..T-1``)::
 
