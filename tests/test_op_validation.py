@@ -70,3 +70,10 @@ def test_devices_must_agree():
 def test_error_message_says_what_came():
     with pytest.raises(ValueError, match=r"got \(3, 4, 2, 2\)"):
         frustrated_attention(**{**good(), "coupling": torch.randn(3, 4, 2, 2, dtype=torch.complex64)})
+
+
+def test_triton_backend_rejects_batch_beyond_one_grid_axis():
+    n = 65536
+    with pytest.raises(ValueError, match="B and H must be <= 65535"):
+        frustrated_attention(torch.randn(n, 1, 1, 1), torch.rand(n, 1, 1, 1),
+                             torch.randn(1, 1, 1, 2, dtype=torch.complex64), backend="triton")

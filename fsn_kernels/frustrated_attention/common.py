@@ -50,7 +50,8 @@ def pick_config(block_d: int, nh_pow2: int, block: int | None = None) -> LaunchC
         block = 64 if width <= 128 else 32 if width <= 256 else 16
     if block < 16 or block & (block - 1):
         raise ValueError(f"block must be a power of two >= 16, got {block}")
-    return LaunchConfig(block=block, num_warps=4 if width <= 256 else 8, num_stages=1 if interpreting() else 2)
+    stages = 1 if interpreting() or width > 256 else 2  # wide value tiles: keep shared memory for one stage
+    return LaunchConfig(block=block, num_warps=4 if width <= 256 else 8, num_stages=stages)
 
 
 @triton.jit

@@ -10,6 +10,7 @@ import torch
 
 MAX_HEAD_DIM = 128
 MAX_HARMONICS = 8
+MAX_GRID_DIM = 65535
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 BACKENDS = ("auto", "triton", "torch")
 
@@ -74,7 +75,13 @@ def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
             )
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "triton" and D > MAX_HEAD_DIM:
+    uses_kernels = backend == "triton" or (backend == "auto" and theta.device.type == "cuda")
+    if uses_kernels and max(B, H) > MAX_GRID_DIM:
+        raise ValueError(
+            f"the Triton kernels launch one grid row per batch and head: B and H must be <= "
+            f"{MAX_GRID_DIM}, got B={B}, H={H}; split the batch"
+        )
+    if uses_kernels and D > MAX_HEAD_DIM:
         raise ValueError(
             f"the Triton backend supports D (oscillators per head) from 1 to {MAX_HEAD_DIM}, "
             f"got D={D}; use backend='torch' for larger D"
