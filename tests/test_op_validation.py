@@ -77,3 +77,10 @@ def test_triton_backend_rejects_batch_beyond_one_grid_axis():
     with pytest.raises(ValueError, match="B and H must be <= 65535"):
         frustrated_attention(torch.randn(n, 1, 1, 1), torch.rand(n, 1, 1, 1),
                              torch.randn(1, 1, 1, 2, dtype=torch.complex64), backend="triton")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path without the interpreter")
+def test_triton_backend_on_cpu_without_interpreter_says_how_to_enable_it(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        frustrated_attention(**good(), backend="triton")
