@@ -1,0 +1,163 @@
+"""FrustratedAttention: the SPEC §3 attention layer on phases, plus its decode step.
+
+A layer maps phases ``theta`` (B, T, dim) to phase increments (B, T, dim), dim = H * D.
+Any real tensor is a valid phase, so the layer drops into an existing residual stream.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fsn_kernels import frustrated_attention
+
+GATE_BIAS_INIT = math.log(math.e - 1.0)  # softplus(GATE_BIAS_INIT) == 1
+
+
+def rope_frequencies(n_heads: int, head_dim: int, base: float = 10000.0) -> Tensor:
+    """RoPE frequencies ``base ** (-d / D)`` for each oscillator d, shared by all heads.
+
+    Returns:
+        omega (n_heads, head_dim) float32.
+    """
+    freqs = base ** (-torch.arange(head_dim, dtype=torch.float32) / head_dim)
+    return freqs.expand(n_heads, head_dim).contiguous()
+
+
+def phase_features(theta: Tensor) -> Tensor:
+    """``[cos theta, sin theta]`` along the last dim: (..., C) -> (..., 2C)."""
+    return torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1)
+
+
+def init_coupling(param: Tensor, k1: float, std: float) -> None:
+    """Kuramoto-like init of a real coupling view (H, D, NH, S, 2 = re/im): small noise
+    everywhere, and K_1 = k1 (a positive real) on top."""
+    with torch.no_grad():
+        param.normal_(0.0, std)
+        param[:, :, 0, 0, 0] += k1
+
+
+def decode_frustrated_attention(
+    theta_hist: Tensor, gate_t: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float
+) -> Tensor:
+    """dtheta of the LAST token of ``theta_hist`` given all earlier ones (SPEC §2, one row).
+
+    Pure PyTorch, O(T) per token: scores of token t against u <= t, static values
+    ``exp(i n theta_u)`` for u <= t and delay values ``exp(i n theta_{u+1})`` for u < t.
+
+    Args:
+        theta_hist: (B, t+1, H, D) phases of tokens 0..t (the cache plus the new token).
+        gate_t: (B, H, D) gate of token t.
+        coupling: complex (H, D, NH, 2).
+        omega: (H, D) rotary drift or None.
+        scale: score scale.
+
+    Returns:
+        dtheta (B, H, D) float32.
+    """
+    th = theta_hist.float()
+    T = th.shape[1]
+    pos = torch.arange(T, device=th.device, dtype=th.dtype)
+    phi = th if omega is None else th + omega.float()[None, None] * pos[None, :, None, None]
+    diff = phi[:, -1:] - phi  # (B, T, H, D): phi_t - phi_u
+    scores = scale * (gate_t.float()[:, None] * torch.cos(diff)).sum(-1)  # (B, T, H)
+    attn = torch.softmax(scores, dim=1)
+    n = torch.arange(1, coupling.shape[2] + 1, device=th.device, dtype=th.dtype)
+    ang = th[..., None, :] * n[:, None]  # (B, T, H, NH, D)
+    z = torch.polar(torch.ones_like(ang), ang)
+    a = attn.to(z.dtype)[..., None, None]  # (B, T, H, 1, 1)
+    cpl = coupling.to(torch.complex64).permute(0, 2, 1, 3)  # (H, NH, D, 2)
+    static = (a * z).sum(1) * cpl[..., 0]
+    delay = (a[:, :-1] * z[:, 1:]).sum(1) * cpl[..., 1]  # u < t, successor u+1
+    demod = (static + delay) * z[:, -1].conj()  # (B, H, NH, D)
+    return demod.imag.sum(2)
+
+
+class FrustratedAttention(nn.Module):
+    """Frustrated-synchronization attention layer (SPEC §2-3).
+
+    gate = softplus(W_g [cos theta, sin theta] + b), one gate per head and oscillator;
+    learned complex coupling over NH harmonics and a one-step delay, stored as a REAL
+    parameter (H, D, NH, 2, 2) (last dim re/im; viewed as complex at use); fixed RoPE
+    drift omega (H, D) as a non-persistent buffer.
+
+    Init: K_1 = ``k1_init`` (positive real), everything else N(0, ``coupling_std``), gate
+    weights N(0, ``gate_std``) with bias softplus^-1(1): a fresh layer is close to Kuramoto
+    attention ``k1 * sum_u A sin(theta_u - theta_t)`` with unit gates.
+
+    Args:
+        dim: channels C = n_heads * head_dim.
+        n_heads: H.
+        n_harmonics: NH (1..8).
+        rope_base: base of the RoPE frequencies.
+        backend: passed to :func:`fsn_kernels.frustrated_attention` ("auto": Triton on CUDA,
+            PyTorch reference on CPU).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_harmonics: int = 2,
+        *,
+        rope_base: float = 10000.0,
+        k1_init: float = 0.5,
+        coupling_std: float = 0.02,
+        gate_std: float = 0.02,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
+        self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
+        self.n_harmonics, self.backend = n_harmonics, backend
+        self.scale = self.head_dim ** -0.5
+        self.gate_proj = nn.Linear(2 * dim, dim)
+        self.coupling_real = nn.Parameter(torch.empty(n_heads, self.head_dim, n_harmonics, 2, 2))
+        self.register_buffer("omega", rope_frequencies(n_heads, self.head_dim, rope_base), persistent=False)
+        self._k1, self._cstd, self._gstd = k1_init, coupling_std, gate_std
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.gate_proj.weight, 0.0, self._gstd)
+        nn.init.constant_(self.gate_proj.bias, GATE_BIAS_INIT)
+        init_coupling(self.coupling_real, self._k1, self._cstd)
+
+    @property
+    def coupling(self) -> Tensor:
+        """Complex coupling (H, D, NH, 2): ``[..., n-1, 0]`` = K_n, ``[..., n-1, 1]`` = L_n."""
+        return torch.view_as_complex(self.coupling_real.float())
+
+    def gate(self, theta: Tensor) -> Tensor:
+        """(B, T, dim) phases -> (B, T, H, D) positive gates."""
+        g = F.softplus(self.gate_proj(phase_features(theta)))
+        return g.view(*theta.shape[:-1], self.n_heads, self.head_dim)
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """(B, T, dim) phases -> (B, T, dim) increments dtheta, in theta's dtype."""
+        B, T, _ = theta.shape
+        th = theta.view(B, T, self.n_heads, self.head_dim)
+        gate = self.gate(theta).to(theta.dtype)
+        out = frustrated_attention(th, gate, self.coupling, self.omega, self.scale, backend=self.backend)
+        return out.reshape(B, T, self.dim)
+
+    def decode(self, theta_new: Tensor, cache: Optional[Tensor]) -> Tensor:
+        """One incremental step. Equal to ``forward(cat(cache, theta_new))[:, -1:]``.
+
+        Args:
+            theta_new: (B, 1, dim) phases of the new token.
+            cache: (B, t, dim) phases of earlier tokens (this layer's attention inputs),
+                or None for t = 0.
+
+        Returns:
+            dtheta (B, 1, dim) in theta_new's dtype.
+        """
+        B = theta_new.shape[0]
+        hist = theta_new if cache is None else torch.cat([cache, theta_new], dim=1)
+        hist = hist.view(B, hist.shape[1], self.n_heads, self.head_dim)
+        gate_t = self.gate(theta_new)[:, 0]
+        out = decode_frustrated_attention(hist, gate_t, self.coupling, self.omega, self.scale)
+        return out.reshape(B, 1, self.dim).to(theta_new.dtype)

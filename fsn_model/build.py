@@ -1,0 +1,129 @@
+"""``build_model``: the three architectures sized to a parameter target (within 2%).
+
+Aspect rules (any can be overridden by keyword):
+  * n_layers = 4 below 2M params, 6 below 8M, 8 above; head_dim = 16 below 2M, else 32.
+  * fsn: SwiGLU hidden ~ 2 * dim (on 2*dim features, so ~12 dim^2 per block like the
+    transformer); fsn-meanfield: ~64 modes per head; transformer: hidden ~ 8/3 * dim.
+The width is searched over multiples of head_dim, then the hidden size (or mode count)
+is solved exactly, since the parameter count is linear in it. Counts are exact: they
+instantiate the model on the meta device.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Union
+
+import torch
+from torch import nn
+
+from .fsn import FSNLM
+from .transformer import TransformerLM
+
+MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
+TOLERANCE = 0.02
+_OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "backend"}
+
+
+def parse_params(params: Union[int, str]) -> int:
+    """``250000``, ``"250k"``, ``"1M"``, ``"1.5M"``, ``"2G"`` -> int. Bad input: ValueError."""
+    if isinstance(params, bool):
+        raise ValueError(f"params must be an int or a size string like '1M', got {params!r}")
+    if isinstance(params, int):
+        value = params
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*", str(params))
+        if not m:
+            raise ValueError(f"params must be an int or a size string like '250k', '1M', got {params!r}")
+        value = int(round(float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]))
+    if value < 1000:
+        raise ValueError(f"params must be at least 1000, got {params!r}")
+    return value
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_from_config(config: Dict[str, Any]) -> nn.Module:
+    """Rebuild a model from its resolved config (``model.config``, stored in checkpoints)."""
+    cfg = dict(config)
+    name = cfg.pop("name")
+    cfg.pop("params", None)
+    if name == "transformer":
+        return TransformerLM(**cfg)
+    if name in ("fsn", "fsn-meanfield"):
+        return FSNLM(mixer="swiglu" if name == "fsn" else "meanfield", **cfg)
+    raise ValueError(f"model name must be one of {MODEL_NAMES}, got {name!r}")
+
+
+def _count(config: Dict[str, Any]) -> int:
+    with torch.device("meta"):
+        return count_params(model_from_config(config))
+
+
+def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]) -> Dict[str, Any]:
+    cfg = {"name": name, "vocab_size": vocab_size, "dim": dim, "n_layers": o["n_layers"],
+           "n_heads": dim // o["head_dim"]}
+    if name == "transformer":
+        cfg["hidden"] = fine
+    else:
+        cfg.update(n_harmonics=o.get("n_harmonics", 2), backend=o.get("backend", "auto"))
+        cfg["hidden" if name == "fsn" else "n_modes"] = fine
+    return cfg
+
+
+def build_model(name: str, params: Union[int, str], vocab_size: int = 256, **overrides) -> nn.Module:
+    """Build ``name`` in {"fsn", "fsn-meanfield", "transformer"} with ~``params`` parameters.
+
+    Args:
+        name: architecture.
+        params: target count, an int or a string like "250k", "1M", "10M".
+        vocab_size: tokens (256 for bytes).
+        **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, backend.
+
+    Returns:
+        The model, with ``model.config`` (dict, the resolved shape plus "name" and
+        "params") such that ``model_from_config(model.config)`` rebuilds it.
+
+    Raises:
+        ValueError: unknown name, bad params string, unknown override, or no shape within
+            2% of the target under the given overrides.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"model name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
+    target = parse_params(params)
+    bad = set(overrides) - _OVERRIDES
+    if bad:
+        raise ValueError(f"unknown build_model overrides {sorted(bad)}; allowed: {sorted(_OVERRIDES)}")
+    o = dict(overrides)
+    o.setdefault("n_layers", 4 if target < 2e6 else 6 if target < 8e6 else 8)
+    o.setdefault("head_dim", 16 if target < 2e6 else 32)
+    fine_key = "n_modes" if name == "fsn-meanfield" else "hidden"
+
+    def default_fine(dim: int) -> int:
+        return {"fsn": 2 * dim, "transformer": 8 * dim // 3}.get(name, 64)
+
+    dims = [o["dim"]] if "dim" in o else [o["head_dim"] * h for h in range(1, 4096 // o["head_dim"] + 1)]
+    best = None  # (badness, config, count)
+    for dim in dims:
+        if fine_key in o:
+            fine = o[fine_key]
+        else:
+            c1 = _count(_resolved(name, vocab_size, dim, 1, o))
+            if c1 > target * (1 + TOLERANCE):
+                break
+            slope = _count(_resolved(name, vocab_size, dim, 2, o)) - c1
+            fine = max(1, 1 + round((target - c1) / slope))
+        cfg = _resolved(name, vocab_size, dim, fine, o)
+        n = _count(cfg)
+        err = abs(n - target) / target
+        badness = (err > TOLERANCE, abs(fine / default_fine(dim) - 1) if fine_key not in o else err)
+        if best is None or badness < best[0]:
+            best = (badness, cfg, n)
+    if best is None or best[0][0]:
+        got = "none" if best is None else f"{best[2]:,}"
+        raise ValueError(f"params: no {name} shape within 2% of {target:,} with overrides "
+                         f"{overrides} (closest {got})")
+    model = model_from_config(best[1])
+    model.config = dict(best[1], params=best[2])
+    return model

@@ -1,0 +1,322 @@
+"""Quality comparison (issue 7): ``fsn-compare`` / ``python -m fsn_model.compare``.
+
+Trains several models on the same data with the same token budget, optimizer, schedule
+and seeds (every run goes through :func:`fsn_model.train.train`, so two runs with the same
+seed see the same batches), then writes
+
+* ``quality-<corpus>-<date>.json``: top level ``kind`` = "quality", ``device``, ``corpus``
+  (its name), ``commit``, ``settings``, ``runs`` (one per model x seed [x lr]:
+  ``{model, params, seed, tokens, final_val_bpc, curve: [[tokens, val_bpc], ...], lr, ...}``),
+  ``corpus_info`` (path, bytes, sha256, splits), ``summary`` (mean / std / min of final
+  val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each model's best checkpoint, SPEC §4);
+* ``quality-<corpus>-<date>.png``: validation learning curves (bits/byte vs tokens);
+* ``quality-<corpus>-<date>-copy-depth.png``: the copy-depth bar chart;
+* ``quality-<corpus>-<date>.md``: the summary and copy-depth tables.
+
+Models: ``fsn``, ``fsn-meanfield``, ``transformer`` at one parameter target, plus the
+ablations ``fsn-no-delay`` (the delay kernel L_n fixed at 0: zeroed at init and its
+gradient masked, so AdamW never moves it; its parameters still count) and ``fsn-nh1``
+(one harmonic, ``n_harmonics=1``, width re-solved to the same parameter target).
+Bytes are characters here: bits per byte = bits per character (bpc) on byte corpora.
+
+Output goes to ``--out`` (default: benchmarks/results on a CUDA machine, ``.benchmarks/quality``
+otherwise, so a CPU run never lands among committed results); run directories
+(checkpoints, logs) to ``--runs-dir``.
+
+Data: ``--data FILE`` takes any byte file (enwik8 gets its standard 90M/5M/5M split,
+other files 90/5/5%). Without it the default corpus is the Python standard library's
+sources (code, on every machine). No natural-English corpus of >= 10 MB ships offline
+with Python or a PyPI package we found (the Gutenberg packages download at run time), so
+for English pass a file, e.g. enwik8 (``http://mattmahoney.net/dc/enwik8.zip``, unzip).
+
+Examples::
+
+    fsn-compare --params 1M --seeds 0,1,2 --steps 5000 --data enwik8 --transformer-lrs 1e-3,2e-3,3e-3
+    fsn-compare --params 200k --seeds 0 --steps 300 --ablations none          # CPU, minutes
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib
+import json
+import math
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model, resolve_device
+from .cli import OneLineParser, run_cli
+from .data import eval_windows, load_corpus
+
+BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
+ABLATIONS = {
+    "no-delay": ("fsn", {}, True),  # label fsn-no-delay: (architecture, overrides, zero delay)
+    "nh1": ("fsn", {"n_harmonics": 1}, False),
+}
+ROOT = Path(__file__).resolve().parent.parent
+# the module, not the package attribute (fsn_model exposes the *function* ``train`` lazily)
+train_mod = importlib.import_module(__package__ + ".train")
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        return sha or None
+    except Exception:
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    import platform
+
+    return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+
+
+def zero_delay(model: torch.nn.Module) -> int:
+    """Set every L_n (delay coupling) of every FrustratedAttention in ``model`` to 0 and mask
+    its gradient so training never moves it. Returns the number of layers changed."""
+    from .attention import FrustratedAttention
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, FrustratedAttention):
+            p = mod.coupling_real  # (H, D, NH, 2 [K, L], 2 [re, im])
+            with torch.no_grad():
+                p[..., 1, :].zero_()
+            mask = torch.ones_like(p)
+            mask[..., 1, :] = 0
+            p.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype))
+            n += 1
+    return n
+
+
+@contextlib.contextmanager
+def _delay_ablation():
+    """While active, models built by fsn_model.train have their delay term removed."""
+    original = train_mod.build_model
+
+    def build(*args, **kwargs):
+        model = original(*args, **kwargs)
+        if zero_delay(model) == 0:
+            raise ValueError("the no-delay ablation needs an FSN model")
+        return model
+
+    train_mod.build_model = build
+    try:
+        yield
+    finally:
+        train_mod.build_model = original
+
+
+def _plan(a) -> List[Dict[str, Any]]:
+    """Every run: label, architecture, overrides, delay flag, seed, lr."""
+    models = [m for m in a.models.split(",") if m]
+    bad = [m for m in models if m not in BASE_MODELS]
+    if bad:
+        raise ValueError(f"--models: unknown {bad}; choose from {', '.join(BASE_MODELS)}")
+    ablations = [] if a.ablations in ("", "none") else a.ablations.split(",")
+    bad = [x for x in ablations if x not in ABLATIONS]
+    if bad:
+        raise ValueError(f"--ablations: unknown {bad}; choose from {', '.join(ABLATIONS)} or 'none'")
+    seeds = [int(s) for s in a.seeds.split(",") if s != ""]
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed, e.g. 0,1,2")
+    t_lrs = [float(x) for x in a.transformer_lrs.split(",")] if a.transformer_lrs else [a.lr]
+    plan = []
+    for label in models + [f"fsn-{x}" for x in ablations]:
+        arch, overrides, no_delay = (label, {}, False) if label in BASE_MODELS else ABLATIONS[label[4:]]
+        for lr in (t_lrs if label == "transformer" else [a.lr]):
+            for seed in seeds:
+                plan.append(dict(label=label, arch=arch, overrides=overrides, no_delay=no_delay, seed=seed, lr=lr))
+    return plan
+
+
+def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
+    lr_tag = f"-lr{item['lr']:g}" if a.transformer_lrs and item["label"] == "transformer" else ""
+    out = runs_dir / f"{item['label']}{lr_tag}-s{item['seed']}"
+    cfg = train_mod.TrainConfig(
+        model=item["arch"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
+        seq_len=a.seq_len, lr=item["lr"], warmup=min(a.warmup, max(1, a.steps // 10)), seed=item["seed"],
+        device=a.device, out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows,
+        progress=not a.no_progress, model_overrides=dict(item["overrides"]),
+    )
+    with _delay_ablation() if item["no_delay"] else contextlib.nullcontext():
+        log = train_mod.train(cfg)
+    per_step = a.batch_size * a.seq_len
+    curve = [[v["step"] * per_step, v["bpb"]] for v in log["val"]]
+    return dict(model=item["label"], architecture=item["arch"], params=log["params"], target_params=str(a.params),
+                seed=item["seed"], lr=item["lr"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
+                curve=curve, overrides=item["overrides"], delay=not item["no_delay"],
+                wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
+
+
+def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in runs:
+        key = r["model"] + (f" lr={r['lr']:g}" if r["model"] == "transformer" else "")
+        groups.setdefault(key, []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        vals = [r["final_val_bpc"] for r in rs]
+        out[key] = dict(model=rs[0]["model"], lr=rs[0]["lr"], params=rs[0]["params"], seeds=[r["seed"] for r in rs],
+                        mean=statistics.fmean(vals), std=statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                        min=min(vals))
+    # the transformer LR sweep: mark the best lr (lowest mean)
+    tr = [k for k in out if out[k]["model"] == "transformer"]
+    if tr:
+        best = min(tr, key=lambda k: out[k]["mean"])
+        for k in tr:
+            out[k]["best_lr"] = k == best
+    return out
+
+
+def _copy_depth(runs: List[Dict[str, Any]], a, device: torch.device) -> Dict[str, Any]:
+    """Loss per copy-depth bin of each model's best run (lowest final val), on val windows."""
+    from .copy_depth import format_table, loss_by_bin, window_depths
+    from .evaluate import per_position_loss
+
+    windows = eval_windows(load_corpus(a.data).split("val"), a.seq_len, a.copy_windows)
+    depths = window_depths(windows)
+    best: Dict[str, Dict[str, Any]] = {}
+    for r in runs:
+        if r["model"] not in best or r["final_val_bpc"] < best[r["model"]]["final_val_bpc"]:
+            best[r["model"]] = r
+    results = {}
+    for label, r in best.items():
+        model, _ = load_model(str(Path(r["run_dir"]) / "checkpoint.pt"), str(device))
+        results[label] = loss_by_bin(per_position_loss(model, windows).numpy() / math.log(2), depths)
+    return dict(windows=int(len(windows)), seq_len=a.seq_len,
+                checkpoints={k: str(Path(v["run_dir"]) / "checkpoint.pt") for k, v in best.items()},
+                bins=results, table=format_table(results))
+
+
+def _no_nan(obj):
+    """NaN (an empty copy-depth bin) -> None, so the file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
+def plot_curves(runs: List[Dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    labels = sorted({r["model"] + (f" lr={r['lr']:g}" if r["model"] == "transformer" else "") for r in runs})
+    colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
+    seen = set()
+    for r in runs:
+        lab = r["model"] + (f" lr={r['lr']:g}" if r["model"] == "transformer" else "")
+        pts = np.asarray(r["curve"], dtype=float).reshape(-1, 2)
+        ax.plot(pts[:, 0], pts[:, 1], "-o", ms=2, lw=1, color=colors[lab], label=None if lab in seen else lab)
+        seen.add(lab)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _parser() -> OneLineParser:
+    d = train_mod.TrainConfig()
+    p = OneLineParser(prog="fsn-compare", description="Train FSN, its ablations and the transformer on the same "
+                      "data, budget and seeds; write quality JSON, learning-curve PNG and copy-depth table.")
+    p.add_argument("--models", default=",".join(BASE_MODELS), help="comma list of %s" % ", ".join(BASE_MODELS))
+    p.add_argument("--ablations", default="no-delay,nh1", help="comma list of %s, or 'none'" % ", ".join(ABLATIONS))
+    p.add_argument("--params", default="1M", help="parameter target for every model (default %(default)s)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--data", default=None, help="byte corpus file (any file; enwik8 gets its standard split); "
+                   "default: Python stdlib sources")
+    p.add_argument("--steps", type=int, default=d.steps, help="steps per run; tokens = steps*batch*seq_len")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seq-len", type=int, default=d.seq_len)
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the FSN models (and the transformer "
+                   "without --transformer-lrs)")
+    p.add_argument("--transformer-lrs", default=None, help="optional LR sweep for the transformer, e.g. 1e-3,3e-3")
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-windows", type=int, default=d.eval_windows)
+    p.add_argument("--copy-windows", type=int, default=64, help="val windows for the copy-depth table (0: skip)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default: benchmarks/results on CUDA, "
+                   ".benchmarks/quality on CPU)")
+    p.add_argument("--runs-dir", default=None, help="folder for run checkpoints (default runs/compare)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _main(argv: Sequence[str]) -> int:
+    a = _parser().parse_args(argv)
+    device = resolve_device(a.device)
+    plan = _plan(a)
+    corpus = load_corpus(a.data)
+    corpus_info = corpus.describe() if hasattr(corpus, "describe") else {"name": corpus.name}
+    out_dir = Path(a.out) if a.out else (ROOT / "benchmarks" / "results" if device.type == "cuda"
+                                         else ROOT / ".benchmarks" / "quality")
+    runs_dir = Path(a.runs_dir) if a.runs_dir else Path("runs") / "compare" / corpus.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in corpus.name)
+    stem = f"quality-{slug}-{_dt.date.today().isoformat()}"
+    runs = []
+    for i, item in enumerate(plan):
+        print(f"[{i + 1}/{len(plan)}] {item['label']} seed {item['seed']} lr {item['lr']:g}", flush=True)
+        runs.append(_run_one(item, a, runs_dir))
+        print(f"    final val {runs[-1]['final_val_bpc']:.4f} bits/byte ({runs[-1]['params']:,} params)", flush=True)
+    summary = _summary(runs)
+    copy = _copy_depth(runs, a, device) if a.copy_windows > 0 else None
+    doc = dict(
+        kind="quality", device=_device_name(device), corpus=corpus.name, corpus_info=corpus_info,
+        commit=_git_commit(),
+        date=_dt.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+        settings=dict(params=str(a.params), steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr,
+                      transformer_lrs=a.transformer_lrs, warmup=min(a.warmup, max(1, a.steps // 10)),
+                      eval_every=a.eval_every, eval_windows=a.eval_windows,
+                      tokens_per_run=a.steps * a.batch_size * a.seq_len, optimizer="AdamW (fsn_model.train)",
+                      schedule="linear warmup + cosine (fsn_model.train)"),
+        runs=runs, summary=summary, copy_depth=copy,
+    )
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(_no_nan(doc), indent=1))
+    plot_curves(runs, out_dir / f"{stem}.png", f"{corpus.name}, ~{a.params} params, "
+                f"{a.steps * a.batch_size * a.seq_len:,} tokens/run, {doc['device']}")
+    lines = ["| model | params | seeds | final val bits/byte (mean +/- std) | min |", "|---|---|---|---|---|"]
+    for key, s in summary.items():
+        lines.append(f"| {key}{' (best lr)' if s.get('best_lr') else ''} | {s['params']:,} | {len(s['seeds'])} | "
+                     f"{s['mean']:.4f} +/- {s['std']:.4f} | {s['min']:.4f} |")
+    table = "\n".join(lines)
+    if copy is not None:
+        from .copy_depth import plot
+
+        plot(copy["bins"], str(out_dir / f"{stem}-copy-depth.png"))
+        table += "\n\nCopy depth (mean bits/byte per bin, best checkpoint of each model):\n\n" + copy["table"]
+    (out_dir / f"{stem}.md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {json_path} (+ .png, .md{', -copy-depth.png' if copy else ''})")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point ``fsn-compare``."""
+    return run_cli("fsn-compare", _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Byte-level data (SPEC §5): corpora, train/val/test splits, deterministic batches.
+
+Corpora:
+  * enwik8 (a file named ``enwik8`` or of exactly 100,000,000 bytes): the standard split,
+    first 90M bytes train, next 5M validation, last 5M test.
+  * any other file: 90% / 5% / 5% in order.
+  * default (no file given): the Python standard library's own sources, ``pystdlib``: every
+    ``*.py`` under ``sysconfig.get_paths()["stdlib"]`` in sorted relative-path order,
+    skipping ``test``/``tests``/``idle_test`` directories and ``site-packages``, each file's
+    bytes followed by a newline, capped at 16 MiB (about 12 MB on CPython 3.11). It is on
+    every machine with no download and is deterministic for a given Python build; its
+    sha256 is recorded in training logs. It is written once to
+    ``$FSN_CACHE`` (default ``~/.cache/fsn``) and memory-mapped.
+
+Batches are random windows of ``seq_len + 1`` bytes, drawn by a numpy Generator seeded
+from (seed, step, rank): the batch of a step never depends on history, so resume is exact.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+ENWIK8_SIZE = 100_000_000
+DEFAULT_CAP = 16 * 2**20
+_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+
+
+def default_corpus_path(cap: int = DEFAULT_CAP) -> Path:
+    """Cache path of the default corpus for this interpreter version."""
+    root = Path(os.environ.get("FSN_CACHE", Path.home() / ".cache" / "fsn"))
+    v = sys.version_info
+    return root / f"pystdlib-{sys.implementation.name}{v.major}.{v.minor}.{v.micro}-{cap}.bin"
+
+
+def build_default_corpus(path: Optional[Path] = None, cap: int = DEFAULT_CAP) -> Path:
+    """Write the concatenated stdlib sources to ``path`` (atomically) unless it exists."""
+    path = Path(path or default_corpus_path(cap))
+    if path.exists():
+        return path
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        (f for f in stdlib.rglob("*.py") if not _SKIP_DIRS & set(f.relative_to(stdlib).parts[:-1])),
+        key=lambda f: f.relative_to(stdlib).as_posix(),
+    )
+    chunks, size = [], 0
+    for f in files:
+        b = f.read_bytes() + b"\n"
+        chunks.append(b[: cap - size])
+        size += len(chunks[-1])
+        if size >= cap:
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(b"".join(chunks))
+    os.replace(tmp, path)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Corpus:
+    """A memory-mapped byte corpus and its split ranges ``{"train"|"val"|"test": (start, end)}``."""
+
+    name: str
+    path: str
+    data: np.ndarray  # uint8 memmap
+    splits: Dict[str, Tuple[int, int]]
+    sha256: str
+
+    def split(self, name: str) -> np.ndarray:
+        a, b = self.splits[name]
+        return self.data[a:b]
+
+    def describe(self) -> Dict[str, object]:
+        return {"name": self.name, "path": self.path, "bytes": int(len(self.data)), "sha256": self.sha256,
+                "splits": {k: list(v) for k, v in self.splits.items()}}
+
+
+def load_corpus(path: Optional[str] = None) -> Corpus:
+    """Open ``path`` (or the default corpus) as a :class:`Corpus`.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: file too small to split.
+    """
+    if path is None:
+        p, name = build_default_corpus(), "pystdlib"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"data file not found: {path}")
+        name = p.name
+    n = p.stat().st_size
+    if n < 1000:
+        raise ValueError(f"data file {p} has {n} bytes; need at least 1000 to split 90/5/5")
+    if p.name == "enwik8" or n == ENWIK8_SIZE:
+        cuts = (90_000_000, 95_000_000) if n == ENWIK8_SIZE else (int(n * 0.9), int(n * 0.95))
+        name = "enwik8"
+    else:
+        cuts = (int(n * 0.9), int(n * 0.95))
+    splits = {"train": (0, cuts[0]), "val": (cuts[0], cuts[1]), "test": (cuts[1], n)}
+    data = np.memmap(p, dtype=np.uint8, mode="r")
+    return Corpus(name, str(p), data, splits, sha256_file(p))
+
+
+def get_batch(data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int,
+              rank: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of one split, a pure function of (seed, step, rank).
+
+    Returns:
+        x, y: (batch_size, seq_len) int64; y is x shifted by one byte.
+    """
+    if len(data) < seq_len + 2:
+        raise ValueError(f"split of {len(data)} bytes is shorter than seq_len + 2 = {seq_len + 2}")
+    rng = np.random.default_rng([seed, step, rank])
+    starts = rng.integers(0, len(data) - seq_len - 1, size=batch_size)
+    w = torch.from_numpy(np.stack([np.asarray(data[s: s + seq_len + 1]) for s in starts]).astype(np.int64))
+    return w[:, :-1], w[:, 1:]
+
+
+def eval_windows(data: np.ndarray, seq_len: int, n_windows: int) -> torch.Tensor:
+    """``n_windows`` windows of ``seq_len + 1`` bytes evenly spaced over a split (fixed,
+    so every evaluation of every model sees the same bytes). Returns (N, seq_len+1) int64."""
+    n_max = len(data) - seq_len - 1
+    if n_max < 1:
+        raise ValueError(f"split of {len(data)} bytes is shorter than seq_len + 2 = {seq_len + 2}")
+    starts = np.unique(np.linspace(0, n_max - 1, num=n_windows).astype(np.int64))
+    return torch.from_numpy(np.stack([np.asarray(data[s: s + seq_len + 1]) for s in starts]).astype(np.int64))

@@ -1,0 +1,67 @@
+"""Evaluation: bits per byte on fixed windows; ``fsn-eval CHECKPOINT --data FILE``."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .checkpoint import load_model, resolve_device
+from .cli import OneLineParser, run_cli
+from .data import eval_windows, load_corpus
+
+
+@torch.no_grad()
+def per_position_loss(model: nn.Module, windows: Tensor, batch_size: int = 32) -> Tensor:
+    """Cross-entropy (nats) of each predicted byte. windows (N, T+1) int64 -> (N, T) float32."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(windows), batch_size):
+        w = windows[i: i + batch_size].to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(w[:, :-1])
+        out.append(F.cross_entropy(logits.float().transpose(1, 2), w[:, 1:], reduction="none").cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def bits_per_byte(model: nn.Module, windows: Tensor, batch_size: int = 32) -> float:
+    """Mean loss over every predicted byte of ``windows`` (N, T+1), in bits."""
+    return per_position_loss(model, windows, batch_size).mean().item() / math.log(2)
+
+
+def _main(argv: Sequence[str]) -> int:
+    p = OneLineParser(prog="fsn-eval", description="Validation and test bits per byte of a checkpoint.")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", default=None, help="corpus file (default: the checkpoint's corpus)")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (default: training's)")
+    p.add_argument("--windows", type=int, default=256, help="evaluation windows per split")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    model, ckpt = load_model(a.checkpoint, resolve_device(a.device))
+    data = a.data
+    if data is None and ckpt.get("corpus", {}).get("name") != "pystdlib":
+        data = ckpt.get("corpus", {}).get("path")
+    corpus = load_corpus(data)
+    seq_len = a.seq_len or ckpt["train_config"]["seq_len"]
+    result = {"checkpoint": a.checkpoint, "corpus": corpus.name, "seq_len": seq_len}
+    for split in ("val", "test"):
+        result[f"{split}_bpb"] = bits_per_byte(model, eval_windows(corpus.split(split), seq_len, a.windows),
+                                               a.batch_size)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point ``fsn-eval``."""
+    return run_cli("fsn-eval", _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

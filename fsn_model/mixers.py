@@ -1,0 +1,82 @@
+"""Phase mixers, the second half of an FSN block: (B, T, dim) phases -> (B, T, dim)
+increments, acting on each token independently."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import GATE_BIAS_INIT, init_coupling, phase_features
+
+
+class PhaseSwiGLU(nn.Module):
+    """SwiGLU on the features ``[cos theta, sin theta]``: W_2 (silu(W_1 f) * W_3 f).
+
+    Args:
+        dim: phase channels C (input features 2C, output C increments).
+        hidden: SwiGLU hidden width. The output projection is initialised small
+            (std ``out_std``) so a fresh block is close to its attention alone.
+    """
+
+    def __init__(self, dim: int, hidden: int, out_std: float = 0.02):
+        super().__init__()
+        self.w13 = nn.Linear(2 * dim, 2 * hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        nn.init.normal_(self.w2.weight, 0.0, out_std)
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """(B, T, dim) -> (B, T, dim)."""
+        a, b = self.w13(phase_features(theta)).chunk(2, dim=-1)
+        return self.w2(F.silu(a) * b)
+
+
+class MeanFieldCoupling(nn.Module):
+    """MLP-free mixer: each token couples to M learned collective modes psi[h, m, d].
+
+    Same gated-cosine softmax and harmonic kernel as the attention (SPEC §3), but the
+    "keys/values" are the modes, not tokens: no causal mask (modes are not in time), no
+    rotary drift, no delay. Per head h, token t:
+
+        s[t, m]   = scale * sum_d g[t, d] cos(theta[t, d] - psi[m, d]);  A = softmax_m(s)
+        dtheta[t, d] = Im sum_n exp(-i n theta[t, d]) K_n[d] sum_m A[t, m] exp(i n psi[m, d])
+
+    Args:
+        dim: C = n_heads * head_dim.
+        n_heads: H.
+        n_modes: M collective modes per head.
+        n_harmonics: NH. Coupling stored real (H, D, NH, 2) = re/im of K_n; K_1 = ``k1_init``.
+    """
+
+    def __init__(self, dim: int, n_heads: int, n_modes: int, n_harmonics: int = 2, *,
+                 k1_init: float = 0.5, coupling_std: float = 0.02, gate_std: float = 0.02):
+        super().__init__()
+        self.n_heads, self.head_dim, self.n_modes = n_heads, dim // n_heads, n_modes
+        self.scale = self.head_dim ** -0.5
+        self.gate_proj = nn.Linear(2 * dim, dim)
+        self.psi = nn.Parameter(torch.empty(n_heads, n_modes, self.head_dim))
+        self.coupling_real = nn.Parameter(torch.empty(n_heads, self.head_dim, n_harmonics, 2))
+        nn.init.normal_(self.gate_proj.weight, 0.0, gate_std)
+        nn.init.constant_(self.gate_proj.bias, GATE_BIAS_INIT)
+        nn.init.uniform_(self.psi, -torch.pi, torch.pi)
+        init_coupling(self.coupling_real[:, :, :, None], k1_init, coupling_std)
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """(B, T, dim) -> (B, T, dim), computed in float32."""
+        B, T, C = theta.shape
+        H, D = self.n_heads, self.head_dim
+        g = F.softplus(self.gate_proj(phase_features(theta))).float().view(B, T, H, D)
+        th = theta.float().view(B, T, H, D)
+        psi = self.psi.float()
+        scores = self.scale * (torch.einsum("bthd,hmd->bthm", g * torch.cos(th), torch.cos(psi))
+                               + torch.einsum("bthd,hmd->bthm", g * torch.sin(th), torch.sin(psi)))
+        attn = torch.softmax(scores, dim=-1)  # (B, T, H, M)
+        n = torch.arange(1, self.coupling_real.shape[2] + 1, device=theta.device, dtype=torch.float32)
+        ang = psi[:, :, None, :] * n[:, None]  # (H, M, NH, D)
+        o_re = torch.einsum("bthm,hmnd->bthnd", attn, torch.cos(ang))
+        o_im = torch.einsum("bthm,hmnd->bthnd", attn, torch.sin(ang))
+        k = self.coupling_real.float().permute(0, 2, 1, 3)  # (H, NH, D, 2)
+        z_re, z_im = o_re * k[..., 0] - o_im * k[..., 1], o_re * k[..., 1] + o_im * k[..., 0]
+        tn = th[:, :, :, None, :] * n[:, None]  # (B, T, H, NH, D)
+        # Im(exp(-i n theta) * z) = z_im cos(n theta) - z_re sin(n theta)
+        out = (z_im * torch.cos(tn) - z_re * torch.sin(tn)).sum(3)
+        return out.reshape(B, T, C).to(theta.dtype)

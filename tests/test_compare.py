@@ -1,0 +1,82 @@
+"""fsn-compare (issue 7): one tiny-budget CPU run (every model, both ablations, a two-point
+transformer LR sweep, one seed) writes the quality JSON (schema), the learning-curve PNG,
+the copy-depth chart and table, into a tmp folder only."""
+import json
+import math
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsn_model import compare
+
+LABELS = {"fsn", "fsn-meanfield", "transformer", "fsn-no-delay", "fsn-nh1"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    # ~120 kB of the stdlib's typing.py (prose docstrings + code): small, on every machine
+    data = tmp / "small.txt"
+    data.write_bytes((Path(sysconfig.get_paths()["stdlib"]) / "typing.py").read_bytes()[:120_000])
+    out = tmp / "out"
+    # one thread: tiny ops gain nothing from more, and on a shared 2-core machine OpenMP
+    # spin-waiting turned a 5 ms step into a 1 s one
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rc = compare.main(["--params", "30k", "--seeds", "0", "--steps", "3", "--batch-size", "2", "--seq-len", "32",
+                           "--eval-every", "2", "--eval-windows", "4", "--copy-windows", "4", "--device", "cpu",
+                           "--data", str(data), "--out", str(out), "--runs-dir", str(tmp / "runs"),
+                           "--transformer-lrs", "1e-3,3e-3", "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    (json_path,) = out.glob("quality-small-txt-*.json")
+    return json_path, tmp / "runs"
+
+
+def test_quality_json_schema(run):
+    json_path, _ = run
+    doc = json.loads(json_path.read_text())
+    assert doc["kind"] == "quality" and doc["corpus"] == "small.txt"
+    assert {"device", "corpus", "commit", "runs", "summary", "copy_depth", "settings"} <= set(doc)
+    assert {r["model"] for r in doc["runs"]} == LABELS
+    assert len(doc["runs"]) == 6  # 4 models + the transformer at 2 learning rates, 1 seed
+    for r in doc["runs"]:
+        assert {"model", "params", "seed", "tokens", "final_val_bpc", "curve"} <= set(r)
+        assert r["tokens"] == 3 * 2 * 32 and math.isfinite(r["final_val_bpc"])
+        assert [c[0] for c in r["curve"]] == [2 * 64, 3 * 64]
+        assert r["curve"][-1][1] == r["final_val_bpc"]
+        assert abs(r["params"] - 30_000) <= 0.02 * 30_000  # same parameter target for all
+    assert sorted(r["lr"] for r in doc["runs"] if r["model"] == "transformer") == [1e-3, 3e-3]
+    assert sum(s.get("best_lr", False) for s in doc["summary"].values()) == 1
+    assert set(doc["copy_depth"]["bins"]) == LABELS
+
+
+def test_pngs_and_table(run):
+    json_path, _ = run
+    for suffix in (".png", "-copy-depth.png"):
+        assert json_path.with_name(json_path.stem + suffix).stat().st_size > 1000
+    assert "| bin |" in json_path.with_suffix(".md").read_text()
+
+
+def test_no_delay_ablation_keeps_delay_zero(run):
+    from fsn_model.checkpoint import load_model
+
+    _, runs = run
+    nodelay, _ = load_model(str(runs / "fsn-no-delay-s0" / "checkpoint.pt"))
+    full, _ = load_model(str(runs / "fsn-s0" / "checkpoint.pt"))
+    for m, zero in ((nodelay, True), (full, False)):
+        cps = [mod.coupling_real for mod in m.modules() if hasattr(mod, "coupling_real")]
+        assert cps
+        assert all(bool((c[..., 1, :] == 0).all()) == zero for c in cps)
+        assert all(bool((c[..., 0, :] != 0).any()) for c in cps)  # K still trains
+
+
+def test_bad_arguments():
+    with pytest.raises(SystemExit):
+        compare.main(["--models", "rnn"])
+    with pytest.raises(SystemExit):
+        compare.main(["--ablations", "no-such"])

@@ -1,0 +1,115 @@
+"""fsn_model layers and models: shapes, gradients, init, cached decoding (SPEC §3)."""
+import torch
+
+from fsn_kernels.frustrated_attention.naive import kuramoto_closed_form
+from fsn_model import FSNLM, FrustratedAttention, MeanFieldCoupling, PhaseSwiGLU, TransformerLM
+
+
+def _randomise_coupling(layer, std=0.3):
+    with torch.no_grad():
+        layer.coupling_real.normal_(0.0, std)
+
+
+def test_attention_shapes_grads_and_real_parameters():
+    torch.manual_seed(0)
+    layer = FrustratedAttention(24, 3, n_harmonics=3)
+    assert layer.coupling_real.shape == (3, 8, 3, 2, 2) and not layer.coupling_real.is_complex()
+    assert all(not p.is_complex() for p in layer.parameters())
+    assert layer.coupling.shape == (3, 8, 3, 2) and layer.coupling.is_complex()
+    assert not layer.omega.requires_grad and "omega" not in layer.state_dict()
+    theta = (5 * torch.randn(2, 7, 24)).requires_grad_()
+    out = layer(theta)
+    assert out.shape == (2, 7, 24) and out.dtype == theta.dtype and torch.isfinite(out).all()
+    out.square().sum().backward()
+    for t in (theta.grad, layer.gate_proj.weight.grad, layer.gate_proj.bias.grad, layer.coupling_real.grad):
+        assert t is not None and torch.isfinite(t).all() and t.abs().sum() > 0
+
+
+def test_fresh_attention_is_kuramoto():
+    """No init noise: gates are 1, K_1 = k1, rest 0 -> k1 * sum_u A sin(theta_u - theta_t)."""
+    layer = FrustratedAttention(16, 2, n_harmonics=2, k1_init=0.7, coupling_std=0.0, gate_std=0.0)
+    theta = torch.randn(2, 9, 16, dtype=torch.float32) * 3
+    ref = kuramoto_closed_form(theta.view(2, 9, 2, 8), torch.ones(2, 9, 2, 8), layer.omega)
+    torch.testing.assert_close(layer(theta), 0.7 * ref.reshape(2, 9, 16).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_attention_decode_equals_forward():
+    torch.manual_seed(1)
+    layer = FrustratedAttention(16, 2, n_harmonics=3)
+    _randomise_coupling(layer)  # nonzero delay L_n and harmonics exercised
+    theta = torch.randn(2, 11, 16) * 2
+    full = layer(theta)
+    steps = [layer.decode(theta[:, t: t + 1], theta[:, :t] if t else None) for t in range(11)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-5, rtol=1e-4)
+
+
+def test_meanfield_closed_form_and_grads():
+    """NH=1, K_1=1: dtheta = sum_m softmax_m(s) sin(psi_m - theta_t)."""
+    torch.manual_seed(2)
+    mf = MeanFieldCoupling(8, 2, n_modes=5, n_harmonics=1)
+    with torch.no_grad():
+        mf.coupling_real.zero_()
+        mf.coupling_real[..., 0, 0] = 1.0
+    theta = torch.randn(3, 4, 8, requires_grad=True)
+    out = mf(theta)
+    g = torch.nn.functional.softplus(mf.gate_proj(torch.cat([theta.cos(), theta.sin()], -1))).view(3, 4, 2, 4)
+    th = theta.view(3, 4, 2, 4)
+    diff = th[:, :, :, None, :] - mf.psi[None, None]  # (B, T, H, M, D)
+    attn = torch.softmax(0.5 * (g[:, :, :, None] * diff.cos()).sum(-1), -1)
+    ref = (attn[..., None] * torch.sin(-diff)).sum(3).reshape(3, 4, 8)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert mf.psi.grad.abs().sum() > 0 and theta.grad.abs().sum() > 0
+
+
+def test_swiglu_mixer_shapes():
+    mix = PhaseSwiGLU(12, 20)
+    theta = torch.randn(2, 5, 12, requires_grad=True)
+    out = mix(theta)
+    assert out.shape == (2, 5, 12)
+    out.sum().backward()
+    assert theta.grad.abs().sum() > 0
+    torch.testing.assert_close(mix(theta + 2 * torch.pi), out, atol=1e-5, rtol=1e-5)  # a function of the angle
+
+
+def test_models_shapes_and_gradients():
+    torch.manual_seed(3)
+    idx = torch.randint(0, 256, (2, 10))
+    for model in (FSNLM(dim=16, n_layers=2, n_heads=2, hidden=24),
+                  FSNLM(dim=16, n_layers=2, n_heads=2, mixer="meanfield", n_modes=6),
+                  TransformerLM(dim=16, n_layers=2, n_heads=2, hidden=24)):
+        logits = model(idx)
+        assert logits.shape == (2, 10, 256) and logits.dtype == torch.float32
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), idx.flatten()).backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not missing, missing
+
+
+def test_transformer_is_causal():
+    model = TransformerLM(dim=16, n_layers=2, n_heads=2, hidden=24)
+    idx = torch.randint(0, 256, (1, 12))
+    idx2 = idx.clone()
+    idx2[0, 8:] = (idx2[0, 8:] + 1) % 256
+    torch.testing.assert_close(model(idx)[:, :8], model(idx2)[:, :8])
+
+
+def test_lm_cached_decoding_equals_full_forward():
+    torch.manual_seed(4)
+    for mixer in ("swiglu", "meanfield"):
+        model = FSNLM(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6).eval()
+        for block in model.blocks:
+            _randomise_coupling(block.attn)
+        idx = torch.randint(0, 256, (2, 13))
+        with torch.no_grad():
+            full = model(idx)
+            logits, cache = model.prefill(idx[:, :5])
+            assert len(cache) == 3 and cache[0].shape == (2, 5, 16)  # C = dim floats / token / layer
+            steps = [logits]
+            for t in range(5, 13):
+                step_logits, cache = model.decode(idx[:, t], cache)
+                steps.append(step_logits[:, None])
+            # decode from an empty cache as well
+            empty = [None] * 3
+            first, _ = model.decode(idx[:, 0], empty)
+        torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(first, full[:, 0], atol=1e-4, rtol=1e-4)
