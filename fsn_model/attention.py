@@ -95,6 +95,8 @@ class FrustratedAttention(nn.Module):
         rope_base: base of the RoPE frequencies.
         backend: passed to :func:`fsn_kernels.frustrated_attention` ("auto": Triton on CUDA,
             PyTorch reference on CPU).
+        delay: False removes the one-step delay term (the ablation): L_n is zeroed at
+            init and masked out at use, so it takes no gradient and stays 0.
     """
 
     def __init__(
@@ -108,12 +110,13 @@ class FrustratedAttention(nn.Module):
         coupling_std: float = 0.02,
         gate_std: float = 0.02,
         backend: str = "auto",
+        delay: bool = True,
     ):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
-        self.n_harmonics, self.backend = n_harmonics, backend
+        self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
         self.scale = self.head_dim ** -0.5
         self.gate_proj = nn.Linear(2 * dim, dim)
         self.coupling_real = nn.Parameter(torch.empty(n_heads, self.head_dim, n_harmonics, 2, 2))
@@ -125,11 +128,17 @@ class FrustratedAttention(nn.Module):
         nn.init.normal_(self.gate_proj.weight, 0.0, self._gstd)
         nn.init.constant_(self.gate_proj.bias, GATE_BIAS_INIT)
         init_coupling(self.coupling_real, self._k1, self._cstd)
+        if not self.delay:
+            with torch.no_grad():
+                self.coupling_real[..., 1, :].zero_()
 
     @property
     def coupling(self) -> Tensor:
         """Complex coupling (H, D, NH, 2): ``[..., n-1, 0]`` = K_n, ``[..., n-1, 1]`` = L_n."""
-        return torch.view_as_complex(self.coupling_real.float())
+        real = self.coupling_real.float()
+        if not self.delay:
+            real = torch.stack([real[..., 0, :], torch.zeros_like(real[..., 1, :])], dim=-2)
+        return torch.view_as_complex(real)
 
     def gate(self, theta: Tensor) -> Tensor:
         """(B, T, dim) phases -> (B, T, H, D) positive gates."""

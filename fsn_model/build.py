@@ -21,7 +21,7 @@ from .transformer import TransformerLM
 
 MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
 TOLERANCE = 0.02
-_OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "backend"}
+_OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "backend", "delay"}
 
 
 def parse_params(params: Union[int, str]) -> int:
@@ -67,7 +67,7 @@ def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]
     if name == "transformer":
         cfg["hidden"] = fine
     else:
-        cfg.update(n_harmonics=o.get("n_harmonics", 2), backend=o.get("backend", "auto"))
+        cfg.update(n_harmonics=o.get("n_harmonics", 2), backend=o.get("backend", "auto"), delay=o.get("delay", True))
         cfg["hidden" if name == "fsn" else "n_modes"] = fine
     return cfg
 
@@ -79,7 +79,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, **ove
         name: architecture.
         params: target count, an int or a string like "250k", "1M", "10M".
         vocab_size: tokens (256 for bytes).
-        **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, backend.
+        **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, backend,
+            delay (FSN names: False removes the one-step delay term, the ablation).
 
     Returns:
         The model, with ``model.config`` (dict, the resolved shape plus "name" and

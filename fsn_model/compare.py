@@ -14,8 +14,8 @@ seed see the same batches), then writes
 * ``quality-<corpus>-<date>.md``: the summary and copy-depth tables.
 
 Models: ``fsn``, ``fsn-meanfield``, ``transformer`` at one parameter target, plus the
-ablations ``fsn-no-delay`` (the delay kernel L_n fixed at 0: zeroed at init and its
-gradient masked, so AdamW never moves it; its parameters still count) and ``fsn-nh1``
+ablations ``fsn-no-delay`` (``build_model(..., delay=False)``: the delay kernel L_n is
+zeroed at init and masked out at use, so it never moves; its parameters still count) and ``fsn-nh1``
 (one harmonic, ``n_harmonics=1``, width re-solved to the same parameter target).
 Bytes are characters here: bits per byte = bits per character (bpc) on byte corpora.
 
@@ -36,9 +36,7 @@ Examples::
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import importlib
 import json
 import math
 import statistics
@@ -49,18 +47,17 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from . import train as train_mod  # the module; train_mod.train is the function
 from .checkpoint import load_model, resolve_device
 from .cli import OneLineParser, run_cli
 from .data import eval_windows, load_corpus
 
 BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
 ABLATIONS = {
-    "no-delay": ("fsn", {}, True),  # label fsn-no-delay: (architecture, overrides, zero delay)
-    "nh1": ("fsn", {"n_harmonics": 1}, False),
+    "no-delay": ("fsn", {"delay": False}),  # label fsn-no-delay: (architecture, build_model overrides)
+    "nh1": ("fsn", {"n_harmonics": 1}),
 }
 ROOT = Path(__file__).resolve().parent.parent
-# the module, not the package attribute (fsn_model exposes the *function* ``train`` lazily)
-train_mod = importlib.import_module(__package__ + ".train")
 
 
 def _git_commit() -> Optional[str]:
@@ -81,44 +78,8 @@ def _device_name(device: torch.device) -> str:
     return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
 
 
-def zero_delay(model: torch.nn.Module) -> int:
-    """Set every L_n (delay coupling) of every FrustratedAttention in ``model`` to 0 and mask
-    its gradient so training never moves it. Returns the number of layers changed."""
-    from .attention import FrustratedAttention
-
-    n = 0
-    for mod in model.modules():
-        if isinstance(mod, FrustratedAttention):
-            p = mod.coupling_real  # (H, D, NH, 2 [K, L], 2 [re, im])
-            with torch.no_grad():
-                p[..., 1, :].zero_()
-            mask = torch.ones_like(p)
-            mask[..., 1, :] = 0
-            p.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype))
-            n += 1
-    return n
-
-
-@contextlib.contextmanager
-def _delay_ablation():
-    """While active, models built by fsn_model.train have their delay term removed."""
-    original = train_mod.build_model
-
-    def build(*args, **kwargs):
-        model = original(*args, **kwargs)
-        if zero_delay(model) == 0:
-            raise ValueError("the no-delay ablation needs an FSN model")
-        return model
-
-    train_mod.build_model = build
-    try:
-        yield
-    finally:
-        train_mod.build_model = original
-
-
 def _plan(a) -> List[Dict[str, Any]]:
-    """Every run: label, architecture, overrides, delay flag, seed, lr."""
+    """Every run: label, architecture, overrides, seed, lr."""
     models = [m for m in a.models.split(",") if m]
     bad = [m for m in models if m not in BASE_MODELS]
     if bad:
@@ -133,10 +94,10 @@ def _plan(a) -> List[Dict[str, Any]]:
     t_lrs = [float(x) for x in a.transformer_lrs.split(",")] if a.transformer_lrs else [a.lr]
     plan = []
     for label in models + [f"fsn-{x}" for x in ablations]:
-        arch, overrides, no_delay = (label, {}, False) if label in BASE_MODELS else ABLATIONS[label[4:]]
+        arch, overrides = (label, {}) if label in BASE_MODELS else ABLATIONS[label[4:]]
         for lr in (t_lrs if label == "transformer" else [a.lr]):
             for seed in seeds:
-                plan.append(dict(label=label, arch=arch, overrides=overrides, no_delay=no_delay, seed=seed, lr=lr))
+                plan.append(dict(label=label, arch=arch, overrides=overrides, seed=seed, lr=lr))
     return plan
 
 
@@ -149,13 +110,12 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
         device=a.device, out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows,
         progress=not a.no_progress, model_overrides=dict(item["overrides"]),
     )
-    with _delay_ablation() if item["no_delay"] else contextlib.nullcontext():
-        log = train_mod.train(cfg)
+    log = train_mod.train(cfg)
     per_step = a.batch_size * a.seq_len
     curve = [[v["step"] * per_step, v["bpb"]] for v in log["val"]]
     return dict(model=item["label"], architecture=item["arch"], params=log["params"], target_params=str(a.params),
                 seed=item["seed"], lr=item["lr"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
-                curve=curve, overrides=item["overrides"], delay=not item["no_delay"],
+                curve=curve, overrides=item["overrides"], delay=item["overrides"].get("delay", True),
                 wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
 
 

@@ -19,9 +19,9 @@ class FSNBlock(nn.Module):
     """
 
     def __init__(self, dim: int, n_heads: int, n_harmonics: int = 2, mixer: str = "swiglu",
-                 hidden: int = 0, n_modes: int = 0, backend: str = "auto"):
+                 hidden: int = 0, n_modes: int = 0, backend: str = "auto", delay: bool = True):
         super().__init__()
-        self.attn = FrustratedAttention(dim, n_heads, n_harmonics, backend=backend)
+        self.attn = FrustratedAttention(dim, n_heads, n_harmonics, backend=backend, delay=delay)
         if mixer == "swiglu":
             self.mix = PhaseSwiGLU(dim, hidden)
         elif mixer == "meanfield":
@@ -52,13 +52,13 @@ class FSNLM(nn.Module):
 
     def __init__(self, vocab_size: int = 256, dim: int = 64, n_layers: int = 4, n_heads: int = 4,
                  n_harmonics: int = 2, mixer: str = "swiglu", hidden: int = 128, n_modes: int = 64,
-                 backend: str = "auto"):
+                 backend: str = "auto", delay: bool = True):
         super().__init__()
         self.vocab_size, self.dim = vocab_size, dim
         self.embed = nn.Embedding(vocab_size, dim)
         nn.init.uniform_(self.embed.weight, -torch.pi, torch.pi)
         self.blocks = nn.ModuleList(
-            FSNBlock(dim, n_heads, n_harmonics, mixer, hidden, n_modes, backend) for _ in range(n_layers)
+            FSNBlock(dim, n_heads, n_harmonics, mixer, hidden, n_modes, backend, delay) for _ in range(n_layers)
         )
         self.readout = nn.Linear(2 * dim, vocab_size)
         nn.init.normal_(self.readout.weight, 0.0, 0.02)

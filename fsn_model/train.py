@@ -13,8 +13,8 @@ AdamW (betas 0.9/0.95, weight decay on 2-D weights but not embeddings), linear w
 then cosine decay to ``min_lr_ratio * lr``, grad-norm clipping, bf16 autocast on CUDA.
 ``OUT/checkpoint.pt`` is written atomically at every evaluation and at the end.
 ``resume=True`` continues the run in ``out`` from its checkpoint: model, optimizer, data
-and hyper-parameters come from the checkpoint (only ``steps``, ``stop_at``, ``progress``
-and ``eval_every`` of the new config apply); the next step's loss equals the one of an
+and hyper-parameters come from the checkpoint (only ``steps``, ``stop_at``, ``progress``,
+``eval_every``, ``out`` and ``device`` of the new config apply); the next step's loss equals the one of an
 uninterrupted run. With no checkpoint there it starts fresh.
 
 Under ``torchrun --nproc_per_node N`` it trains with DDP (gloo on CPU, nccl on CUDA):
@@ -46,7 +46,7 @@ from .evaluate import bits_per_byte
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on. Defaults are the CPU quickstart (~2-3 min on 2 cores)."""
+    """Everything a run depends on. Defaults are the CPU quickstart (~2-3 min on 2 cores, ~200k-param FSN, 1000 steps)."""
 
     model: str = "fsn"
     params: Union[int, str] = "200k"
@@ -115,7 +115,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     ckpt_path = out / "checkpoint.pt"
     ckpt = load_checkpoint(str(ckpt_path)) if cfg.resume and ckpt_path.exists() else None
     if ckpt is not None:
-        keep = {k: getattr(cfg, k) for k in ("steps", "stop_at", "progress", "eval_every")}
+        keep = {k: getattr(cfg, k) for k in ("steps", "stop_at", "progress", "eval_every", "out", "device")}
         cfg = dataclasses.replace(TrainConfig(**ckpt["train_config"]), **keep, resume=True)
     _validate(cfg)
     rank, world, device = _dist_setup(resolve_device(cfg.device))

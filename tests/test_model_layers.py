@@ -33,6 +33,23 @@ def test_fresh_attention_is_kuramoto():
     torch.testing.assert_close(layer(theta), 0.7 * ref.reshape(2, 9, 16).float(), atol=1e-5, rtol=1e-5)
 
 
+def test_attention_without_delay_never_uses_or_trains_L():
+    torch.manual_seed(2)
+    layer = FrustratedAttention(16, 2, n_harmonics=2, delay=False)
+    with torch.no_grad():
+        layer.coupling_real[..., 1, :].normal_()  # even a non-zero stored L must not act
+    theta = torch.randn(2, 9, 16) * 2
+    out = layer(theta)
+    reference = FrustratedAttention(16, 2, n_harmonics=2)
+    reference.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        reference.coupling_real[..., 1, :] = 0
+    torch.testing.assert_close(out, reference(theta), atol=0, rtol=0)
+    out.square().sum().backward()
+    assert torch.equal(layer.coupling_real.grad[..., 1, :], torch.zeros_like(layer.coupling_real.grad[..., 1, :]))
+    assert layer.coupling_real.grad[..., 0, :].abs().sum() > 0
+
+
 def test_attention_decode_equals_forward():
     torch.manual_seed(1)
     layer = FrustratedAttention(16, 2, n_harmonics=3)
