@@ -24,22 +24,20 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_d_for, cmul, dot_mode, harmonic_constants, harmonics, load_coupling, mm, pick_config
-from .forward import phase_features
-
-
-@triton.jit
-def _value_tiles(THETA, GATE, OMEGA, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li,
-                 HAS_OMEGA: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr):
-    """Key features of rows offs_n: (cos phi, sin phi) (BN, BD); exp(i n theta_u) and
-    exp(i n theta_{u+1}) (BN, NH_P, BD) as (re, im); static value K z and delay value L y."""
-    ct_k, st_k, cp_k, sp_k, _ = phase_features(THETA, GATE, OMEGA, base, offs_n, offs_d, T, D, row_stride, HAS_OMEGA, False)
-    ct_s, st_s, _, _, _ = phase_features(THETA, GATE, OMEGA, base, offs_n + 1, offs_d, T, D, row_stride, False, False)
-    zr, zi = harmonics(ct_k, st_k, NH_P, N_BITS)
-    yr, yi = harmonics(ct_s, st_s, NH_P, N_BITS)
-    vsr, vsi = cmul(kr, ki, zr, zi)
-    vdr, vdi = cmul(lr, li, yr, yi)
-    return cp_k, sp_k, zr, zi, yr, yi, vsr, vsi, vdr, vdi
+from .common import (
+    LOG2E,
+    block_d_for,
+    cmul,
+    dot_mode,
+    harmonic_constants,
+    harmonics,
+    load_coupling,
+    mm,
+    phase_features,
+    pick_config,
+    scores_log2,
+    value_tiles,
+)
 
 
 @triton.jit
@@ -68,7 +66,7 @@ def _score_grads(qc, qs, cp_k, sp_k, lse2, delta, do_re, do_im, v_re, v_im, vd_r
 
     Off the diagonal (v_re, v_im) is the combined value and vd is unused; on it, v is the
     static value, vd the delay value, and dA's delay part is kept to u < t exactly."""
-    s = (mm(qc, tl.trans(cp_k), DOT) + mm(qs, tl.trans(sp_k), DOT)) * scale_log2
+    s = scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT)
     valid = (offs_m < T)[:, None]
     if DIAG:
         valid = valid & (offs_n[None, :] <= offs_m[:, None])
@@ -111,7 +109,7 @@ def _bwd_kv_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
     lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
-    cp_k, sp_k, zr, zi, yr, yi, vsr, vsi, vdr, vdi = _value_tiles(
+    cp_k, sp_k, zr, zi, yr, yi, vsr, vsi, vdr, vdi = value_tiles(
         THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
     vs_re = tl.reshape(vsr, (BLOCK, W))
     vs_im = tl.reshape(vsi, (BLOCK, W))
@@ -201,7 +199,7 @@ def _bwd_q_kernel(
     acc_s = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     for start_n in range(0, start_m, BLOCK):
         offs_n = start_n + tl.arange(0, BLOCK)
-        cp_k, sp_k, _, _, _, _, vsr, vsi, vdr, vdi = _value_tiles(
+        cp_k, sp_k, _, _, _, _, vsr, vsi, vdr, vdi = value_tiles(
             THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
         v_re = tl.reshape(vsr + vdr, (BLOCK, W))
         v_im = tl.reshape(vsi + vdi, (BLOCK, W))
@@ -210,7 +208,7 @@ def _bwd_q_kernel(
         acc_c += mm(ds, cp_k, DOT)
         acc_s += mm(ds, sp_k, DOT)
     offs_n = start_m + tl.arange(0, BLOCK)
-    cp_k, sp_k, _, _, _, _, vsr, vsi, vdr, vdi = _value_tiles(
+    cp_k, sp_k, _, _, _, _, vsr, vsi, vdr, vdi = value_tiles(
         THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
     _, ds = _score_grads(qc, qs, cp_k, sp_k, lse2, delta, do_re, do_im,
                          tl.reshape(vsr, (BLOCK, W)), tl.reshape(vsi, (BLOCK, W)),
@@ -273,11 +271,11 @@ def backward(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale
     grid = (num_blocks, H, B)
     _bwd_kv_kernel[grid](
         theta, gate, coupling_real, omega_arg, grad_out, lse, delta, d_key, d_succ, d_cpl,
-        T, H, D, NH, scale, scale * 1.4426950408889634, **consts,
+        T, H, D, NH, scale, scale * LOG2E, **consts,
     )
     _bwd_q_kernel[grid](
         theta, gate, coupling_real, omega_arg, grad_out, lse, delta, order, d_key, d_succ, dtheta, dgate,
-        T, H, D, NH, scale, scale * 1.4426950408889634, **consts,
+        T, H, D, NH, scale, scale * LOG2E, **consts,
     )
     d_coupling = d_cpl.sum(dim=(0, 1)).to(coupling_real.dtype)
     return dtheta, dgate, d_coupling

@@ -9,8 +9,9 @@ import torch
 import triton
 import triton.language as tl
 
+# Host-side only: Triton kernels may read module globals only if they are tl.constexpr,
+# so the kernels spell log2(e) and ln(2) as literals.
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 # Matmul operand precision per input dtype (accumulation is always fp32):
 #   float32 / float64 inputs -> fp32 operands, IEEE products ("ieee", no TF32)
@@ -103,6 +104,51 @@ def load_coupling(CPL, h, D, NH, offs_d, NH_P: tl.constexpr, WHICH: tl.constexpr
 @triton.jit
 def cmul(ar, ai, br, bi):
     return ar * br - ai * bi, ar * bi + ai * br
+
+
+@triton.jit
+def phase_features(THETA, GATE, OMEGA, base, offs_t, offs_d, T, D, row_stride, HAS_OMEGA: tl.constexpr, HAS_GATE: tl.constexpr):
+    """Load theta (and gate) rows ``offs_t`` of one (batch, head); return
+    (cos theta, sin theta, cos phi, sin phi, gate), each (R, BD) fp32, zero-gated padding."""
+    mask = (offs_t[:, None] < T) & (offs_d[None, :] < D)
+    ptrs = base + offs_t[:, None].to(tl.int64) * row_stride + offs_d[None, :]
+    theta = tl.load(THETA + ptrs, mask=mask, other=0.0).to(tl.float32)
+    ct = tl.cos(theta)
+    st = tl.sin(theta)
+    if HAS_OMEGA:
+        omega = tl.load(OMEGA + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
+        phi = theta + omega[None, :] * offs_t[:, None].to(tl.float32)
+        cp = tl.cos(phi)
+        sp = tl.sin(phi)
+    else:
+        cp = ct
+        sp = st
+    if HAS_GATE:
+        gate = tl.load(GATE + ptrs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        gate = ct * 0.0
+    return ct, st, cp, sp, gate
+
+
+@triton.jit
+def value_tiles(THETA, GATE, OMEGA, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li,
+                 HAS_OMEGA: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr):
+    """Key features of rows offs_n: (cos phi, sin phi) (BN, BD); exp(i n theta_u) and
+    exp(i n theta_{u+1}) (BN, NH_P, BD) as (re, im); static value K z and delay value L y."""
+    ct_k, st_k, cp_k, sp_k, _ = phase_features(THETA, GATE, OMEGA, base, offs_n, offs_d, T, D, row_stride, HAS_OMEGA, False)
+    ct_s, st_s, _, _, _ = phase_features(THETA, GATE, OMEGA, base, offs_n + 1, offs_d, T, D, row_stride, False, False)
+    zr, zi = harmonics(ct_k, st_k, NH_P, N_BITS)
+    yr, yi = harmonics(ct_s, st_s, NH_P, N_BITS)
+    vsr, vsi = cmul(kr, ki, zr, zi)
+    vdr, vdi = cmul(lr, li, yr, yi)
+    return cp_k, sp_k, zr, zi, yr, yi, vsr, vsi, vdr, vdi
+
+
+@triton.jit
+def scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT: tl.constexpr):
+    """Scores in base 2, ``scale * log2(e) * (q . k)`` with q = gate [cos phi, sin phi] and
+    k = [cos phi, sin phi] as two matmuls: (BM, BD) x (BN, BD) -> (BM, BN)."""
+    return (mm(qc, tl.trans(cp_k), DOT) + mm(qs, tl.trans(sp_k), DOT)) * scale_log2
 
 
 def harmonic_constants(nh: int):

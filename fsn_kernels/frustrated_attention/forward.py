@@ -18,41 +18,18 @@ import triton
 import triton.language as tl
 
 from .common import (
-    LN2,
     LOG2E,
     block_d_for,
-    cmul,
     dot_mode,
     harmonic_constants,
     harmonics,
     load_coupling,
     mm,
+    phase_features,
     pick_config,
+    scores_log2,
+    value_tiles,
 )
-
-
-@triton.jit
-def phase_features(THETA, GATE, OMEGA, base, offs_t, offs_d, T, D, row_stride, HAS_OMEGA: tl.constexpr, HAS_GATE: tl.constexpr):
-    """Load theta (and gate) rows ``offs_t`` of one (batch, head); return
-    (cos theta, sin theta, cos phi, sin phi, gate), each (R, BD) fp32, zero-gated padding."""
-    mask = (offs_t[:, None] < T) & (offs_d[None, :] < D)
-    ptrs = base + offs_t[:, None].to(tl.int64) * row_stride + offs_d[None, :]
-    theta = tl.load(THETA + ptrs, mask=mask, other=0.0).to(tl.float32)
-    ct = tl.cos(theta)
-    st = tl.sin(theta)
-    if HAS_OMEGA:
-        omega = tl.load(OMEGA + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
-        phi = theta + omega[None, :] * offs_t[:, None].to(tl.float32)
-        cp = tl.cos(phi)
-        sp = tl.sin(phi)
-    else:
-        cp = ct
-        sp = st
-    if HAS_GATE:
-        gate = tl.load(GATE + ptrs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        gate = ct * 0.0
-    return ct, st, cp, sp, gate
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -90,16 +67,12 @@ def _fwd_kernel(
     # successor u + 1 <= start_m <= t is never in the future.
     for start_n in range(0, start_m, BLOCK):
         offs_n = start_n + offs_n0
-        ct_k, st_k, cp_k, sp_k, _ = phase_features(THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, HAS_OMEGA, False)
-        ct_s, st_s, _, _, _ = phase_features(THETA, GATE, omega_ptr, base, offs_n + 1, offs_d, T, D, row_stride, False, False)
-        zr, zi = harmonics(ct_k, st_k, NH_P, N_BITS)
-        yr, yi = harmonics(ct_s, st_s, NH_P, N_BITS)
-        vr, vi = cmul(kr, ki, zr, zi)
-        wr, wi = cmul(lr, li, yr, yi)
+        cp_k, sp_k, _, _, _, _, vr, vi, wr, wi = value_tiles(
+            THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
         v_re = tl.reshape(vr + wr, (BLOCK, W))
         v_im = tl.reshape(vi + wi, (BLOCK, W))
 
-        s = (mm(qc, tl.trans(cp_k), DOT) + mm(qs, tl.trans(sp_k), DOT)) * scale_log2
+        s = scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -110,13 +83,9 @@ def _fwd_kernel(
 
     # Diagonal block: causal mask on the static path, strict mask on the delay path.
     offs_n = start_m + offs_n0
-    ct_k, st_k, cp_k, sp_k, _ = phase_features(THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, HAS_OMEGA, False)
-    ct_s, st_s, _, _, _ = phase_features(THETA, GATE, omega_ptr, base, offs_n + 1, offs_d, T, D, row_stride, False, False)
-    zr, zi = harmonics(ct_k, st_k, NH_P, N_BITS)
-    yr, yi = harmonics(ct_s, st_s, NH_P, N_BITS)
-    vr, vi = cmul(kr, ki, zr, zi)
-    wr, wi = cmul(lr, li, yr, yi)
-    s = (mm(qc, tl.trans(cp_k), DOT) + mm(qs, tl.trans(sp_k), DOT)) * scale_log2
+    cp_k, sp_k, _, _, _, _, vr, vi, wr, wi = value_tiles(
+        THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
+    s = scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT)
     s = tl.where(offs_n[None, :] <= offs_m[:, None], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
@@ -140,7 +109,7 @@ def _fwd_kernel(
     out_ptrs = base + offs_m[:, None].to(tl.int64) * row_stride + offs_d[None, :]
     tl.store(OUT + out_ptrs, dtheta.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < D))
     lse_ptrs = (b * tl.num_programs(1) + h) * T + offs_m
-    tl.store(LSE + lse_ptrs, (m_i + tl.log2(l_i)) * LN2, mask=row_ok)
+    tl.store(LSE + lse_ptrs, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=row_ok)  # ln 2: natural-log lse
     offs_h = tl.arange(0, NH_P)
     order_ptrs = (
         ((b * T + offs_m[:, None, None].to(tl.int64)) * H + h) * NH * D
@@ -178,7 +147,7 @@ def forward(theta, gate, coupling_real, omega, scale, dot=None, block=None):
     grid = (triton.cdiv(T, cfg.block), H, B)
     _fwd_kernel[grid](
         theta, gate, coupling_real, omega if omega is not None else theta, out, lse, order,
-        T, H, D, NH, scale * 1.4426950408889634,
+        T, H, D, NH, scale * LOG2E,
         HAS_OMEGA=omega is not None, BLOCK=cfg.block, BLOCK_D=block_d,
         NH_P=nh_p, N_BITS=n_bits, DOT=dot_mode(theta.dtype) if dot is None else dot,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,

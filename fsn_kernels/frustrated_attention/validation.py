@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
-
 import torch
 
 MAX_HEAD_DIM = 128
