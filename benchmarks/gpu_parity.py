@@ -59,9 +59,9 @@ def check_shape(shape, dtype, device):
                                                    requires_grad=False)
     upstream = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
 
-    ref = _grads(lambda a, b, c, o: naive_frustrated_attention(a, b, c, o)[0], theta.double(), gate.double(),
+    x_th, x_g = theta.to(dtype), gate.to(dtype)  # every side, float64 included, sees the same rounded inputs
+    ref = _grads(lambda a, b, c, o: naive_frustrated_attention(a, b, c, o)[0], x_th.double(), x_g.double(),
                  coupling.to(torch.complex128), omega.double(), upstream)
-    x_th, x_g = theta.to(dtype), gate.to(dtype)  # both sides see the same rounded inputs
     fused = _grads(lambda a, b, c, o: frustrated_attention(a, b, c, o, backend="triton"), x_th, x_g, coupling,
                    omega, upstream)
     if dtype == torch.float32:

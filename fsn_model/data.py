@@ -107,7 +107,7 @@ def load_corpus(path: Optional[str] = None) -> Corpus:
     n = p.stat().st_size
     if n < 1000:
         raise ValueError(f"data file {p} has {n} bytes; need at least 1000 to split 90/5/5")
-    if p.name == "enwik8" or n == ENWIK8_SIZE:
+    if p.name == "enwik8" or (n == ENWIK8_SIZE and _starts_with(p, b"<mediawiki")):
         cuts = (90_000_000, 95_000_000) if n == ENWIK8_SIZE else (int(n * 0.9), int(n * 0.95))
         name = "enwik8"
     else:
@@ -117,6 +117,11 @@ def load_corpus(path: Optional[str] = None) -> Corpus:
     return Corpus(name, str(p), data, splits, sha256_file(p))
 
 
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(prefix)) == prefix
+
+
 def get_batch(data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int,
               rank: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Random windows of one split, a pure function of (seed, step, rank).
@@ -124,10 +129,10 @@ def get_batch(data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: 
     Returns:
         x, y: (batch_size, seq_len) int64; y is x shifted by one byte.
     """
-    if len(data) < seq_len + 2:
-        raise ValueError(f"split of {len(data)} bytes is shorter than seq_len + 2 = {seq_len + 2}")
+    if len(data) < seq_len + 1:
+        raise ValueError(f"split of {len(data)} bytes is shorter than seq_len + 1 = {seq_len + 1}")
     rng = np.random.default_rng([seed, step, rank])
-    starts = rng.integers(0, len(data) - seq_len - 1, size=batch_size)
+    starts = rng.integers(0, len(data) - seq_len, size=batch_size)  # last start: len - seq_len - 1
     w = torch.from_numpy(np.stack([np.asarray(data[s: s + seq_len + 1]) for s in starts]).astype(np.int64))
     return w[:, :-1], w[:, 1:]
 
@@ -135,8 +140,11 @@ def get_batch(data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: 
 def eval_windows(data: np.ndarray, seq_len: int, n_windows: int) -> torch.Tensor:
     """``n_windows`` windows of ``seq_len + 1`` bytes evenly spaced over a split (fixed,
     so every evaluation of every model sees the same bytes). Returns (N, seq_len+1) int64."""
-    n_max = len(data) - seq_len - 1
-    if n_max < 1:
-        raise ValueError(f"split of {len(data)} bytes is shorter than seq_len + 2 = {seq_len + 2}")
-    starts = np.unique(np.linspace(0, n_max - 1, num=n_windows).astype(np.int64))
+    if n_windows < 1:
+        raise ValueError(f"eval_windows must be >= 1, got {n_windows}")
+    n_max = len(data) - seq_len - 1  # the last valid start
+    if n_max + 1 < n_windows:
+        raise ValueError(f"a split of {len(data)} bytes holds {max(n_max + 1, 0)} distinct windows of "
+                         f"seq_len + 1 = {seq_len + 1} bytes, fewer than eval_windows = {n_windows}")
+    starts = np.unique(np.linspace(0, n_max, num=n_windows).astype(np.int64))
     return torch.from_numpy(np.stack([np.asarray(data[s: s + seq_len + 1]) for s in starts]).astype(np.int64))

@@ -106,6 +106,8 @@ def _validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.stop_at is not None and cfg.stop_at < 1:
+        raise ValueError(f"stop_at must be >= 1 when set, got {cfg.stop_at}")
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:
@@ -142,7 +144,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     }
     log["train_config"]["steps"] = cfg.steps
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    stop = min(cfg.steps, cfg.stop_at or cfg.steps)
+    stop = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
 
     def save() -> None:
         if rank == 0:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fsn_model import copy_depth, evaluate, generate
 from fsn_model import train as train_mod
@@ -37,7 +38,24 @@ def test_eval_prints_val_and_test_bpb(checkpoints, corpus, capsys):
 def test_generate_samples_through_cache(checkpoints, capsys):
     for ckpt in checkpoints:
         assert generate.main([ckpt, "--prompt", "def ", "--length", "12", "--top-k", "5", "--seed", "1"]) == 0
-        assert capsys.readouterr().out.startswith("def ")
+        out = capsys.readouterr().out
+        assert out.startswith("def ") and len(out.rstrip("\n")) > len("def ")
+
+
+def test_greedy_decoding_through_the_phase_cache_equals_full_forwards(checkpoints):
+    from fsn_model.checkpoint import load_model
+    from fsn_model.fsn import FSNLM
+    from fsn_model.generate import sample
+
+    model, _ = load_model(checkpoints[0])
+    assert isinstance(model, FSNLM)
+    prompt = list(b"def ")
+    cached = sample(model, prompt, max_new=10, temperature=0)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(10):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert cached == ids[len(prompt):]
 
 
 def test_copy_depth_table_and_chart(checkpoints, corpus, tmp_path, capsys):

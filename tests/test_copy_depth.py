@@ -18,6 +18,7 @@ def test_depth_is_capped_at_32():
     period = bytes(range(40)) * 2
     d = copy_depths(period)
     assert (d[:40] == NEW).all() and d[40] == 0 and d[72] == 32
+    assert d[79] == 32  # uncapped it would be 39
 
 
 def test_bins_and_pooling():

@@ -37,6 +37,22 @@ def test_batches_deterministic_and_shifted():
     assert (x1[:, 1:] == y1[:, :-1]).all()
     w = eval_windows(data, 16, 5)
     assert w.shape == (5, 17) and w[0, 0] == 0
+    assert w[-1, -1] == data[-1], "the last byte of a split must be reachable"
+
+
+def test_every_byte_of_a_split_can_be_a_target():
+    data = np.arange(20, dtype=np.int64)
+    last_targets = {int(get_batch(data, 8, 16, seed=0, step=s)[1].max()) for s in range(50)}
+    assert 19 in last_targets
+
+
+def test_eval_windows_refuses_to_return_fewer_than_asked():
+    data = np.arange(40, dtype=np.int64)
+    assert eval_windows(data, 16, 24).shape == (24, 17)  # starts 0..23: exactly enough
+    with pytest.raises(ValueError, match="eval_windows"):
+        eval_windows(data, 16, 25)
+    with pytest.raises(ValueError, match="eval_windows"):
+        eval_windows(data, 16, 0)
 
 
 def test_default_corpus_is_python_stdlib():
@@ -44,3 +60,19 @@ def test_default_corpus_is_python_stdlib():
     assert c.name == "pystdlib" and len(c.data) > 1_000_000
     assert b"def " in bytes(c.data[:100000])
     assert load_corpus(None).sha256 == c.sha256
+
+
+def test_full_size_enwik8_gets_the_standard_split_and_text8_does_not(tmp_path):
+    """A 100,000,000-byte file (sparse: no real disk) is enwik8 only if it looks like it."""
+    wiki = tmp_path / "wiki.xml"
+    with open(wiki, "wb") as f:
+        f.write(b"<mediawiki xmlns")
+        f.truncate(100_000_000)
+    c = load_corpus(str(wiki))
+    assert c.name == "enwik8"
+    assert c.splits == {"train": (0, 90_000_000), "val": (90_000_000, 95_000_000), "test": (95_000_000, 100_000_000)}
+    text8 = tmp_path / "text8"
+    with open(text8, "wb") as f:
+        f.write(b" anarchism originated")
+        f.truncate(100_000_000)
+    assert load_corpus(str(text8)).name == "text8"

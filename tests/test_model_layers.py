@@ -79,6 +79,28 @@ def test_meanfield_closed_form_and_grads():
     assert mf.psi.grad.abs().sum() > 0 and theta.grad.abs().sum() > 0
 
 
+def test_meanfield_two_harmonics_complex_coupling_against_a_loop():
+    torch.manual_seed(3)
+    mf = MeanFieldCoupling(6, 2, n_modes=4, n_harmonics=2)
+    with torch.no_grad():
+        mf.coupling_real.normal_(0.0, 0.7)
+    theta = torch.randn(2, 3, 6, dtype=torch.float64)
+    out = mf(theta.float()).double()
+    g = torch.nn.functional.softplus(mf.gate_proj(torch.cat([theta.cos(), theta.sin()], -1).float())).double()
+    g, th = g.view(2, 3, 2, 3), theta.view(2, 3, 2, 3)
+    psi, K = mf.psi.double(), torch.view_as_complex(mf.coupling_real.double())  # (H, M, D), (H, D, NH)
+    ref = torch.zeros(2, 3, 2, 3, dtype=torch.float64)
+    for b in range(2):
+        for t in range(3):
+            for h in range(2):
+                s = 3 ** -0.5 * (g[b, t, h] * torch.cos(th[b, t, h] - psi[h])).sum(-1)  # (M,)
+                a = torch.softmax(s, 0)
+                for n in (1, 2):
+                    o = K[h, :, n - 1] * (a[:, None] * torch.exp(1j * n * psi[h])).sum(0)
+                    ref[b, t, h] += (torch.exp(-1j * n * th[b, t, h]) * o).imag
+    torch.testing.assert_close(out, ref.reshape(2, 3, 6), atol=2e-5, rtol=1e-4)
+
+
 def test_swiglu_mixer_shapes():
     mix = PhaseSwiGLU(12, 20)
     theta = torch.randn(2, 5, 12, requires_grad=True)

@@ -57,3 +57,9 @@ def test_ddp_two_processes_gloo(repetitive, tmp_path):
     log = json.loads((out / "log.json").read_text())
     assert log["world_size"] == 2 and len(log["train"]) == 3
     assert "final val bits/byte" in r.stdout
+
+
+@pytest.mark.parametrize("stop_at", [0, -1])
+def test_stop_at_must_be_positive(repetitive, tmp_path, stop_at):
+    with pytest.raises(ValueError, match="stop_at"):
+        train(TrainConfig(data=repetitive, steps=3, stop_at=stop_at, out=str(tmp_path), progress=False))
