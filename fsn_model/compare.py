@@ -8,7 +8,7 @@ seed see the same batches), then writes
   (its name), ``commit``, ``settings``, ``runs`` (one per model x seed [x lr]:
   ``{model, params, seed, tokens, final_val_bpc, curve: [[tokens, val_bpc], ...], lr, ...}``),
   ``corpus_info`` (path, bytes, sha256, splits), ``summary`` (mean / std / min of final
-  val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each model's best checkpoint, SPEC §4);
+  val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each model's best checkpoint on test windows, SPEC §4);
 * ``quality-<corpus>-<date>.png``: validation learning curves (bits/byte vs tokens);
 * ``quality-<corpus>-<date>-copy-depth.png``: the copy-depth bar chart;
 * ``quality-<corpus>-<date>.md``: the summary and copy-depth tables.
@@ -140,11 +140,12 @@ def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 
 def _copy_depth(runs: List[Dict[str, Any]], a, device: torch.device) -> Dict[str, Any]:
-    """Loss per copy-depth bin of each model's best run (lowest final val), on val windows."""
+    """Loss per copy-depth bin of each model's best run (lowest final val), measured on
+    test windows: the run was selected on val, so val would flatter it."""
     from .copy_depth import format_table, loss_by_bin, window_depths
     from .evaluate import per_position_loss
 
-    windows = eval_windows(load_corpus(a.data).split("val"), a.seq_len, a.copy_windows)
+    windows = eval_windows(load_corpus(a.data).split("test"), a.seq_len, a.copy_windows)
     depths = window_depths(windows)
     best: Dict[str, Dict[str, Any]] = {}
     for r in runs:
@@ -154,7 +155,7 @@ def _copy_depth(runs: List[Dict[str, Any]], a, device: torch.device) -> Dict[str
     for label, r in best.items():
         model, _ = load_model(str(Path(r["run_dir"]) / "checkpoint.pt"), str(device))
         results[label] = loss_by_bin(per_position_loss(model, windows).numpy() / math.log(2), depths)
-    return dict(windows=int(len(windows)), seq_len=a.seq_len,
+    return dict(split="test", windows=int(len(windows)), seq_len=a.seq_len,
                 checkpoints={k: str(Path(v["run_dir"]) / "checkpoint.pt") for k, v in best.items()},
                 bins=results, table=format_table(results))
 
