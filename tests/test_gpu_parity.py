@@ -15,7 +15,7 @@ pytestmark = [
                        "CPU runs cover fp32 under TRITON_INTERPRET=1"),
 ]
 
-SHAPES = DEFAULT_SHAPES + ["2,17,2,4,1", "1,257,2,100,8", "2,130,2,128,3"]
+SHAPES = DEFAULT_SHAPES + ["2,17,2,4,1", "1,257,2,100,4", "2,130,2,128,3", "1,300,2,16,8"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

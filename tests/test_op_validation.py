@@ -84,3 +84,13 @@ def test_triton_backend_on_cpu_without_interpreter_says_how_to_enable_it(monkeyp
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         frustrated_attention(**good(), backend="triton")
+
+
+def test_fp32_matmul_width_limit_names_the_fix():
+    from fsn_kernels.frustrated_attention.validation import check_kernel_limits
+
+    with pytest.raises(ValueError, match="NH=8, D=128 -> 8 \\* 128 = 1024.*bfloat16"):
+        check_kernel_limits(128, 8, fp32_matmuls=True, on_gpu=True)
+    check_kernel_limits(128, 8, fp32_matmuls=False, on_gpu=True)  # bf16 operands fit
+    check_kernel_limits(128, 8, fp32_matmuls=True, on_gpu=False)  # the interpreter has no limit
+    check_kernel_limits(64, 8, fp32_matmuls=True, on_gpu=True)  # 8 * 64 = 512 fits

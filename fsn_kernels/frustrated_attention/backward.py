@@ -257,7 +257,8 @@ def backward(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale
         return dtheta, dgate, torch.zeros_like(coupling_real)
     nh_p, n_bits = harmonic_constants(NH)
     block_d = block_d_for(D)
-    cfg = pick_config(block_d, nh_p, block)
+    dot = dot_mode(theta.dtype) if dot is None else dot
+    cfg = pick_config(block_d, nh_p, dot, block)
     num_blocks = triton.cdiv(T, cfg.block)
     delta = (grad_out.float() * out.float()).sum(-1).transpose(1, 2).contiguous()  # (B, H, T)
     d_key = torch.empty(theta.shape, device=theta.device, dtype=torch.float32)
@@ -266,7 +267,7 @@ def backward(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale
     omega_arg = omega if omega is not None else theta
     consts = dict(
         HAS_OMEGA=omega is not None, BLOCK=cfg.block, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
-        DOT=dot_mode(theta.dtype) if dot is None else dot, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        DOT=dot, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     grid = (num_blocks, H, B)
     _bwd_kv_kernel[grid](

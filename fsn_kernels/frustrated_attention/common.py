@@ -39,20 +39,27 @@ class LaunchConfig:
     num_stages: int
 
 
-def pick_config(block_d: int, nh_pow2: int, block: int | None = None) -> LaunchConfig:
+def pick_config(block_d: int, nh_pow2: int, dot: int, block: int | None = None) -> LaunchConfig:
     """Fixed launch configuration (no autotuning: it cannot run under the interpreter).
 
-    The value tile is (BLOCK, NH_P * BLOCK_D) per real/imaginary part; the tile length
-    shrinks as that width grows so the accumulators and dot operands stay on chip.
-    ``block`` overrides the tile length (tests use 16 to cross many block boundaries).
+    The value tile is (BLOCK, NH_P * BLOCK_D) per real/imaginary part, and every dot
+    operand is staged in shared memory, so the tile length shrinks as that width and the
+    operand size grow. The limits come from compiling the kernels for sm_90 on a machine
+    without a GPU (``aot_check``; PERF_LOG.md, entry 2): fp32 operands at BLOCK 64 needed
+    up to 256 KiB of shared memory (an H100 block gets 227 KiB) and every BLOCK-64 build of
+    a value tile wider than 64 spilled registers. ``block`` overrides the tile length
+    (tests use 16 to cross many block boundaries).
     """
     width = nh_pow2 * block_d
     if block is None:
-        block = 64 if width <= 128 else 32 if width <= 256 else 16
+        if dot == DOT_IEEE:
+            block = 32 if width <= 64 else 16
+        else:
+            block = 64 if width <= 64 else 32 if width <= 128 else 16
     if block < 16 or block & (block - 1):
         raise ValueError(f"block must be a power of two >= 16, got {block}")
-    stages = 1 if interpreting() or width > 256 else 2  # wide value tiles: keep shared memory for one stage
-    return LaunchConfig(block=block, num_warps=4 if width <= 256 else 8, num_stages=stages)
+    stages = 1 if interpreting() or dot == DOT_IEEE or width > 256 else 2
+    return LaunchConfig(block=block, num_warps=8 if block >= 64 else 4, num_stages=stages)
 
 
 @triton.jit

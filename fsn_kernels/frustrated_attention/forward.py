@@ -143,13 +143,14 @@ def forward(theta, gate, coupling_real, omega, scale, dot=None, block=None):
         return out, lse, order
     nh_p, n_bits = harmonic_constants(NH)
     block_d = block_d_for(D)
-    cfg = pick_config(block_d, nh_p, block)
+    dot = dot_mode(theta.dtype) if dot is None else dot
+    cfg = pick_config(block_d, nh_p, dot, block)
     grid = (triton.cdiv(T, cfg.block), H, B)
     _fwd_kernel[grid](
         theta, gate, coupling_real, omega if omega is not None else theta, out, lse, order,
         T, H, D, NH, scale * LOG2E,
         HAS_OMEGA=omega is not None, BLOCK=cfg.block, BLOCK_D=block_d,
-        NH_P=nh_p, N_BITS=n_bits, DOT=dot_mode(theta.dtype) if dot is None else dot,
+        NH_P=nh_p, N_BITS=n_bits, DOT=dot,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse, order

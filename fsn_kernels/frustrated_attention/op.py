@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from .backward import backward
-from .common import dot_mode
+from .common import DOT_IEEE, dot_mode
 from .forward import forward
 from .naive import naive_frustrated_attention
-from .validation import check_inputs
+from .validation import check_inputs, check_kernel_limits
 
 
 # --------------------------------------------------------------------------- custom ops
@@ -154,9 +154,11 @@ def frustrated_attention(
         out, lse, _ = naive_frustrated_attention(theta, gate, coupling, omega, scale)
         out = out.to(theta.dtype)
     else:
+        dot = _matmul_dot_mode(theta)
+        check_kernel_limits(theta.shape[3], coupling.shape[2], dot == DOT_IEEE, theta.device.type == "cuda")
         coupling_real = torch.view_as_real(coupling.resolve_conj()).float().contiguous()
         out, lse = FrustratedAttentionFunction.apply(
             theta.contiguous(), gate.contiguous(), coupling_real,
-            None if omega is None else omega.float().contiguous(), scale, _matmul_dot_mode(theta),
+            None if omega is None else omega.float().contiguous(), scale, dot,
         )
     return (out, lse) if return_lse else out

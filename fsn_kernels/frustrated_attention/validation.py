@@ -92,3 +92,24 @@ def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be finite and positive, got {scale}")
     return scale
+
+
+MAX_FP32_VALUE_WIDTH = 512
+
+
+def check_kernel_limits(D: int, NH: int, fp32_matmuls: bool, on_gpu: bool) -> None:
+    """Shapes whose fp32-operand backward does not fit a GPU's shared memory.
+
+    With fp32 matmul operands, the key-block backward stages (16, NH_P * D_P) fp32 tiles
+    (NH_P, D_P: NH and D padded to powers of two, D_P >= 16) and needs more than an H100
+    block's 227 KiB once NH_P * D_P exceeds 512 (416 KiB at NH = 8, D = 128, measured by
+    compiling for sm_90). bf16/fp16 operands fit everywhere. The interpreter has no limit.
+    """
+    nh_p = 1 << (NH - 1).bit_length()
+    d_p = max(16, 1 << (D - 1).bit_length())
+    if on_gpu and fp32_matmuls and nh_p * d_p > MAX_FP32_VALUE_WIDTH:
+        raise ValueError(
+            f"the Triton backend with float32 matmuls supports NH_P * D_P <= {MAX_FP32_VALUE_WIDTH} "
+            f"(NH and D padded to powers of two), got NH={NH}, D={D} -> {nh_p} * {d_p} = {nh_p * d_p}; "
+            "use bfloat16/float16 inputs or torch.autocast, fewer harmonics, or backend='torch'"
+        )
