@@ -11,13 +11,14 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+
+from fsn_model.provenance import device_name, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -250,29 +251,8 @@ def make_pass(fwd: Callable, inputs, passes: str) -> Callable:
 
 
 # ------------------------------------------------------------------------- output
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    import platform
-
-    return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-
-
 def device_slug() -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in device_name().lower()).strip("-")
-
-
-def git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        sha = out.stdout.strip()
-        if not sha:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except Exception:
-        return None
 
 
 def output_dir() -> Path:

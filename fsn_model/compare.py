@@ -40,7 +40,6 @@ import datetime as _dt
 import json
 import math
 import statistics
-import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -51,31 +50,13 @@ from . import train as train_mod  # the module; train_mod.train is the function
 from .checkpoint import load_model, resolve_device
 from .cli import OneLineParser, run_cli
 from .data import eval_windows, load_corpus
+from .provenance import REPO_ROOT, device_name, git_commit
 
 BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
 ABLATIONS = {
     "no-delay": ("fsn", {"delay": False}),  # label fsn-no-delay: (architecture, build_model overrides)
     "nh1": ("fsn", {"n_harmonics": 1}),
 }
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _git_commit() -> Optional[str]:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        return sha or None
-    except Exception:
-        return None
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import os
-    import platform
-
-    return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
 
 
 def _plan(a) -> List[Dict[str, Any]]:
@@ -230,8 +211,8 @@ def _main(argv: Sequence[str]) -> int:
     plan = _plan(a)
     corpus = load_corpus(a.data)
     corpus_info = corpus.describe() if hasattr(corpus, "describe") else {"name": corpus.name}
-    out_dir = Path(a.out) if a.out else (ROOT / "benchmarks" / "results" if device.type == "cuda"
-                                         else ROOT / ".benchmarks" / "quality")
+    out_dir = Path(a.out) if a.out else (REPO_ROOT / "benchmarks" / "results" if device.type == "cuda"
+                                         else REPO_ROOT / ".benchmarks" / "quality")
     runs_dir = Path(a.runs_dir) if a.runs_dir else Path("runs") / "compare" / corpus.name
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in corpus.name)
@@ -244,8 +225,8 @@ def _main(argv: Sequence[str]) -> int:
     summary = _summary(runs)
     copy = _copy_depth(runs, a, device) if a.copy_windows > 0 else None
     doc = dict(
-        kind="quality", device=_device_name(device), corpus=corpus.name, corpus_info=corpus_info,
-        commit=_git_commit(),
+        kind="quality", device=device_name(device), corpus=corpus.name, corpus_info=corpus_info,
+        commit=git_commit(),
         date=_dt.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
         settings=dict(params=str(a.params), steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr,
                       transformer_lrs=a.transformer_lrs, warmup=min(a.warmup, max(1, a.steps // 10)),
