@@ -1,22 +1,16 @@
-"""Fused Triton backward of the frustrated-synchronization attention op.
+"""Backward: the FlashAttention-2 structure on the per-token features, then a per-token
+chain rule back to theta, gate and the coupling. No atomics, no T x T tensor.
 
-Three steps, no atomics, no T x T tensor:
-
-1. Row term ``Delta[t] = sum_d Gd[t,d] dtheta[t,d]`` (SPEC: equals
-   ``sum Re(conj(dO) O)``), one fused torch reduction.
-2. ``_bwd_kv_kernel``, one program per key block, walking the query blocks from the
-   diagonal to the end: recomputes scores from the saved lse, forms
-   ``dO = i Gd exp(i n theta_t)``, the softmax gradient ``dS = P (dA - Delta)``, and
-   accumulates the key-side score gradient, the static value gradient (to ``theta_u`` and
-   K) and the delay value gradient (to ``theta_{u+1}`` and L). Per-block coupling partials
-   are written out and summed in a fixed order, so the result is deterministic.
-3. ``_bwd_q_kernel``, one program per query block, walking the key blocks up to the
-   diagonal: the query-side score gradient and the gate gradient; its epilogue adds the
-   demodulation term ``-sum_n n Gd R`` and the key-side and successor parts from step 2,
-   and writes dtheta and dgate in their input dtypes.
-
-The diagonal block keeps the static and delay paths apart with the strict mask on the
-delay path, so no gradient of ``dtheta[t]`` reaches a position after t.
+1. ``compute_features(..., grad_out, out)``: q^, k^, v^ (recomputed: cheaper than saving
+   them, see README), the upstream gradient ``dO^ = i Gd exp(i n theta)`` and
+   ``Delta = sum_d Gd dtheta``.
+2. ``_bwd_kv_kernel``, key-major: for keys u, ``dv^_u = sum_{t>u} P dO^_t`` and
+   ``dk^_u = sum_{t>u} dS q^_t`` with ``dS = P (dO^_t . v^_u - Delta_t)``.
+3. ``_bwd_q_kernel``, query-major: ``dq^_t = sum_{u<t} dS k^_u``.
+4. ``_chain_kernel``, per token: the diagonal term (closed form), the query/key phase
+   and gate derivatives of the features, the static value ``K z_t`` and the delay value
+   ``L z_t`` of the predecessor (``dv^_{t-1}``), the demodulation ``-sum_n n Gd R``; the
+   coupling gradient as per-program partials that torch sums in a fixed order.
 """
 from __future__ import annotations
 
@@ -25,258 +19,272 @@ import triton
 import triton.language as tl
 
 from .common import (
+    LN2,
     LOG2E,
-    block_d_for,
-    cmul,
+    backward_kv_configs,
+    backward_q_configs,
+    deinterleave,
     dot_mode,
-    harmonic_constants,
+    feature_offsets,
+    fixed_config,
     harmonics,
+    launch,
     load_coupling,
     mm,
-    phase_features,
-    pick_config,
-    scores_log2,
-    value_tiles,
+    padded_harmonics,
+    padded_head_dim,
+    program_sequence,
+    token_block,
 )
+from .features import compute_features
 
 
 @triton.jit
-def _query_tiles(THETA, GATE, OMEGA, GRAD, LSE, DELTA, base, lse_base, offs_m, offs_d, T, D, row_stride,
-                 HAS_OMEGA: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr, BLOCK: tl.constexpr, W: tl.constexpr):
-    """Query features of rows offs_m: gated (cos phi, sin phi), the complex upstream
-    gradient ``dO = i Gd exp(i n theta_t)`` flattened to (BM, NH_P * BD), lse in base 2
-    and Delta."""
-    ct_q, st_q, cp_q, sp_q, g_q = phase_features(THETA, GATE, OMEGA, base, offs_m, offs_d, T, D, row_stride, HAS_OMEGA, True)
-    mask = (offs_m[:, None] < T) & (offs_d[None, :] < D)
-    ptrs = base + offs_m[:, None].to(tl.int64) * row_stride + offs_d[None, :]
-    gd = tl.load(GRAD + ptrs, mask=mask, other=0.0).to(tl.float32)
-    er, ei = harmonics(ct_q, st_q, NH_P, N_BITS)
-    do_re = tl.reshape(-gd[:, None, :] * ei, (BLOCK, W))
-    do_im = tl.reshape(gd[:, None, :] * er, (BLOCK, W))
-    row_ok = offs_m < T
-    lse2 = tl.load(LSE + lse_base + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634
-    delta = tl.load(DELTA + lse_base + offs_m, mask=row_ok, other=0.0)
-    return cp_q, sp_q, g_q, gd, g_q * cp_q, g_q * sp_q, do_re, do_im, lse2, delta
+def _row_stats(LSE, DELTA, stat, ok):
+    """Base-2 lse (+inf past T, so P = 0 there) and Delta of rows ``stat``."""
+    lse2 = tl.load(LSE + stat, mask=ok, other=float("inf")) * LOG2E
+    delta = tl.load(DELTA + stat, mask=ok, other=0.0)
+    return lse2, delta
 
 
 @triton.jit
-def _score_grads(qc, qs, cp_k, sp_k, lse2, delta, do_re, do_im, v_re, v_im, vd_re, vd_im,
-                 offs_m, offs_n, T, scale_log2, DIAG: tl.constexpr, DOT: tl.constexpr):
-    """Probabilities P (BM, BN) and the score gradient dS = P (dA - Delta).
+def _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, lo, hi, T, N,
+                  BLOCK_M: tl.constexpr, KW: tl.constexpr, VW: tl.constexpr,
+                  MASKED: tl.constexpr, DOT: tl.constexpr):
+    """Accumulate dk^, dv^ of one key block over the query blocks in [lo, hi);
+    MASKED keeps ``t > u`` only."""
+    offs_m0 = tl.arange(0, BLOCK_M)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + offs_m0
+        q_off, m_ok = feature_offsets(h, bos, offs_m, T, KW, N)
+        do_off, _ = feature_offsets(h, bos, offs_m, T, VW, N)
+        q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
+        do = tl.load(DO + do_off, mask=m_ok[:, None], other=0.0)  # [BM, VW]
+        lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
+        p_t = tl.exp2(mm(k, tl.trans(q), None, DOT) - lse2[None, :])  # [BN, BM]
+        if MASKED:
+            p_t = tl.where(offs_m[None, :] > offs_n[:, None], p_t, 0.0)
+        dv = mm(p_t, do, dv, DOT)  # [BN, VW]
+        dp_t = mm(v, tl.trans(do), None, DOT)  # [BN, BM]
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = mm(ds_t, q, dk, DOT)  # [BN, KW]
+    return dk, dv
 
-    Off the diagonal (v_re, v_im) is the combined value and vd is unused; on it, v is the
-    static value, vd the delay value, and dA's delay part is kept to u < t exactly."""
-    s = scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT)
-    valid = (offs_m < T)[:, None]
-    if DIAG:
-        valid = valid & (offs_n[None, :] <= offs_m[:, None])
-    p = tl.where(valid, tl.exp2(s - lse2[:, None]), 0.0)
-    da = mm(do_re, tl.trans(v_re), DOT) + mm(do_im, tl.trans(v_im), DOT)
-    if DIAG:
-        da_delay = mm(do_re, tl.trans(vd_re), DOT) + mm(do_im, tl.trans(vd_im), DOT)
-        da = da + tl.where(offs_n[None, :] < offs_m[:, None], da_delay, 0.0)
-    ds = p * (da - delta[:, None])
-    return p, ds
+
+@triton.jit(do_not_specialize=["N", "T"])
+def _bwd_kv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    N, T, H,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    NH_P: tl.constexpr, DOT: tl.constexpr,
+):
+    KW: tl.constexpr = 2 * BLOCK_D
+    VW: tl.constexpr = 2 * NH_P * BLOCK_D
+    start_n, h, bos = program_sequence(T, False, BLOCK_N)
+    stat_base = (tl.program_id(2) * H + h).to(tl.int64) * T
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    k_off, n_ok = feature_offsets(h, bos, offs_n, T, KW, N)
+    v_off, _ = feature_offsets(h, bos, offs_n, T, VW, N)
+    k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
+    v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
+    dk = tl.zeros([BLOCK_N, KW], tl.float32)
+    dv = tl.zeros([BLOCK_N, VW], tl.float32)
+    band_lo = (start_n // BLOCK_M) * BLOCK_M
+    band_hi = tl.minimum(tl.cdiv(start_n + BLOCK_N, BLOCK_M) * BLOCK_M, T)
+    dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_lo, band_hi, T, N,
+                           BLOCK_M, KW, VW, True, DOT)
+    dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_hi, T, T, N,
+                           BLOCK_M, KW, VW, False, DOT)
+    tl.store(DK + k_off, dk, mask=n_ok[:, None])
+    tl.store(DV + v_off, dv, mask=n_ok[:, None])
 
 
 @triton.jit
-def _store_coupling_partial(DCPL, part_base, offs_d, D, NH, wr, wi, NH_P: tl.constexpr, WHICH: tl.constexpr):
-    """Store sum_u w (NH_P, BD) into the (D, NH, 2, 2) slab at part_base."""
+def _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, lo, hi, T, N,
+                 BLOCK_N: tl.constexpr, KW: tl.constexpr, VW: tl.constexpr,
+                 MASKED: tl.constexpr, DOT: tl.constexpr):
+    """Accumulate dq^ of one query block over the key blocks in [lo, hi); MASKED keeps
+    ``u < t`` only, otherwise every key of the range precedes every query row."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_off, n_ok = feature_offsets(h, bos, offs_n, T, KW, N)
+        v_off, _ = feature_offsets(h, bos, offs_n, T, VW, N)
+        if MASKED:
+            k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
+            v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
+        else:
+            k = tl.load(K + k_off)
+            v = tl.load(V + v_off)
+        p = tl.exp2(mm(q, tl.trans(k), None, DOT) - lse2[:, None])  # [BM, BN]
+        if MASKED:
+            p = tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)
+        dp = mm(do, tl.trans(v), None, DOT)  # [BM, BN]
+        ds = p * (dp - delta[:, None])
+        dq = mm(ds, k, dq, DOT)  # [BM, KW]
+    return dq
+
+
+@triton.jit(do_not_specialize=["N", "T"])
+def _bwd_q_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    N, T, H,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    NH_P: tl.constexpr, DOT: tl.constexpr,
+):
+    KW: tl.constexpr = 2 * BLOCK_D
+    VW: tl.constexpr = 2 * NH_P * BLOCK_D
+    start_m, h, bos = program_sequence(T, True, BLOCK_M)
+    stat_base = (tl.program_id(2) * H + h).to(tl.int64) * T
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q_off, m_ok = feature_offsets(h, bos, offs_m, T, KW, N)
+    do_off, _ = feature_offsets(h, bos, offs_m, T, VW, N)
+    q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
+    do = tl.load(DO + do_off, mask=m_ok[:, None], other=0.0)  # [BM, VW]
+    lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
+    dq = tl.zeros([BLOCK_M, KW], tl.float32)
+    band = (start_m // BLOCK_N) * BLOCK_N
+    dq = _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, 0, band, T, N,
+                      BLOCK_N, KW, VW, False, DOT)
+    dq = _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, T), T, N,
+                      BLOCK_N, KW, VW, True, DOT)
+    tl.store(DQ + q_off, dq, mask=m_ok[:, None])
+
+
+@triton.jit
+def _store_coupling_partial(DCPL, part, h, H, D, NH, offs_d, wr, wi, NH_P: tl.constexpr, WHICH: tl.constexpr):
+    """Store sum over rows of w [R, NH_P, BD] into slab (part, h) of (P, H, D, NH, 2, 2)."""
     offs_n = tl.arange(0, NH_P)
     mask = (offs_n[:, None] < NH) & (offs_d[None, :] < D)
-    ptr = DCPL + part_base + offs_d[None, :] * NH * 4 + offs_n[:, None] * 4 + WHICH * 2
+    ptr = DCPL + ((part * H + h).to(tl.int64) * D + offs_d[None, :]) * NH * 4 + offs_n[:, None] * 4 + WHICH * 2
     tl.store(ptr, tl.sum(wr, 0), mask=mask)
     tl.store(ptr + 1, tl.sum(wi, 0), mask=mask)
 
 
-@triton.jit(do_not_specialize=["T"])
-def _bwd_kv_kernel(
-    THETA, GATE, CPL, OMEGA, GRAD, LSE, DELTA, DKEY, DSUCC, DCPL,
-    T, H, D, NH, scale, scale_log2,
-    HAS_OMEGA: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
-    NH_P: tl.constexpr, N_BITS: tl.constexpr, DOT: tl.constexpr,
+@triton.heuristics({"HAS_OMEGA": lambda args: args["OMEGA"] is not None})
+@triton.jit(do_not_specialize=["N", "T"])
+def _chain_kernel(
+    THETA, GATE, CPL, OMEGA, GRAD, ORDER, LSE, DELTA, DQ, DK, DV,  # inputs
+    DTHETA, DGATE, DCPL,  # outputs: (B, T, H, D) x 2, partials (P, H, D, NH, 2, 2)
+    N, T, H, D, NH, scale, qk_scale,
+    HAS_OMEGA: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    NH_P: tl.constexpr, N_BITS: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
+    KW: tl.constexpr = 2 * BLOCK_D
+    VW: tl.constexpr = 2 * NH_P * BLOCK_D
+    part = tl.program_id(0)
     h = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    row_stride = H * D
-    base = b * T * row_stride + h * D
-    lse_base = (b * H + h) * T
-    omega_ptr = OMEGA + h * D
-    W: tl.constexpr = NH_P * BLOCK_D
-    start_n = pid_n * BLOCK
-    offs_n = start_n + tl.arange(0, BLOCK)
+    rows = part * BLOCK_T + tl.arange(0, BLOCK_T)  # token rows of (B * T)
     offs_d = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    pos = rows % T
+    in_mask = row_ok[:, None] & (offs_d[None, :] < D)
+    in_ptrs = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]  # [BT, BD]
+    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    gd = tl.load(GRAD + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    ct = tl.cos(theta)
+    st = tl.sin(theta)
+    if HAS_OMEGA:
+        omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
+        phi = theta + omega[None, :] * pos[:, None].to(tl.float32)
+        cp = tl.cos(phi)
+        sp = tl.sin(phi)
+    else:
+        cp = ct
+        sp = st
+    zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
     kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
     lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
-    cp_k, sp_k, zr, zi, yr, yi, vsr, vsi, vdr, vdi = value_tiles(
-        THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
-    vs_re = tl.reshape(vsr, (BLOCK, W))
-    vs_im = tl.reshape(vsi, (BLOCK, W))
-    vd_re = tl.reshape(vdr, (BLOCK, W))
-    vd_im = tl.reshape(vdi, (BLOCK, W))
-
-    # Diagonal query block: static and delay paths apart.
-    offs_m = start_n + tl.arange(0, BLOCK)
-    _, _, _, _, qc, qs, do_re, do_im, lse2, delta = _query_tiles(
-        THETA, GATE, omega_ptr, GRAD, LSE, DELTA, base, lse_base, offs_m, offs_d, T, D, row_stride,
-        HAS_OMEGA, NH_P, N_BITS, BLOCK, W)
-    p, ds = _score_grads(qc, qs, cp_k, sp_k, lse2, delta, do_re, do_im, vs_re, vs_im, vd_re, vd_im,
-                         offs_m, offs_n, T, scale_log2, True, DOT)
-    p_strict = tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)
-    pt = tl.trans(p)
-    gs_re = mm(pt, do_re, DOT)
-    gs_im = mm(pt, do_im, DOT)
-    pt_strict = tl.trans(p_strict)
-    gd_re = mm(pt_strict, do_re, DOT)
-    gd_im = mm(pt_strict, do_im, DOT)
-    dst = tl.trans(ds)
-    dkc = mm(dst, qc, DOT)
-    dks = mm(dst, qs, DOT)
-
-    # Later query blocks: every pair unmasked on both paths, one combined value.
-    v_re = vs_re + vd_re
-    v_im = vs_im + vd_im
-    for start_m in range(start_n + BLOCK, T, BLOCK):
-        offs_m = start_m + tl.arange(0, BLOCK)
-        _, _, _, _, qc, qs, do_re, do_im, lse2, delta = _query_tiles(
-            THETA, GATE, omega_ptr, GRAD, LSE, DELTA, base, lse_base, offs_m, offs_d, T, D, row_stride,
-            HAS_OMEGA, NH_P, N_BITS, BLOCK, W)
-        p, ds = _score_grads(qc, qs, cp_k, sp_k, lse2, delta, do_re, do_im, v_re, v_im, v_re, v_im,
-                             offs_m, offs_n, T, scale_log2, False, DOT)
-        pt = tl.trans(p)
-        g_re = mm(pt, do_re, DOT)
-        g_im = mm(pt, do_im, DOT)
-        gs_re += g_re
-        gs_im += g_im
-        gd_re += g_re
-        gd_im += g_im
-        dst = tl.trans(ds)
-        dkc += mm(dst, qc, DOT)
-        dks += mm(dst, qs, DOT)
-
-    # Epilogue. Static: w = gS conj(z), dK = sum_u w, dtheta_u += sum_n n Im(conj(K) w).
-    # Delay: the same with L and the successor, landing on theta_{u+1}.
     n = (tl.arange(0, NH_P) + 1).to(tl.float32)[None, :, None]
-    wr, wi = cmul(tl.reshape(gs_re, (BLOCK, NH_P, BLOCK_D)), tl.reshape(gs_im, (BLOCK, NH_P, BLOCK_D)), zr, -zi)
-    ur, ui = cmul(tl.reshape(gd_re, (BLOCK, NH_P, BLOCK_D)), tl.reshape(gd_im, (BLOCK, NH_P, BLOCK_D)), yr, -yi)
-    d_key = scale * (cp_k * dks - sp_k * dkc) + tl.sum(n * (kr * wi - ki * wr), 1)
-    d_succ = tl.sum(n * (lr * ui - li * ur), 1)
-    col_ok = offs_d[None, :] < D
-    ptrs = base + offs_n[:, None].to(tl.int64) * row_stride + offs_d[None, :]
-    tl.store(DKEY + ptrs, d_key, mask=(offs_n[:, None] < T) & col_ok)
-    tl.store(DSUCC + ptrs + row_stride, d_succ, mask=(offs_n[:, None] + 1 < T) & col_ok)
-    part_base = ((b * tl.num_programs(0) + pid_n) * H + h) * D * NH * 4
-    _store_coupling_partial(DCPL, part_base, offs_d, D, NH, wr, wi, NH_P, 0)
-    _store_coupling_partial(DCPL, part_base, offs_d, D, NH, ur, ui, NH_P, 1)
 
+    feat = h.to(tl.int64) * N + rows[:, None].to(tl.int64)
+    dqc, dqs = tl.split(tl.reshape(tl.load(DQ + feat * KW + tl.arange(0, KW)[None, :], mask=row_ok[:, None],
+                                           other=0.0), (BLOCK_T, BLOCK_D, 2)))
+    dkc, dks = tl.split(tl.reshape(tl.load(DK + feat * KW + tl.arange(0, KW)[None, :], mask=row_ok[:, None],
+                                           other=0.0), (BLOCK_T, BLOCK_D, 2)))
+    dv_ptrs = DV + feat * VW + tl.arange(0, VW)[None, :]
+    dvr, dvi = deinterleave(tl.load(dv_ptrs, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
+    has_prev = row_ok & (pos >= 1)
+    dpr, dpi = deinterleave(tl.load(dv_ptrs - VW, mask=has_prev[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
 
-@triton.jit(do_not_specialize=["T"])
-def _bwd_q_kernel(
-    THETA, GATE, CPL, OMEGA, GRAD, LSE, DELTA, ORDER, DKEY, DSUCC, DTHETA, DGATE,
-    T, H, D, NH, scale, scale_log2,
-    HAS_OMEGA: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
-    NH_P: tl.constexpr, N_BITS: tl.constexpr, DOT: tl.constexpr,
-):
-    num_m = tl.cdiv(T, BLOCK)
-    pid_m = num_m - 1 - tl.program_id(0)
-    h = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    row_stride = H * D
-    base = b * T * row_stride + h * D
-    lse_base = (b * H + h) * T
-    omega_ptr = OMEGA + h * D
-    W: tl.constexpr = NH_P * BLOCK_D
-    start_m = pid_m * BLOCK
-    offs_m = start_m + tl.arange(0, BLOCK)
-    offs_d = tl.arange(0, BLOCK_D)
-    kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
-    lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
-    cp_q, sp_q, g_q, gd, qc, qs, do_re, do_im, lse2, delta = _query_tiles(
-        THETA, GATE, omega_ptr, GRAD, LSE, DELTA, base, lse_base, offs_m, offs_d, T, D, row_stride,
-        HAS_OMEGA, NH_P, N_BITS, BLOCK, W)
-    acc_c = tl.zeros([BLOCK, BLOCK_D], tl.float32)
-    acc_s = tl.zeros([BLOCK, BLOCK_D], tl.float32)
-    for start_n in range(0, start_m, BLOCK):
-        offs_n = start_n + tl.arange(0, BLOCK)
-        cp_k, sp_k, _, _, _, _, vsr, vsi, vdr, vdi = value_tiles(
-            THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
-        v_re = tl.reshape(vsr + vdr, (BLOCK, W))
-        v_im = tl.reshape(vsi + vdi, (BLOCK, W))
-        _, ds = _score_grads(qc, qs, cp_k, sp_k, lse2, delta, do_re, do_im, v_re, v_im, v_re, v_im,
-                             offs_m, offs_n, T, scale_log2, False, DOT)
-        acc_c += mm(ds, cp_k, DOT)
-        acc_s += mm(ds, sp_k, DOT)
-    offs_n = start_m + tl.arange(0, BLOCK)
-    cp_k, sp_k, _, _, _, _, vsr, vsi, vdr, vdi = value_tiles(
-        THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
-    _, ds = _score_grads(qc, qs, cp_k, sp_k, lse2, delta, do_re, do_im,
-                         tl.reshape(vsr, (BLOCK, W)), tl.reshape(vsi, (BLOCK, W)),
-                         tl.reshape(vdr, (BLOCK, W)), tl.reshape(vdi, (BLOCK, W)),
-                         offs_m, offs_n, T, scale_log2, True, DOT)
-    acc_c += mm(ds, cp_k, DOT)
-    acc_s += mm(ds, sp_k, DOT)
+    # Diagonal u = t: s_tt = scale sum_d gate, value K z_t; dP_tt = sum_{n,d} Gd Im K.
+    stat = ((rows // T) * H + h).to(tl.int64) * T + pos
+    lse2, delta = _row_stats(LSE, DELTA, stat, row_ok)
+    p_tt = tl.exp2(qk_scale * tl.sum(gate, 1) - lse2)  # [BT]
+    dp_tt = tl.sum(gd * tl.sum(ki, 1), 1)
+    ds_tt = p_tt * (dp_tt - delta)
 
-    # Epilogue: gate and query-side score gradients, demodulation, key-side and successor parts.
-    row_ok = offs_m[:, None] < T
-    col_ok = offs_d[None, :] < D
-    ptrs = base + offs_m[:, None].to(tl.int64) * row_stride + offs_d[None, :]
-    dgate = scale * (cp_q * acc_c + sp_q * acc_s)
-    d_theta = -scale * g_q * (sp_q * acc_c - cp_q * acc_s)
+    # Scores: dL/dq = scale dq^, dL/dk = ln2 dk^ (q^ carries scale log2 e).
+    dgate = scale * (dqc * cp + dqs * sp + ds_tt[:, None])
+    d_theta = scale * gate * (dqs * cp - dqc * sp) + LN2 * (dks * cp - dkc * sp)
+    # Static value K z_t: gradient dv^_t plus the diagonal's P_tt dO_t, dO = i Gd z.
+    g3 = gd[:, None, :] * p_tt[:, None, None]
+    gsr = dvr - g3 * zi
+    gsi = dvi + g3 * zr
+    wr = gsr * zr + gsi * zi  # w = gS conj(z)
+    wi = gsi * zr - gsr * zi
+    d_theta += tl.sum(n * (kr * wi - ki * wr), 1)
+    # Delay value L z_t of the predecessor t - 1.
+    ur = dpr * zr + dpi * zi
+    ui = dpi * zr - dpr * zi
+    d_theta += tl.sum(n * (lr * ui - li * ur), 1)
+    # Demodulation exp(-i n theta_t).
     offs_h = tl.arange(0, NH_P)
-    order_ptrs = (
-        ((b * T + offs_m[:, None, None].to(tl.int64)) * H + h) * NH * D
-        + offs_h[None, :, None] * D
-        + offs_d[None, None, :]
-    )
-    order_mask = row_ok[:, :, None] & (offs_h[None, :, None] < NH) & col_ok[:, None, :]
+    order_ptrs = (rows[:, None, None].to(tl.int64) * H + h) * NH * D + offs_h[None, :, None] * D + offs_d[None, None, :]
+    order_mask = in_mask[:, None, :] & (offs_h[None, :, None] < NH)
     r = tl.load(ORDER + order_ptrs, mask=order_mask, other=0.0)
-    n = (offs_h + 1).to(tl.float32)[None, :, None]
     d_theta -= gd * tl.sum(n * r, 1)
-    d_theta += tl.load(DKEY + ptrs, mask=row_ok & col_ok, other=0.0)
-    d_theta += tl.load(DSUCC + ptrs, mask=row_ok & col_ok & (offs_m[:, None] >= 1), other=0.0)
-    tl.store(DTHETA + ptrs, d_theta.to(DTHETA.dtype.element_ty), mask=row_ok & col_ok)
-    tl.store(DGATE + ptrs, dgate.to(DGATE.dtype.element_ty), mask=row_ok & col_ok)
+
+    tl.store(DTHETA + in_ptrs, d_theta.to(DTHETA.dtype.element_ty), mask=in_mask)
+    tl.store(DGATE + in_ptrs, dgate.to(DGATE.dtype.element_ty), mask=in_mask)
+    _store_coupling_partial(DCPL, part, h, H, D, NH, offs_d, wr, wi, NH_P, 0)
+    _store_coupling_partial(DCPL, part, h, H, D, NH, offs_d, ur, ui, NH_P, 1)
 
 
-def backward(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=None, block=None):
+def attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=None,
+                  block_m=None, block_n=None):
     """Launch the fused backward.
 
     Args:
         grad_out: (B, T, H, D) upstream gradient of dtheta, contiguous.
-        theta, gate, coupling_real, omega, scale: as given to :func:`forward.forward`.
+        theta, gate, coupling_real, omega, scale, dot: as given to ``attention_fwd``.
         out, lse, order: the forward's outputs (dtheta, lse (B, H, T), R (B, T, H, NH, D)).
+        block_m, block_n: tile overrides for both flash passes.
     Returns:
         (dtheta, dgate, dcoupling_real) in theta's, gate's and coupling_real's dtypes.
     """
     B, T, H, D = theta.shape
     NH = coupling_real.shape[2]
+    N = B * T
     dtheta = torch.empty_like(theta)
     dgate = torch.empty_like(gate)
     if theta.numel() == 0:
         return dtheta, dgate, torch.zeros_like(coupling_real)
-    nh_p, n_bits = harmonic_constants(NH)
-    block_d = block_d_for(D)
     dot = dot_mode(theta.dtype) if dot is None else dot
-    cfg = pick_config(block_d, nh_p, dot, block)
-    num_blocks = triton.cdiv(T, cfg.block)
-    delta = (grad_out.float() * out.float()).sum(-1).transpose(1, 2).contiguous()  # (B, H, T)
-    d_key = torch.empty(theta.shape, device=theta.device, dtype=torch.float32)
-    d_succ = torch.empty_like(d_key)
-    d_cpl = torch.empty((B, num_blocks, H, D, NH, 2, 2), device=theta.device, dtype=torch.float32)
-    omega_arg = omega if omega is not None else theta
-    consts = dict(
-        HAS_OMEGA=omega is not None, BLOCK=cfg.block, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
-        DOT=dot, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    nh_p, n_bits = padded_harmonics(NH)
+    block_d = padded_head_dim(D)
+    q, k, v, d_o, delta = compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out, out)
+    dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+    dk = torch.empty_like(dq)
+    dv = torch.empty(v.shape, device=v.device, dtype=torch.float32)
+    consts = dict(BLOCK_D=block_d, NH_P=nh_p, DOT=dot)
+    override = block_m is not None or block_n is not None
+    kv_configs = backward_kv_configs(block_d, nh_p, dot)
+    launch(_bwd_kv_kernel, lambda bm, bn: (triton.cdiv(T, bn), H, B),
+           (q, k, v, d_o, lse, delta, dk, dv, N, T, H), consts, kv_configs,
+           fixed_config(kv_configs, block_m, block_n) if override else None)
+    q_configs = backward_q_configs(block_d, nh_p, dot)
+    launch(_bwd_q_kernel, lambda bm, bn: (triton.cdiv(T, bm), H, B),
+           (q, k, v, d_o, lse, delta, dq, N, T, H), consts, q_configs,
+           fixed_config(q_configs, block_m, block_n) if override else None)
+    block_t = token_block(block_d, nh_p)
+    parts = triton.cdiv(N, block_t)
+    d_cpl = torch.empty((parts, H, D, NH, 2, 2), device=theta.device, dtype=torch.float32)
+    _chain_kernel[(parts, H)](
+        theta, gate, coupling_real, omega, grad_out, order, lse, delta, dq, dk, dv,
+        dtheta, dgate, d_cpl,
+        N, T, H, D, NH, scale, scale * LOG2E.value,
+        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=4, enable_fp_fusion=True,
     )
-    grid = (num_blocks, H, B)
-    _bwd_kv_kernel[grid](
-        theta, gate, coupling_real, omega_arg, grad_out, lse, delta, d_key, d_succ, d_cpl,
-        T, H, D, NH, scale, scale * LOG2E, **consts,
-    )
-    _bwd_q_kernel[grid](
-        theta, gate, coupling_real, omega_arg, grad_out, lse, delta, order, d_key, d_succ, dtheta, dgate,
-        T, H, D, NH, scale, scale * LOG2E, **consts,
-    )
-    d_coupling = d_cpl.sum(dim=(0, 1)).to(coupling_real.dtype)
-    return dtheta, dgate, d_coupling
+    return dtheta, dgate, d_cpl.sum(dim=0).to(coupling_real.dtype)

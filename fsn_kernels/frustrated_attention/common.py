@@ -1,5 +1,5 @@
-"""Pieces shared by the forward and backward kernels: per-token phase features, harmonic
-powers by complex multiplication, the matmul in the chosen precision, and launch configs."""
+"""Pieces shared by the kernels: named constants, matmul operand modes, padding, the
+harmonic powers by complex multiplication, coupling loads and launch configurations."""
 from __future__ import annotations
 
 import os
@@ -9,78 +9,176 @@ import torch
 import triton
 import triton.language as tl
 
-# Host-side only: Triton kernels may read module globals only if they are tl.constexpr,
-# so the kernels spell log2(e) and ln(2) as literals.
-LOG2E = 1.4426950408889634
+# Module-level tl.constexpr globals: readable inside kernels, in the interpreter and when
+# compiling for a GPU alike.
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
-# Matmul operand precision per input dtype (accumulation is always fp32):
-#   float32 / float64 inputs -> fp32 operands, IEEE products ("ieee", no TF32)
-#   bfloat16 inputs          -> bf16 operands
-#   float16 inputs           -> fp16 operands
-DOT_IEEE, DOT_BF16, DOT_FP16 = 0, 1, 2
+# Matmul operand precision (accumulation is always fp32):
+#   DOT_IEEE: fp32 operands with IEEE products (float32 / float64 inputs; no TF32)
+#   DOT_BF16: bf16 operands (bfloat16 inputs, or bf16 autocast)
+#   DOT_FP16: fp16 operands (float16 inputs, or fp16 autocast)
+DOT_IEEE: tl.constexpr = tl.constexpr(0)
+DOT_BF16: tl.constexpr = tl.constexpr(1)
+DOT_FP16: tl.constexpr = tl.constexpr(2)
+DOT_NAMES = {0: "ieee", 1: "bf16", 2: "fp16"}
+FEATURE_DTYPES = {0: torch.float32, 1: torch.bfloat16, 2: torch.float16}
 
 
 def dot_mode(dtype: torch.dtype) -> int:
+    """The matmul operand mode of a tensor dtype."""
     if dtype == torch.bfloat16:
-        return DOT_BF16
+        return DOT_BF16.value
     if dtype == torch.float16:
-        return DOT_FP16
-    return DOT_IEEE
+        return DOT_FP16.value
+    return DOT_IEEE.value
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def autotuning() -> bool:
+    """Autotune on CUDA unless FSN_AUTOTUNE=0 (the interpreter cannot autotune)."""
+    return not interpreting() and os.environ.get("FSN_AUTOTUNE", "1") not in ("", "0")
+
+
+def padded_head_dim(d: int) -> int:
+    """D padded to a power of two >= 16 (a tile side of the GPU matmuls)."""
+    return max(16, triton.next_power_of_2(d))
+
+
+def padded_harmonics(nh: int):
+    """(NH_P, N_BITS): harmonics padded to a power of two, and the bits binary powering needs."""
+    nh_p = triton.next_power_of_2(nh)
+    return nh_p, nh_p.bit_length()
+
+
+# ------------------------------------------------------------------------ launch configs
 @dataclass(frozen=True)
-class LaunchConfig:
-    block: int  # BLOCK_M == BLOCK_N: query and key tile length
+class TileConfig:
+    block_m: int  # query rows per tile
+    block_n: int  # key rows per tile
     num_warps: int
     num_stages: int
 
-
-def pick_config(block_d: int, nh_pow2: int, dot: int, block: int | None = None) -> LaunchConfig:
-    """Fixed launch configuration (no autotuning: it cannot run under the interpreter).
-
-    The value tile is (BLOCK, NH_P * BLOCK_D) per real/imaginary part, and every dot
-    operand is staged in shared memory, so the tile length shrinks as that width and the
-    operand size grow. The limits come from compiling the kernels for sm_90 on a machine
-    without a GPU (``aot_check``; PERF_LOG.md, entry 2): fp32 operands at BLOCK 64 needed
-    up to 256 KiB of shared memory (an H100 block gets 227 KiB) and every BLOCK-64 build of
-    a value tile wider than 64 spilled registers. ``block`` overrides the tile length
-    (tests use 16 to cross many block boundaries).
-    """
-    width = nh_pow2 * block_d
-    if block is None:
-        if dot == DOT_IEEE:
-            block = 32 if width <= 64 else 16
-        else:
-            block = 64 if width <= 64 else 32 if width <= 128 else 16
-    if block < 16 or block & (block - 1):
-        raise ValueError(f"block must be a power of two >= 16, got {block}")
-    stages = 1 if interpreting() or dot == DOT_IEEE or width > 256 else 2
-    return LaunchConfig(block=block, num_warps=8 if block >= 64 else 4, num_stages=stages)
+    def kwargs(self):
+        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps,
+                    num_stages=self.num_stages)
 
 
-@triton.jit
-def mm(a, b, DOT: tl.constexpr):
-    """a @ b with fp32 accumulation; operands cast per DOT (see module docs)."""
-    if DOT == 1:
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
-    elif DOT == 2:
-        return tl.dot(a.to(tl.float16), b.to(tl.float16), out_dtype=tl.float32)
+def _check_blocks(block_m: int, block_n: int) -> None:
+    for name, b in (("block_m", block_m), ("block_n", block_n)):
+        if b < 16 or b & (b - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {b}")
+
+
+def forward_configs(block_d: int, nh_p: int, dot: int):
+    """Candidate tiles of the flash forward, best first (the first is the fixed config).
+
+    The accumulator is (BLOCK_M, 2 * NH_P * BLOCK_D) fp32 and lives in registers; its
+    width decides the row count. Chosen from the sm_90 compile report (PERF_LOG.md)."""
+    width = 2 * nh_p * block_d
+    if dot == DOT_IEEE.value:  # fp32 operands: no wgmma, tiles staged in fp32
+        return [TileConfig(64, 32, 4, 1)] if width <= 256 else [TileConfig(32, 16, 4, 1)]
+    if width <= 128:
+        return [TileConfig(128, 64, 8, 2), TileConfig(128, 32, 8, 3), TileConfig(64, 64, 4, 2)]
+    if width <= 256:
+        return [TileConfig(128, 32, 8, 2), TileConfig(64, 64, 4, 2), TileConfig(64, 32, 4, 3)]
+    if width <= 512:
+        return [TileConfig(64, 32, 8, 2), TileConfig(64, 16, 4, 2)]
+    return [TileConfig(32, 16, 4, 1)]
+
+
+def backward_kv_configs(block_d: int, nh_p: int, dot: int):
+    """Tiles of the key-major backward: BLOCK_N keys own (BLOCK_N, 2W) dv and (BLOCK_N,
+    2 BLOCK_D) dk accumulators; BLOCK_M query rows stream past them."""
+    width = 2 * nh_p * block_d
+    if dot == DOT_IEEE.value:
+        return [TileConfig(16, 32, 4, 1)] if width <= 256 else [TileConfig(16, 16, 4, 1)]
+    if width <= 128:
+        return [TileConfig(32, 128, 8, 2), TileConfig(64, 128, 8, 2), TileConfig(32, 64, 4, 2)]
+    if width <= 256:
+        return [TileConfig(32, 64, 4, 2), TileConfig(32, 128, 8, 2)]
+    if width <= 512:
+        return [TileConfig(16, 64, 4, 1), TileConfig(32, 64, 8, 1)]
+    return [TileConfig(16, 16, 4, 1)]
+
+
+def backward_q_configs(block_d: int, nh_p: int, dot: int):
+    """Tiles of the query-major backward: BLOCK_M queries own a (BLOCK_M, 2 BLOCK_D) dq
+    accumulator and a (BLOCK_M, 2W) upstream-gradient tile; BLOCK_N keys stream past."""
+    width = 2 * nh_p * block_d
+    if dot == DOT_IEEE.value:
+        return [TileConfig(32, 16, 4, 1)] if width <= 256 else [TileConfig(16, 16, 4, 1)]
+    if width <= 128:
+        return [TileConfig(128, 32, 8, 2), TileConfig(64, 32, 4, 2), TileConfig(128, 64, 8, 2)]
+    if width <= 256:
+        return [TileConfig(64, 32, 4, 2), TileConfig(128, 32, 8, 2)]
+    if width <= 512:
+        return [TileConfig(64, 16, 4, 1), TileConfig(64, 32, 8, 1)]
+    return [TileConfig(16, 16, 4, 1)]
+
+
+def token_block(block_d: int, nh_p: int) -> int:
+    """Tokens per program of the per-token passes (features, chain rule)."""
+    return max(16, min(64, 4096 // (nh_p * block_d)))
+
+
+def fixed_config(configs, block_m=None, block_n=None) -> TileConfig:
+    """The first candidate, with optional tile overrides (tests cross block boundaries)."""
+    cfg = configs[0]
+    if block_m is None and block_n is None:
+        return cfg
+    bm, bn = block_m or cfg.block_m, block_n or cfg.block_n
+    _check_blocks(bm, bn)
+    return TileConfig(bm, bn, 4 if bm * bn <= 64 * 64 else cfg.num_warps, 1)
+
+
+_AUTOTUNED = {}
+
+
+def launch(kernel, grid, args, consts, configs, cfg=None):
+    """Launch an attention kernel with tiles (BLOCK_M, BLOCK_N).
+
+    ``grid(block_m, block_n)`` gives the launch grid. With ``cfg`` (a test's override) or
+    without autotuning (the interpreter, FSN_AUTOTUNE=0) the fixed config runs; on CUDA
+    ``triton.autotune`` picks among ``configs``, keyed on (BLOCK_D, NH_P, DOT). fp fusion
+    (FMA contraction) is set explicitly: Triton's default changes in 3.10."""
+    if cfg is None and autotuning():
+        tuned = _AUTOTUNED.get((kernel, tuple(configs)))
+        if tuned is None:
+            tuned = triton.autotune(
+                [triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n}, num_warps=c.num_warps,
+                               num_stages=c.num_stages) for c in configs],
+                key=["BLOCK_D", "NH_P", "DOT"],
+            )(kernel)
+            _AUTOTUNED[(kernel, tuple(configs))] = tuned
+        tuned[lambda meta: grid(meta["BLOCK_M"], meta["BLOCK_N"])](*args, **consts, enable_fp_fusion=True)
     else:
-        return tl.dot(a, b, input_precision="ieee", out_dtype=tl.float32)
+        cfg = cfg or configs[0]
+        kernel[grid(cfg.block_m, cfg.block_n)](*args, **consts, **cfg.kwargs(), enable_fp_fusion=True)
+
+
+# ------------------------------------------------------------------------ device helpers
+@triton.jit
+def mm(a, b, acc, DOT: tl.constexpr):
+    """acc + a @ b with fp32 accumulation; operands cast to the DOT mode's dtype."""
+    if DOT == DOT_BF16:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc, out_dtype=tl.float32)
+    elif DOT == DOT_FP16:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16), acc, out_dtype=tl.float32)
+    else:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee", out_dtype=tl.float32)
 
 
 @triton.jit
 def harmonics(c1, s1, NH_P: tl.constexpr, N_BITS: tl.constexpr):
-    """exp(i n theta) for n = 1..NH_P from (cos theta, sin theta) of shape (R, BD).
+    """exp(i n theta) for n = 1..NH_P from (cos theta, sin theta), each [R, BD].
 
     Binary powering by complex multiplication (no trig per harmonic): exp(i 2^k theta) by
     repeated squaring, multiplied in where bit k of n is set. Returns (re, im), each
-    (R, NH_P, BD) fp32.
-    """
+    [R, NH_P, BD] fp32."""
     n = (tl.arange(0, NH_P) + 1)[None, :, None]
     pc = c1[:, None, :]
     ps = s1[:, None, :]
@@ -97,9 +195,15 @@ def harmonics(c1, s1, NH_P: tl.constexpr, N_BITS: tl.constexpr):
 
 
 @triton.jit
+def cmul(ar, ai, br, bi):
+    """(ar + i ai) (br + i bi) as (re, im)."""
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+@triton.jit
 def load_coupling(CPL, h, D, NH, offs_d, NH_P: tl.constexpr, WHICH: tl.constexpr):
     """K (WHICH=0) or L (WHICH=1) of head h from the real view (H, D, NH, 2, 2) of the
-    coupling, as (re, im) of shape (1, NH_P, BD); padded harmonics and oscillators are 0."""
+    coupling, as (re, im) each [1, NH_P, BD]; padded harmonics and oscillators are 0."""
     offs_n = tl.arange(0, NH_P)
     mask = (offs_n[:, None] < NH) & (offs_d[None, :] < D)
     ptr = CPL + h.to(tl.int64) * D * NH * 4 + offs_d[None, :] * NH * 4 + offs_n[:, None] * 4 + WHICH * 2
@@ -109,60 +213,32 @@ def load_coupling(CPL, h, D, NH, offs_d, NH_P: tl.constexpr, WHICH: tl.constexpr
 
 
 @triton.jit
-def cmul(ar, ai, br, bi):
-    return ar * br - ai * bi, ar * bi + ai * br
+def interleave(re, im, R: tl.constexpr, WIDTH: tl.constexpr):
+    """[R, ...] re and im -> [R, WIDTH] with re/im adjacent (the feature layout)."""
+    return tl.reshape(tl.join(re, im), (R, WIDTH))
 
 
 @triton.jit
-def phase_features(THETA, GATE, OMEGA, base, offs_t, offs_d, T, D, row_stride, HAS_OMEGA: tl.constexpr, HAS_GATE: tl.constexpr):
-    """Load theta (and gate) rows ``offs_t`` of one (batch, head); return
-    (cos theta, sin theta, cos phi, sin phi, gate), each (R, BD) fp32, zero-gated padding."""
-    mask = (offs_t[:, None] < T) & (offs_d[None, :] < D)
-    ptrs = base + offs_t[:, None].to(tl.int64) * row_stride + offs_d[None, :]
-    theta = tl.load(THETA + ptrs, mask=mask, other=0.0).to(tl.float32)
-    ct = tl.cos(theta)
-    st = tl.sin(theta)
-    if HAS_OMEGA:
-        omega = tl.load(OMEGA + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
-        phi = theta + omega[None, :] * offs_t[:, None].to(tl.float32)
-        cp = tl.cos(phi)
-        sp = tl.sin(phi)
-    else:
-        cp = ct
-        sp = st
-    if HAS_GATE:
-        gate = tl.load(GATE + ptrs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        gate = ct * 0.0
-    return ct, st, cp, sp, gate
+def deinterleave(x, R: tl.constexpr, NH_P: tl.constexpr, BD: tl.constexpr):
+    """[R, NH_P * BD * 2] -> (re, im), each [R, NH_P, BD]: the inverse of interleave."""
+    return tl.split(tl.reshape(x, (R, NH_P, BD, 2)))
 
 
 @triton.jit
-def value_tiles(THETA, GATE, OMEGA, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li,
-                 HAS_OMEGA: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr):
-    """Key features of rows offs_n: (cos phi, sin phi) (BN, BD); exp(i n theta_u) and
-    exp(i n theta_{u+1}) (BN, NH_P, BD) as (re, im); static value K z and delay value L y."""
-    ct_k, st_k, cp_k, sp_k, _ = phase_features(THETA, GATE, OMEGA, base, offs_n, offs_d, T, D, row_stride, HAS_OMEGA, False)
-    ct_s, st_s, _, _, _ = phase_features(THETA, GATE, OMEGA, base, offs_n + 1, offs_d, T, D, row_stride, False, False)
-    zr, zi = harmonics(ct_k, st_k, NH_P, N_BITS)
-    yr, yi = harmonics(ct_s, st_s, NH_P, N_BITS)
-    vsr, vsi = cmul(kr, ki, zr, zi)
-    vdr, vdi = cmul(lr, li, yr, yi)
-    return cp_k, sp_k, zr, zi, yr, yi, vsr, vsi, vdr, vdi
+def feature_offsets(head, bos, offs, T, WIDTH: tl.constexpr, N):
+    """Element offsets [R, WIDTH] and row mask [R] of rows ``offs`` (relative to ``bos``)
+    of one head's features, stored (H, N, WIDTH)."""
+    rows = bos + offs
+    return (head.to(tl.int64) * N + rows[:, None].to(tl.int64)) * WIDTH + tl.arange(0, WIDTH)[None, :], offs < T
 
 
 @triton.jit
-def scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT: tl.constexpr):
-    """Scores in base 2, ``scale * log2(e) * (q . k)`` with q = gate [cos phi, sin phi] and
-    k = [cos phi, sin phi] as two matmuls: (BM, BD) x (BN, BD) -> (BM, BN)."""
-    return (mm(qc, tl.trans(cp_k), DOT) + mm(qs, tl.trans(sp_k), DOT)) * scale_log2
-
-
-def harmonic_constants(nh: int):
-    """(NH_P, N_BITS): harmonics padded to a power of two, and the bits binary powering needs."""
-    nh_p = triton.next_power_of_2(nh)
-    return nh_p, nh_p.bit_length()
-
-
-def block_d_for(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+def program_sequence(T, REVERSED: tl.constexpr, BLOCK: tl.constexpr):
+    """Per-program setup of the attention kernels, grid (blocks, H, B): the block start
+    (longest rows first when REVERSED), the head and the first token row of the batch."""
+    pid = tl.program_id(0)
+    if REVERSED:
+        pid = tl.cdiv(T, BLOCK) - 1 - pid
+    head = tl.program_id(1)
+    bos = tl.program_id(2).to(tl.int64) * T
+    return pid * BLOCK, head, bos

@@ -1,15 +1,13 @@
-"""Fused Triton forward of the frustrated-synchronization attention op.
+"""Flash forward over the per-token features (``features.py``).
 
-One program per (query block, head, batch). It builds the query features
-``gate * [cos phi, sin phi]`` once, then walks the key blocks from 0 to the diagonal
-(causal block skipping): per key block it builds the key features ``[cos phi, sin phi]``
-and the complex harmonic values from ``exp(i theta)`` by complex multiplication, scores
-with two matmuls, runs the online softmax in base 2, and accumulates ``P @ V``. Off the
-diagonal the coupling is folded into one value tile ``K exp(i n theta_u) + L exp(i n
-theta_{u+1})``; on the diagonal block the static and the delay values get their own
-matmuls so the delay path sees the strict mask ``u < t`` exactly (no read of the future
-survives, bit for bit). The epilogue demodulates by ``exp(-i n theta_t)`` and writes
-dtheta, the natural-log lse and the in-phase part R. Nothing of size T x T exists.
+One program per (query block, head, batch), longest rows first. Each row ``t`` starts its
+online-softmax state in closed form at its own diagonal, where ``cos(phi_t - phi_t) = 1``:
+``m = s_tt = scale * sum_d gate[t, d]``, ``l = 1``, ``acc = K z_t`` (the delay term never
+pairs ``t`` with itself). The loop then covers the keys ``u < t`` only, first the key
+blocks wholly before the query block (no mask), then the band with the strict mask
+``u < t``: a row never reads a feature of a later token, so its output is independent of
+the future bit for bit. The epilogue divides by ``l``, demodulates by ``exp(-i n
+theta_t)`` and writes dtheta, the natural-log lse and ``R = Re G``.
 """
 from __future__ import annotations
 
@@ -18,118 +16,114 @@ import triton
 import triton.language as tl
 
 from .common import (
+    LN2,
     LOG2E,
-    block_d_for,
+    cmul,
+    deinterleave,
     dot_mode,
-    harmonic_constants,
+    feature_offsets,
+    fixed_config,
+    forward_configs,
     harmonics,
+    interleave,
+    launch,
     load_coupling,
     mm,
-    phase_features,
-    pick_config,
-    scores_log2,
-    value_tiles,
+    padded_harmonics,
+    padded_head_dim,
+    program_sequence,
 )
+from .features import compute_features
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, T, N,
+               BLOCK_N: tl.constexpr, KW: tl.constexpr, VW: tl.constexpr,
+               MASKED: tl.constexpr, DOT: tl.constexpr):
+    """Online softmax over the key blocks in [lo, hi): scores in base 2 from q^ . k^,
+    ``acc += p @ v^``. MASKED keeps ``u < t`` only (and rows past T); otherwise every
+    key of the range is valid and before every query row."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_off, n_ok = feature_offsets(h, bos, offs_n, T, KW, N)
+        v_off, _ = feature_offsets(h, bos, offs_n, T, VW, N)
+        if MASKED:
+            k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
+            v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
+        else:
+            k = tl.load(K + k_off)
+            v = tl.load(V + v_off)
+        s = mm(q, tl.trans(k), None, DOT)  # [BM, BN], base-2 scores
+        if MASKED:
+            s = tl.where(offs_n[None, :] < offs_m[:, None], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])  # [BM, BN]
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = mm(p, v, acc * alpha[:, None], DOT)  # [BM, VW]
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit(do_not_specialize=["N", "T"])
 def _fwd_kernel(
-    THETA, GATE, CPL, OMEGA, OUT, LSE, ORDER,
-    T, H, D, NH, scale_log2,
-    HAS_OMEGA: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
+    THETA, GATE, CPL, Q, K, V, OUT, LSE, ORDER,
+    N, T, H, D, NH, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     NH_P: tl.constexpr, N_BITS: tl.constexpr, DOT: tl.constexpr,
 ):
-    num_m = tl.cdiv(T, BLOCK)
-    pid_m = num_m - 1 - tl.program_id(0)  # longest rows first
-    h = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    row_stride = H * D
-    base = b * T * row_stride + h * D
-    omega_ptr = OMEGA + h * D
-    start_m = pid_m * BLOCK
-    offs_m = start_m + tl.arange(0, BLOCK)
-    offs_n0 = tl.arange(0, BLOCK)
+    KW: tl.constexpr = 2 * BLOCK_D
+    VW: tl.constexpr = 2 * NH_P * BLOCK_D
+    start_m, h, bos = program_sequence(T, True, BLOCK_M)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    W: tl.constexpr = NH_P * BLOCK_D
-
-    ct_q, st_q, cp_q, sp_q, g_q = phase_features(THETA, GATE, omega_ptr, base, offs_m, offs_d, T, D, row_stride, HAS_OMEGA, True)
-    qc = g_q * cp_q
-    qs = g_q * sp_q
+    q_off, m_ok = feature_offsets(h, bos, offs_m, T, KW, N)
+    q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
+    in_mask = m_ok[:, None] & (offs_d[None, :] < D)
+    in_ptrs = (bos + offs_m[:, None]) * H * D + h * D + offs_d[None, :]  # [BM, BD]
     kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
-    lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
 
-    m_i = tl.full([BLOCK], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK], tl.float32)
-    acc_re = tl.zeros([BLOCK, W], tl.float32)
-    acc_im = tl.zeros([BLOCK, W], tl.float32)
+    # Diagonal state, closed form: s_tt = scale sum_d gate (base 2), weight 1, value K z_t.
+    gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    zr, zi = harmonics(tl.cos(theta), tl.sin(theta), NH_P, N_BITS)  # [BM, NH_P, BD]
+    wr, wi = cmul(kr, ki, zr, zi)
+    acc = interleave(wr, wi, BLOCK_M, VW)  # [BM, VW]
+    m_i = qk_scale * tl.sum(gate, 1)
+    l_i = tl.full([BLOCK_M], 1.0, tl.float32)
 
-    # Key blocks strictly before the diagonal: every (t, u) pair is unmasked, and the
-    # successor u + 1 <= start_m <= t is never in the future.
-    for start_n in range(0, start_m, BLOCK):
-        offs_n = start_n + offs_n0
-        cp_k, sp_k, _, _, _, _, vr, vi, wr, wi = value_tiles(
-            THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
-        v_re = tl.reshape(vr + wr, (BLOCK, W))
-        v_im = tl.reshape(vi + wi, (BLOCK, W))
+    band = (start_m // BLOCK_N) * BLOCK_N
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, 0, band, T, N,
+                               BLOCK_N, KW, VW, False, DOT)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, T), T, N,
+                               BLOCK_N, KW, VW, True, DOT)
 
-        s = scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc_re = acc_re * alpha[:, None] + mm(p, v_re, DOT)
-        acc_im = acc_im * alpha[:, None] + mm(p, v_im, DOT)
-        m_i = m_new
-
-    # Diagonal block: causal mask on the static path, strict mask on the delay path.
-    offs_n = start_m + offs_n0
-    cp_k, sp_k, _, _, _, _, vr, vi, wr, wi = value_tiles(
-        THETA, GATE, omega_ptr, base, offs_n, offs_d, T, D, row_stride, kr, ki, lr, li, HAS_OMEGA, NH_P, N_BITS)
-    s = scores_log2(qc, qs, cp_k, sp_k, scale_log2, DOT)
-    s = tl.where(offs_n[None, :] <= offs_m[:, None], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
-    p_strict = tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc_re = acc_re * alpha[:, None] + mm(p, tl.reshape(vr, (BLOCK, W)), DOT) + mm(p_strict, tl.reshape(wr, (BLOCK, W)), DOT)
-    acc_im = acc_im * alpha[:, None] + mm(p, tl.reshape(vi, (BLOCK, W)), DOT) + mm(p_strict, tl.reshape(wi, (BLOCK, W)), DOT)
-    m_i = m_new
-
-    # Epilogue: O = acc / l, G = exp(-i n theta_t) O, dtheta = sum_n Im G, R = Re G.
-    inv_l = 1.0 / l_i
-    o_re = tl.reshape(acc_re * inv_l[:, None], (BLOCK, NH_P, BLOCK_D))
-    o_im = tl.reshape(acc_im * inv_l[:, None], (BLOCK, NH_P, BLOCK_D))
-    er, ei = harmonics(ct_q, st_q, NH_P, N_BITS)
-    g_re = er * o_re + ei * o_im
-    g_im = er * o_im - ei * o_re
-    dtheta = tl.sum(g_im, 1)
-
-    row_ok = offs_m < T
-    out_ptrs = base + offs_m[:, None].to(tl.int64) * row_stride + offs_d[None, :]
-    tl.store(OUT + out_ptrs, dtheta.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < D))
-    lse_ptrs = (b * tl.num_programs(1) + h) * T + offs_m
-    tl.store(LSE + lse_ptrs, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=row_ok)  # ln 2: natural-log lse
+    # Epilogue: O = acc / l; G = exp(-i n theta_t) O; dtheta = sum_n Im G; R = Re G.
+    o_re, o_im = deinterleave(acc / l_i[:, None], BLOCK_M, NH_P, BLOCK_D)
+    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    zr, zi = harmonics(tl.cos(theta), tl.sin(theta), NH_P, N_BITS)
+    g_re = zr * o_re + zi * o_im  # [BM, NH_P, BD]
+    g_im = zr * o_im - zi * o_re
+    tl.store(OUT + in_ptrs, tl.sum(g_im, 1).to(OUT.dtype.element_ty), mask=in_mask)
+    stat = (tl.program_id(2) * H + h).to(tl.int64) * T + offs_m
+    tl.store(LSE + stat, (m_i + tl.log2(l_i)) * LN2, mask=m_ok)
     offs_h = tl.arange(0, NH_P)
-    order_ptrs = (
-        ((b * T + offs_m[:, None, None].to(tl.int64)) * H + h) * NH * D
-        + offs_h[None, :, None] * D
-        + offs_d[None, None, :]
-    )
-    order_mask = row_ok[:, None, None] & (offs_h[None, :, None] < NH) & (offs_d[None, None, :] < D)
+    order_ptrs = ((bos + offs_m[:, None, None]) * H + h) * NH * D + offs_h[None, :, None] * D + offs_d[None, None, :]
+    order_mask = m_ok[:, None, None] & (offs_h[None, :, None] < NH) & (offs_d[None, None, :] < D)
     tl.store(ORDER + order_ptrs, g_re, mask=order_mask)
 
 
-def forward(theta, gate, coupling_real, omega, scale, dot=None, block=None):
-    """Launch the fused forward.
+def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=None, block_n=None):
+    """Launch the feature pass and the flash forward.
 
     Args:
         theta, gate: (B, T, H, D) contiguous, fp32/bf16/fp16.
         coupling_real: (H, D, NH, 2, 2) fp32 contiguous (``torch.view_as_real`` of coupling).
         omega: (H, D) fp32 contiguous, or None.
-        scale: float.
-        dot: matmul operand precision (``common.DOT_*``); default from theta's dtype.
-        block: tile length override (power of two >= 16).
+        scale: float, the score scale.
+        dot: matmul operand mode (``common.DOT_*`` value); default from theta's dtype.
+        block_m, block_n: tile overrides (powers of two >= 16); default: the configs.
     Returns:
         dtheta (B, T, H, D) in theta's dtype, lse (B, H, T) fp32 natural log,
         order R (B, T, H, NH, D) fp32.
@@ -141,16 +135,13 @@ def forward(theta, gate, coupling_real, omega, scale, dot=None, block=None):
     order = torch.empty((B, T, H, NH, D), device=theta.device, dtype=torch.float32)
     if out.numel() == 0:
         return out, lse, order
-    nh_p, n_bits = harmonic_constants(NH)
-    block_d = block_d_for(D)
     dot = dot_mode(theta.dtype) if dot is None else dot
-    cfg = pick_config(block_d, nh_p, dot, block)
-    grid = (triton.cdiv(T, cfg.block), H, B)
-    _fwd_kernel[grid](
-        theta, gate, coupling_real, omega if omega is not None else theta, out, lse, order,
-        T, H, D, NH, scale * LOG2E,
-        HAS_OMEGA=omega is not None, BLOCK=cfg.block, BLOCK_D=block_d,
-        NH_P=nh_p, N_BITS=n_bits, DOT=dot,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    nh_p, n_bits = padded_harmonics(NH)
+    block_d = padded_head_dim(D)
+    q, k, v = compute_features(theta, gate, coupling_real, omega, scale, dot)
+    configs = forward_configs(block_d, nh_p, dot)
+    cfg = None if block_m is None and block_n is None else fixed_config(configs, block_m, block_n)
+    launch(_fwd_kernel, lambda bm, bn: (triton.cdiv(T, bm), H, B),
+           (theta, gate, coupling_real, q, k, v, out, lse, order, B * T, T, H, D, NH, scale * LOG2E.value),
+           dict(BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, DOT=dot), configs, cfg)
     return out, lse, order

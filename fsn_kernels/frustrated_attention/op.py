@@ -13,9 +13,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .backward import backward
+from .backward import attention_bwd
 from .common import DOT_IEEE, dot_mode
-from .forward import forward
+from .forward import attention_fwd
 from .naive import naive_frustrated_attention
 from .validation import check_inputs, check_kernel_limits
 
@@ -25,7 +25,7 @@ from .validation import check_inputs, check_kernel_limits
 def _fwd_op(
     theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float, dot: int
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    return forward(theta, gate, coupling_real, omega, scale, dot=dot)
+    return attention_fwd(theta, gate, coupling_real, omega, scale, dot=dot)
 
 
 @_fwd_op.register_fake
@@ -44,7 +44,7 @@ def _bwd_op(
     grad_out: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor],
     out: Tensor, lse: Tensor, order: Tensor, scale: float, dot: int,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    return backward(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=dot)
+    return attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=dot)
 
 
 @_bwd_op.register_fake

@@ -1,0 +1,138 @@
+"""The per-token feature pass: everything trigonometric, once per token and head.
+
+For token ``t`` of head ``h`` (phases in fp32, precise trig):
+
+* ``q^ = scale * log2(e) * gate * [cos phi, sin phi]``   [2 * BLOCK_D]
+* ``k^ = [cos phi, sin phi]``                              [2 * BLOCK_D]
+* ``v^ = [Re, Im] of K_n z_t + L_n z_{t+1}``, ``z = exp(i n theta)``, the delay half 0
+  at the last position of a sequence                      [2 * NH_P * BLOCK_D]
+
+and, for the backward, the complex upstream gradient ``dO^ = [Re, Im] of i Gd z_t`` and
+the softmax row term ``Delta = sum_d Gd dtheta``. Re/im (and cos/sin) are interleaved.
+Features are stored (H, B*T, width) in the matmul operand dtype, so the flash passes read
+each key tile as one contiguous block and contain no trigonometry.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import (
+    FEATURE_DTYPES,
+    LOG2E,
+    cmul,
+    harmonics,
+    interleave,
+    load_coupling,
+    padded_harmonics,
+    padded_head_dim,
+    token_block,
+)
+
+
+@triton.heuristics({
+    "HAS_OMEGA": lambda args: args["OMEGA"] is not None,
+    "WITH_GRAD": lambda args: args["GRAD"] is not None,
+})
+@triton.jit(do_not_specialize=["N", "T"])
+def _features_kernel(
+    THETA, GATE, CPL, OMEGA, GRAD, OUT,  # inputs (B, T, H, D); coupling (H, D, NH, 2, 2)
+    Q, K, V, DO, DELTA,  # features (H, N, width); Delta (B, H, T)
+    N, T, H, D, NH, qk_scale,
+    HAS_OMEGA: tl.constexpr, WITH_GRAD: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr,
+):
+    KW: tl.constexpr = 2 * BLOCK_D
+    VW: tl.constexpr = 2 * NH_P * BLOCK_D
+    h = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # token rows of (B * T)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    pos = rows % T
+    d_ok = offs_d[None, :] < D
+    in_mask = row_ok[:, None] & d_ok
+    in_ptrs = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]  # [BT, BD]
+
+    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    ct = tl.cos(theta)
+    st = tl.sin(theta)
+    if HAS_OMEGA:
+        omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
+        phi = theta + omega[None, :] * pos[:, None].to(tl.float32)
+        cp = tl.cos(phi)
+        sp = tl.sin(phi)
+    else:
+        cp = ct
+        sp = st
+    has_next = row_ok & (pos + 1 < T)
+    theta_next = tl.load(THETA + in_ptrs + H * D, mask=has_next[:, None] & d_ok, other=0.0).to(tl.float32)
+
+    zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
+    yr, yi = harmonics(tl.cos(theta_next), tl.sin(theta_next), NH_P, N_BITS)
+    kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
+    lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
+    vr, vi = cmul(kr, ki, zr, zi)
+    dr, di = cmul(lr, li, yr, yi)
+    nxt = has_next[:, None, None]
+    vr += tl.where(nxt, dr, 0.0)
+    vi += tl.where(nxt, di, 0.0)
+
+    dtype = Q.dtype.element_ty
+    feat_rows = h.to(tl.int64) * N + rows[:, None].to(tl.int64)
+    q_scaled = gate * qk_scale
+    k_ptrs = feat_rows * KW + tl.arange(0, KW)[None, :]
+    v_ptrs = feat_rows * VW + tl.arange(0, VW)[None, :]
+    tl.store(Q + k_ptrs, interleave(q_scaled * cp, q_scaled * sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
+    tl.store(K + k_ptrs, interleave(cp, sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
+    tl.store(V + v_ptrs, interleave(vr, vi, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
+
+    if WITH_GRAD:
+        gd = tl.load(GRAD + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+        out = tl.load(OUT + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+        real_harmonic = (tl.arange(0, NH_P) < NH)[None, :, None]
+        g3 = tl.where(real_harmonic, gd[:, None, :], 0.0)
+        # dO = i Gd exp(i n theta) = -Gd sin(n theta) + i Gd cos(n theta)
+        tl.store(DO + v_ptrs, interleave(-g3 * zi, g3 * zr, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
+        stat = ((rows // T) * H + h) * T + pos
+        tl.store(DELTA + stat, tl.sum(gd * out, 1), mask=row_ok)
+
+
+def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=None, out=None):
+    """Launch the feature pass.
+
+    Args:
+        theta, gate: (B, T, H, D) contiguous, fp32/bf16/fp16.
+        coupling_real: (H, D, NH, 2, 2) fp32 contiguous.
+        omega: (H, D) fp32 contiguous, or None.
+        scale: score scale (natural units).
+        dot: matmul operand mode (``common.DOT_*`` value); the features' dtype.
+        grad_out, out: (B, T, H, D) upstream gradient and forward output, for the
+            backward's dO^ and Delta (both or neither).
+    Returns:
+        q^, k^ (H, B*T, 2*D_P), v^ (H, B*T, 2*NH_P*D_P) in the operand dtype; with
+        grad_out also dO^ (like v^) and Delta (B, H, T) fp32.
+    """
+    B, T, H, D = theta.shape
+    NH = coupling_real.shape[2]
+    N = B * T
+    nh_p, n_bits = padded_harmonics(NH)
+    block_d = padded_head_dim(D)
+    dtype = FEATURE_DTYPES[dot]
+    kw, vw = 2 * block_d, 2 * nh_p * block_d
+    q = torch.empty((H, N, kw), device=theta.device, dtype=dtype)
+    k = torch.empty_like(q)
+    v = torch.empty((H, N, vw), device=theta.device, dtype=dtype)
+    with_grad = grad_out is not None
+    d_o = torch.empty_like(v) if with_grad else None
+    delta = torch.empty((B, H, T), device=theta.device, dtype=torch.float32) if with_grad else None
+    block_t = token_block(block_d, nh_p)
+    grid = (triton.cdiv(N, block_t), H)
+    _features_kernel[grid](
+        theta, gate, coupling_real, omega, grad_out, out, q, k, v, d_o, delta,
+        N, T, H, D, NH, scale * LOG2E.value,
+        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
+        num_warps=4, enable_fp_fusion=True,
+    )
+    return (q, k, v, d_o, delta) if with_grad else (q, k, v)
