@@ -1,24 +1,32 @@
-"""Compile the fused kernels for a GPU target without a GPU, and report their resources.
+"""Compile the kernels for a GPU target without a GPU, and report their resources.
 
 Triton compiles to PTX and a cubin with its bundled ``ptxas`` and needs no driver, so a
 CPU-only machine can catch what the interpreter cannot: code that does not lower on the
-real backend, and register spills. Usage::
+real backend, register spills (stack bytes) and shared memory over the limit. Every
+kernel is compiled as the runtime specializes it (16-byte divisibility of pointers and of
+sizes that are multiples of 16) in every configuration that is launched: operand modes
+bf16, fp16, fp32 (IEEE), the training case (fp32 tensors, bf16 operands under
+autocast), with and without omega, each autotune candidate. Usage::
 
-    python -m fsn_kernels.frustrated_attention.aot_check            # sm_90 (Hopper)
-    python -m fsn_kernels.frustrated_attention.aot_check --arch 80
+    python -m fsn_kernels.frustrated_attention.aot_check                 # all shapes
+    python -m fsn_kernels.frustrated_attention.aot_check --quick --dtypes bf16 \\
+        --json report.json --out-dir build/aot                           # NH=2, D=32
+    python -m fsn_kernels.frustrated_attention.aot_check --assert-clean  # CI's check
 
-Prints one line per (kernel, dtype, NH, D) with registers, stack bytes (local memory:
-spills) and shared memory,
-and exits 1 if any compile fails. It must run with TRITON_INTERPRET unset (it unsets it
-itself before importing triton).
+``--assert-clean`` exits 1 unless every bf16/fp16 kernel for D in {16, 32, 64} and NH
+in {1, 2, 4} has 0 stack bytes and fits 227 KiB of shared memory; any compile failure
+also exits 1. It unsets TRITON_INTERPRET itself before importing triton.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 
 os.environ.pop("TRITON_INTERPRET", None)
 
@@ -26,79 +34,208 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from .backward import _bwd_kv_kernel, _bwd_q_kernel  # noqa: E402
-from .common import DOT_BF16, DOT_FP16, DOT_IEEE, block_d_for, harmonic_constants, pick_config  # noqa: E402
+from .backward import _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel  # noqa: E402
+from .common import (  # noqa: E402
+    DOT_BF16,
+    DOT_FP16,
+    DOT_IEEE,
+    backward_kv_configs,
+    backward_q_configs,
+    forward_configs,
+    padded_harmonics,
+    padded_head_dim,
+    token_block,
+)
+from .features import _features_kernel  # noqa: E402
 from .forward import _fwd_kernel  # noqa: E402
 
-DTYPES = {"fp32": ("fp32", DOT_IEEE), "bf16": ("bf16", DOT_BF16), "fp16": ("fp16", DOT_FP16)}
-CASES = [(1, 4), (2, 32), (3, 24), (2, 64), (4, 64), (8, 16), (1, 128), (8, 128)]  # (NH, D)
+SHARED_LIMIT = 227 * 1024  # bytes of shared memory one H100 block may use
+CLEAN_SHAPES = [(nh, d) for nh in (1, 2, 4) for d in (16, 32, 64)]  # (NH, D) asserted by --assert-clean
+ALL_SHAPES = sorted(set(CLEAN_SHAPES + [(1, 4), (3, 24), (8, 16), (1, 128), (2, 128), (8, 128)]))
+# name -> (tensor dtype, operand mode): "fp32-bf16" is fp32 tensors under bf16 autocast
+DTYPES = {
+    "bf16": ("bf16", DOT_BF16.value),
+    "fp16": ("fp16", DOT_FP16.value),
+    "fp32": ("fp32", DOT_IEEE.value),
+    "fp32-bf16": ("fp32", DOT_BF16.value),
+}
+OPERAND = {DOT_IEEE.value: "fp32", DOT_BF16.value: "bf16", DOT_FP16.value: "fp16"}
+INPUT_POINTERS = {"THETA", "GATE", "GRAD", "OUT", "DTHETA", "DGATE"}  # the rest: features, or fp32
+FEATURE_POINTERS = {"Q", "K", "V", "DO"}
+INTS = {"N", "T", "H", "D", "NH"}
+NOT_SPECIALIZED = {"N", "T"}
+OMEGA_AGNOSTIC_ROLES = {"forward", "backward-kv", "backward-q"}  # do_not_specialize: any length reuses one binary
 
 
-def _signature(kernel, dtype: str):
-    """Triton signature strings for a kernel's arguments: pointers to the input dtype for
-    the phase tensors, fp32 elsewhere; i32 sizes; fp32 scales; constexpr flags."""
-    inputs = {"THETA", "GATE", "GRAD", "OUT", "DTHETA", "DGATE"}
-    sig = {}
-    for name in kernel.arg_names:
-        if name in ("T", "H", "D", "NH"):
-            sig[name] = "i32"
-        elif name.isupper():
-            sig[name] = f"*{dtype}" if name in inputs else "*fp32"
-        elif name.startswith("scale"):
-            sig[name] = "fp32"
-        else:
+def _jobs(shapes, dtypes, omegas=(True, False)):
+    """Every (kernel, role, constexprs, warps, stages, ...) the runtime launches."""
+    jobs = []
+    for dname in dtypes:
+        tensor_dtype, dot = DTYPES[dname]
+        for nh, d in shapes:
+            nh_p, n_bits = padded_harmonics(nh)
+            bd = padded_head_dim(d)
+            base = dict(dtype=dname, tensor_dtype=tensor_dtype, dot=dot, NH=nh, D=d)
+            bt = token_block(bd, nh_p)
+            for has_omega in omegas:
+                for with_grad in (False, True):
+                    jobs.append(dict(base, kernel="_features_kernel", role="feature-bwd" if with_grad else "feature",
+                                     has_omega=has_omega, block_m=bt, block_n=0, num_warps=4, num_stages=3,
+                                     consts=dict(HAS_OMEGA=has_omega, WITH_GRAD=with_grad, BLOCK_T=bt,
+                                                 BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
+                jobs.append(dict(base, kernel="_chain_kernel", role="chain", has_omega=has_omega, block_m=bt,
+                                 block_n=0, num_warps=4, num_stages=3,
+                                 consts=dict(HAS_OMEGA=has_omega, BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
+            for name, role, configs, consts in (
+                ("_fwd_kernel", "forward", forward_configs(bd, nh_p, dot),
+                 dict(BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits, DOT=dot)),
+                ("_bwd_kv_kernel", "backward-kv", backward_kv_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
+                ("_bwd_q_kernel", "backward-q", backward_q_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
+            ):
+                for i, c in enumerate(configs):
+                    jobs.append(dict(base, kernel=name, role=role, has_omega=True, block_m=c.block_m,
+                                     block_n=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages,
+                                     config_index=i, consts=dict(consts, BLOCK_M=c.block_m, BLOCK_N=c.block_n)))
+    return jobs
+
+
+KERNELS = {k.__name__ if hasattr(k, "__name__") else k.fn.__name__: k for k in
+           (_features_kernel, _fwd_kernel, _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel)}
+
+
+def _jit_function(kernel):
+    """The JITFunction under any @triton.heuristics wrapper."""
+    while not hasattr(kernel, "arg_names") or not hasattr(kernel, "src"):
+        kernel = kernel.fn
+    return kernel
+
+
+def _source(job):
+    fn = _jit_function(KERNELS[job["kernel"]])
+    sig, attrs, consts = {}, {}, dict(job["consts"])
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
             sig[name] = "constexpr"
-    return sig
+        elif (name == "OMEGA" and not consts.get("HAS_OMEGA", True)) or (name == "E" and consts.get("WITH_GRAD")):
+            sig[name], consts[name] = "constexpr", None
+        elif name in INTS:
+            value = {"D": job["D"], "NH": job["NH"]}.get(name)
+            sig[name] = "i32"
+            if value is not None and value % 16 == 0 and name not in NOT_SPECIALIZED:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name.isupper():
+            if name in INPUT_POINTERS:
+                sig[name] = f"*{job['tensor_dtype']}"
+            elif name in FEATURE_POINTERS:
+                sig[name] = f"*{OPERAND[job['dot']]}"
+            else:
+                sig[name] = "*fp32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            sig[name] = "fp32"
+    return ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
 
 
-def _cubin_report(cubin: bytes):
-    """(registers, spill bytes) of a compiled kernel, read from its cubin by the cuobjdump
-    that ships with Triton."""
+def _resources(cubin_path: str):
+    """(registers, stack bytes) from the cubin, by the cuobjdump that ships with Triton."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    path = f"/tmp/fsn_aot_{os.getpid()}.cubin"
-    with open(path, "wb") as f:
-        f.write(cubin)
-    res = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True)
+    res = subprocess.run([tool, "--dump-resource-usage", cubin_path], capture_output=True, text=True)
     regs = re.search(r"REG:(\d+)", res.stdout)
-    spills = re.search(r"STACK:(\d+)", res.stdout)
-    return (int(regs.group(1)) if regs else None), (int(spills.group(1)) if spills else None)
+    stack = re.search(r"STACK:(\d+)", res.stdout)
+    return (int(regs.group(1)) if regs else None), (int(stack.group(1)) if stack else None)
 
 
-def compile_kernel(kernel, dtype: str, nh: int, d: int, arch: int = 90):
-    """Compile one kernel for ``sm_<arch>``; returns its resource report (a dict)."""
-    nh_p, n_bits = harmonic_constants(nh)
-    block_d = block_d_for(d)
-    cfg = pick_config(block_d, nh_p, DTYPES[dtype][1])
-    consts = dict(HAS_OMEGA=True, BLOCK=cfg.block, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, DOT=DTYPES[dtype][1])
-    src = ASTSource(fn=kernel, signature=_signature(kernel, DTYPES[dtype][0]), constexprs=consts)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
-    regs, spills = _cubin_report(compiled.asm["cubin"])
-    return dict(kernel=kernel.__name__, dtype=dtype, NH=nh, D=d, block=cfg.block, warps=cfg.num_warps,
-                stages=cfg.num_stages, shared=compiled.metadata.shared, registers=regs, stack_bytes=spills)
+def compile_job(job, arch: int = 90, out_dir: str | None = None):
+    """Compile one job for sm_<arch>; returns its record (the ``--json`` schema)."""
+    rec = {k: v for k, v in job.items() if k not in ("consts", "tensor_dtype")}
+    rec["dot"] = {DOT_IEEE.value: "ieee", DOT_BF16.value: "bf16", DOT_FP16.value: "fp16"}[job["dot"]]
+    try:
+        compiled = triton.compile(_source(job), target=GPUTarget("cuda", arch, 32),
+                                  options={"num_warps": job["num_warps"], "num_stages": job["num_stages"],
+                                           "enable_fp_fusion": True})
+    except Exception as exc:  # a compile failure is the finding: report it, go on
+        rec["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        return rec
+    out_dir = out_dir or tempfile.mkdtemp(prefix="fsn-aot-")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = "{kernel}-{dtype}-nh{NH}-d{D}-{role}-m{block_m}n{block_n}w{num_warps}s{num_stages}-om{has_omega}".format(**rec)
+    paths = {"cubin": os.path.join(out_dir, stem + ".cubin"), "ttgir": os.path.join(out_dir, stem + ".ttgir")}
+    with open(paths["cubin"], "wb") as f:
+        f.write(compiled.asm["cubin"])
+    with open(paths["ttgir"], "w") as f:
+        f.write(compiled.asm["ttgir"])
+    rec["registers"], rec["stack_bytes"] = _resources(paths["cubin"])
+    rec["shared"] = compiled.metadata.shared
+    rec.update(paths)
+    return rec
+
+
+def _compile_star(args):
+    return compile_job(*args)
+
+
+def clean_violations(records):
+    """Records that break the asserted budget: bf16/fp16 operands, D in {16, 32, 64},
+    NH in {1, 2, 4}, 0 stack bytes and at most 227 KiB of shared memory."""
+    bad = []
+    for r in records:
+        if r["dot"] in ("bf16", "fp16") and (r["NH"], r["D"]) in CLEAN_SHAPES:
+            if "error" in r or r.get("stack_bytes") or (r.get("shared") or 0) > SHARED_LIMIT:
+                bad.append(r)
+    return bad
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Compile the fused kernels for a GPU target (no GPU needed).")
-    p.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 (H100), 80 (A100)")
-    p.add_argument("--dtypes", default="fp32,bf16")
+    p.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 (H100)")
+    p.add_argument("--dtypes", default="bf16,fp16,fp32,fp32-bf16", help=f"any of {', '.join(DTYPES)}")
     p.add_argument("--quick", action="store_true", help="only NH=2, D=32")
+    p.add_argument("--shapes", default=None, help="NH:D pairs, e.g. 2:32,4:64 (default: all, or --quick)")
+    p.add_argument("--assert-clean", action="store_true",
+                   help="compile the asserted shapes (bf16, fp16) and exit 1 on any stack byte or shared overflow")
+    p.add_argument("--json", default=None, help="write the records to this file")
+    p.add_argument("--out-dir", default=None, help="where the cubin and TTGIR files go (default: a temp dir)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     args = p.parse_args(argv)
-    cases = [(2, 32)] if args.quick else CASES
-    failed = 0
-    print(f"{'kernel':16} {'dtype':5} {'NH':>2} {'D':>4} {'block':>5} {'warps':>5} {'regs':>4} {'stack B':>7} {'smem B':>7}")
-    for kernel in (_fwd_kernel, _bwd_kv_kernel, _bwd_q_kernel):
-        for dtype in args.dtypes.split(","):
-            for nh, d in cases:
-                try:
-                    r = compile_kernel(kernel, dtype, nh, d, args.arch)
-                except Exception as exc:  # a compile failure is the finding: report it, go on
-                    failed += 1
-                    print(f"{kernel.__name__:16} {dtype:5} {nh:>2} {d:>4} FAILED: {type(exc).__name__}: {exc}")
-                    continue
-                print(f"{r['kernel']:16} {dtype:5} {nh:>2} {d:>4} {r['block']:>5} {r['warps']:>5} "
-                      f"{r['registers']!s:>4} {r['stack_bytes']!s:>7} {r['shared']:>7}")
-    return 1 if failed else 0
+    dtypes = args.dtypes.split(",")
+    bad = [x for x in dtypes if x not in DTYPES]
+    if bad:
+        p.error(f"--dtypes: unknown {bad}; choose from {', '.join(DTYPES)}")
+    if args.assert_clean:
+        shapes, dtypes = CLEAN_SHAPES, ["bf16", "fp16"]
+    elif args.shapes:
+        shapes = [tuple(int(x) for x in s.split(":")) for s in args.shapes.split(",")]
+    else:
+        shapes = [(2, 32)] if args.quick else ALL_SHAPES
+    out_dir = args.out_dir or tempfile.mkdtemp(prefix="fsn-aot-")
+    jobs = _jobs(shapes, dtypes)
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        records = []
+        for rec in pool.map(_compile_star, [(j, args.arch, out_dir) for j in jobs]):
+            records.append(rec)
+            if rec["role"] in OMEGA_AGNOSTIC_ROLES:  # one binary serves both: omega enters via features
+                records.append(dict(rec, has_omega=False))
+    print(f"{'kernel':16} {'role':12} {'dtype':9} {'NH':>2} {'D':>4} {'om':>3} {'bm':>4} {'bn':>4} {'w':>2} {'s':>2} "
+          f"{'regs':>4} {'stack':>6} {'smem':>7}")
+    for r in records:
+        head = (f"{r['kernel']:16} {r['role']:12} {r['dtype']:9} {r['NH']:>2} {r['D']:>4} "
+                f"{'y' if r['has_omega'] else 'n':>3} {r['block_m']:>4} "
+                f"{r['block_n']:>4} {r['num_warps']:>2} {r['num_stages']:>2}")
+        if "error" in r:
+            print(f"{head} FAILED: {r['error']}")
+        else:
+            print(f"{head} {r['registers']!s:>4} {r['stack_bytes']!s:>6} {r['shared']:>7}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    failed = [r for r in records if "error" in r]
+    violations = clean_violations(records) if args.assert_clean else []
+    for r in violations:
+        print(f"NOT CLEAN: {r['kernel']} {r['dtype']} NH={r['NH']} D={r['D']} bm={r['block_m']} bn={r['block_n']}: "
+              f"stack {r.get('stack_bytes')} B, shared {r.get('shared')} B {r.get('error', '')}")
+    print(f"{len(records)} kernels compiled for sm_{args.arch}: {len(failed)} failed"
+          + (f", {len(violations)} not clean" if args.assert_clean else ""))
+    return 1 if failed or violations else 0
 
 
 if __name__ == "__main__":

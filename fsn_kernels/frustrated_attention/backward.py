@@ -28,6 +28,7 @@ from .common import (
     feature_offsets,
     fixed_config,
     harmonics,
+    sincos,
     launch,
     load_coupling,
     mm,
@@ -183,13 +184,11 @@ def _chain_kernel(
     theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
     gd = tl.load(GRAD + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    ct = tl.cos(theta)
-    st = tl.sin(theta)
+    st, ct = sincos(theta)
     if HAS_OMEGA:
         omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
         phi = theta + omega[None, :] * pos[:, None].to(tl.float32)
-        cp = tl.cos(phi)
-        sp = tl.sin(phi)
+        sp, cp = sincos(phi)
     else:
         cp = ct
         sp = st

@@ -13,6 +13,11 @@ import triton.language as tl
 # compiling for a GPU alike.
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
+TWO_OVER_PI: tl.constexpr = tl.constexpr(0.6366197723675814)
+# pi/2 in three fp32 parts (Cody-Waite): k * PIO2_HI is exact for |k| < 2**16.
+PIO2_HI: tl.constexpr = tl.constexpr(1.5703125)
+PIO2_MID: tl.constexpr = tl.constexpr(4.837512969970703125e-4)
+PIO2_LO: tl.constexpr = tl.constexpr(7.549789954891882e-8)
 
 # Matmul operand precision (accumulation is always fp32):
 #   DOT_IEEE: fp32 operands with IEEE products (float32 / float64 inputs; no TF32)
@@ -97,7 +102,7 @@ def backward_kv_configs(block_d: int, nh_p: int, dot: int):
     if dot == DOT_IEEE.value:
         return [TileConfig(16, 32, 4, 1)] if width <= 256 else [TileConfig(16, 16, 4, 1)]
     if width <= 128:
-        return [TileConfig(32, 128, 8, 2), TileConfig(64, 128, 8, 2), TileConfig(32, 64, 4, 2)]
+        return [TileConfig(32, 128, 8, 2), TileConfig(32, 64, 4, 2)]
     if width <= 256:
         return [TileConfig(32, 64, 4, 2), TileConfig(32, 128, 8, 2)]
     if width <= 512:
@@ -122,7 +127,7 @@ def backward_q_configs(block_d: int, nh_p: int, dot: int):
 
 def token_block(block_d: int, nh_p: int) -> int:
     """Tokens per program of the per-token passes (features, chain rule)."""
-    return max(16, min(64, 4096 // (nh_p * block_d)))
+    return max(16, min(64, 2048 // (nh_p * block_d)))
 
 
 def fixed_config(configs, block_m=None, block_n=None) -> TileConfig:
@@ -170,6 +175,25 @@ def mm(a, b, acc, DOT: tl.constexpr):
         return tl.dot(a.to(tl.float16), b.to(tl.float16), acc, out_dtype=tl.float32)
     else:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee", out_dtype=tl.float32)
+
+
+@triton.jit
+def sincos(x):
+    """(sin x, cos x) of fp32 x by Cody-Waite reduction to r in [-pi/4, pi/4] and
+    single-precision minimax polynomials: FMAs only, no libdevice call (whose Payne-Hanek
+    slow path costs code, registers and a local-memory array), identical in the
+    interpreter and on the GPU. Error vs float64: README, "Trigonometry"."""
+    k = tl.floor(x * TWO_OVER_PI + 0.5)
+    r = x - k * PIO2_HI
+    r = r - k * PIO2_MID
+    r = r - k * PIO2_LO
+    z = r * r
+    s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
+    c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0
+    quadrant = k.to(tl.int32) & 3
+    sin_x = tl.where(quadrant == 0, s, tl.where(quadrant == 1, c, tl.where(quadrant == 2, -s, -c)))
+    cos_x = tl.where(quadrant == 0, c, tl.where(quadrant == 1, -s, tl.where(quadrant == 2, -c, s)))
+    return sin_x, cos_x
 
 
 @triton.jit

@@ -6,6 +6,8 @@ For token ``t`` of head ``h`` (phases in fp32, precise trig):
 * ``k^ = [cos phi, sin phi]``                              [2 * BLOCK_D]
 * ``v^ = [Re, Im] of K_n z_t + L_n z_{t+1}``, ``z = exp(i n theta)``, the delay half 0
   at the last position of a sequence                      [2 * NH_P * BLOCK_D]
+* ``e = [cos theta, sin theta]`` in fp32, for the forward's diagonal state and
+  demodulation (so the flash kernels hold no trigonometry at all)  [2 * BLOCK_D]
 
 and, for the backward, the complex upstream gradient ``dO^ = [Re, Im] of i Gd z_t`` and
 the softmax row term ``Delta = sum_d Gd dtheta``. Re/im (and cos/sin) are interleaved.
@@ -23,6 +25,7 @@ from .common import (
     LOG2E,
     cmul,
     harmonics,
+    sincos,
     interleave,
     load_coupling,
     padded_harmonics,
@@ -38,7 +41,7 @@ from .common import (
 @triton.jit(do_not_specialize=["N", "T"])
 def _features_kernel(
     THETA, GATE, CPL, OMEGA, GRAD, OUT,  # inputs (B, T, H, D); coupling (H, D, NH, 2, 2)
-    Q, K, V, DO, DELTA,  # features (H, N, width); Delta (B, H, T)
+    Q, K, V, E, DO, DELTA,  # features (H, N, width); Delta (B, H, T)
     N, T, H, D, NH, qk_scale,
     HAS_OMEGA: tl.constexpr, WITH_GRAD: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr,
@@ -56,13 +59,11 @@ def _features_kernel(
 
     theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    ct = tl.cos(theta)
-    st = tl.sin(theta)
+    st, ct = sincos(theta)
     if HAS_OMEGA:
         omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
         phi = theta + omega[None, :] * pos[:, None].to(tl.float32)
-        cp = tl.cos(phi)
-        sp = tl.sin(phi)
+        sp, cp = sincos(phi)
     else:
         cp = ct
         sp = st
@@ -70,7 +71,8 @@ def _features_kernel(
     theta_next = tl.load(THETA + in_ptrs + H * D, mask=has_next[:, None] & d_ok, other=0.0).to(tl.float32)
 
     zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
-    yr, yi = harmonics(tl.cos(theta_next), tl.sin(theta_next), NH_P, N_BITS)
+    sn, cn = sincos(theta_next)
+    yr, yi = harmonics(cn, sn, NH_P, N_BITS)
     kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
     lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
     vr, vi = cmul(kr, ki, zr, zi)
@@ -87,6 +89,8 @@ def _features_kernel(
     tl.store(Q + k_ptrs, interleave(q_scaled * cp, q_scaled * sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
     tl.store(K + k_ptrs, interleave(cp, sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
     tl.store(V + v_ptrs, interleave(vr, vi, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
+    if E is not None:
+        tl.store(E + k_ptrs, interleave(ct, st, BLOCK_T, KW), mask=row_ok[:, None])
 
     if WITH_GRAD:
         gd = tl.load(GRAD + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
@@ -111,8 +115,9 @@ def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=Non
         grad_out, out: (B, T, H, D) upstream gradient and forward output, for the
             backward's dO^ and Delta (both or neither).
     Returns:
-        q^, k^ (H, B*T, 2*D_P), v^ (H, B*T, 2*NH_P*D_P) in the operand dtype; with
-        grad_out also dO^ (like v^) and Delta (B, H, T) fp32.
+        q^, k^ (H, B*T, 2*D_P), v^ (H, B*T, 2*NH_P*D_P) in the operand dtype; without
+        grad_out also e = [cos theta, sin theta] (H, B*T, 2*D_P) fp32; with grad_out
+        instead dO^ (like v^) and Delta (B, H, T) fp32.
     """
     B, T, H, D = theta.shape
     NH = coupling_real.shape[2]
@@ -125,14 +130,15 @@ def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=Non
     k = torch.empty_like(q)
     v = torch.empty((H, N, vw), device=theta.device, dtype=dtype)
     with_grad = grad_out is not None
+    e = None if with_grad else torch.empty((H, N, kw), device=theta.device, dtype=torch.float32)
     d_o = torch.empty_like(v) if with_grad else None
     delta = torch.empty((B, H, T), device=theta.device, dtype=torch.float32) if with_grad else None
     block_t = token_block(block_d, nh_p)
     grid = (triton.cdiv(N, block_t), H)
     _features_kernel[grid](
-        theta, gate, coupling_real, omega, grad_out, out, q, k, v, d_o, delta,
+        theta, gate, coupling_real, omega, grad_out, out, q, k, v, e, d_o, delta,
         N, T, H, D, NH, scale * LOG2E.value,
         BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
         num_warps=4, enable_fp_fusion=True,
     )
-    return (q, k, v, d_o, delta) if with_grad else (q, k, v)
+    return (q, k, v, d_o, delta) if with_grad else (q, k, v, e)

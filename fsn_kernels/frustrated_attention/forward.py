@@ -68,7 +68,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, T, N,
 
 @triton.jit(do_not_specialize=["N", "T"])
 def _fwd_kernel(
-    THETA, GATE, CPL, Q, K, V, OUT, LSE, ORDER,
+    GATE, CPL, Q, K, V, E, OUT, LSE, ORDER,
     N, T, H, D, NH, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     NH_P: tl.constexpr, N_BITS: tl.constexpr, DOT: tl.constexpr,
@@ -86,8 +86,8 @@ def _fwd_kernel(
 
     # Diagonal state, closed form: s_tt = scale sum_d gate (base 2), weight 1, value K z_t.
     gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    zr, zi = harmonics(tl.cos(theta), tl.sin(theta), NH_P, N_BITS)  # [BM, NH_P, BD]
+    ct, st = tl.split(tl.reshape(tl.load(E + q_off, mask=m_ok[:, None], other=0.0), (BLOCK_M, BLOCK_D, 2)))
+    zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BM, NH_P, BD]
     wr, wi = cmul(kr, ki, zr, zi)
     acc = interleave(wr, wi, BLOCK_M, VW)  # [BM, VW]
     m_i = qk_scale * tl.sum(gate, 1)
@@ -101,8 +101,8 @@ def _fwd_kernel(
 
     # Epilogue: O = acc / l; G = exp(-i n theta_t) O; dtheta = sum_n Im G; R = Re G.
     o_re, o_im = deinterleave(acc / l_i[:, None], BLOCK_M, NH_P, BLOCK_D)
-    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    zr, zi = harmonics(tl.cos(theta), tl.sin(theta), NH_P, N_BITS)
+    ct, st = tl.split(tl.reshape(tl.load(E + q_off, mask=m_ok[:, None], other=0.0), (BLOCK_M, BLOCK_D, 2)))
+    zr, zi = harmonics(ct, st, NH_P, N_BITS)
     g_re = zr * o_re + zi * o_im  # [BM, NH_P, BD]
     g_im = zr * o_im - zi * o_re
     tl.store(OUT + in_ptrs, tl.sum(g_im, 1).to(OUT.dtype.element_ty), mask=in_mask)
@@ -138,10 +138,10 @@ def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=No
     dot = dot_mode(theta.dtype) if dot is None else dot
     nh_p, n_bits = padded_harmonics(NH)
     block_d = padded_head_dim(D)
-    q, k, v = compute_features(theta, gate, coupling_real, omega, scale, dot)
+    q, k, v, e = compute_features(theta, gate, coupling_real, omega, scale, dot)
     configs = forward_configs(block_d, nh_p, dot)
     cfg = None if block_m is None and block_n is None else fixed_config(configs, block_m, block_n)
     launch(_fwd_kernel, lambda bm, bn: (triton.cdiv(T, bm), H, B),
-           (theta, gate, coupling_real, q, k, v, out, lse, order, B * T, T, H, D, NH, scale * LOG2E.value),
+           (gate, coupling_real, q, k, v, e, out, lse, order, B * T, T, H, D, NH, scale * LOG2E.value),
            dict(BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, DOT=dot), configs, cfg)
     return out, lse, order
