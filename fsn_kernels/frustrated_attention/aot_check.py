@@ -47,7 +47,7 @@ from .common import (  # noqa: E402
     token_block,
 )
 from .features import _features_kernel  # noqa: E402
-from .forward import _fwd_kernel  # noqa: E402
+from .forward import _demodulate_kernel, _fwd_kernel  # noqa: E402
 
 SHARED_LIMIT = 227 * 1024  # bytes of shared memory one H100 block may use
 CLEAN_SHAPES = [(nh, d) for nh in (1, 2, 4) for d in (16, 32, 64)]  # (NH, D) asserted by --assert-clean
@@ -64,7 +64,7 @@ INPUT_POINTERS = {"THETA", "GATE", "GRAD", "OUT", "DTHETA", "DGATE"}  # the rest
 FEATURE_POINTERS = {"Q", "K", "V", "DO"}
 INTS = {"N", "T", "H", "D", "NH"}
 NOT_SPECIALIZED = {"N", "T"}
-OMEGA_AGNOSTIC_ROLES = {"forward", "backward-kv", "backward-q"}  # do_not_specialize: any length reuses one binary
+OMEGA_AGNOSTIC_ROLES = {"forward", "demodulate", "backward-kv", "backward-q"}  # do_not_specialize: any length reuses one binary
 
 
 def _jobs(shapes, dtypes, omegas=(True, False)):
@@ -76,19 +76,21 @@ def _jobs(shapes, dtypes, omegas=(True, False)):
             nh_p, n_bits = padded_harmonics(nh)
             bd = padded_head_dim(d)
             base = dict(dtype=dname, tensor_dtype=tensor_dtype, dot=dot, NH=nh, D=d)
-            bt = token_block(bd, nh_p)
+            bt, warps = token_block(bd, nh_p)
             for has_omega in omegas:
                 for with_grad in (False, True):
                     jobs.append(dict(base, kernel="_features_kernel", role="feature-bwd" if with_grad else "feature",
-                                     has_omega=has_omega, block_m=bt, block_n=0, num_warps=4, num_stages=3,
+                                     has_omega=has_omega, block_m=bt, block_n=0, num_warps=warps, num_stages=3,
                                      consts=dict(HAS_OMEGA=has_omega, WITH_GRAD=with_grad, BLOCK_T=bt,
                                                  BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
                 jobs.append(dict(base, kernel="_chain_kernel", role="chain", has_omega=has_omega, block_m=bt,
-                                 block_n=0, num_warps=4, num_stages=3,
+                                 block_n=0, num_warps=warps, num_stages=3,
                                  consts=dict(HAS_OMEGA=has_omega, BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
+            jobs.append(dict(base, kernel="_demodulate_kernel", role="demodulate", has_omega=True, block_m=bt,
+                             block_n=0, num_warps=warps, num_stages=3,
+                             consts=dict(BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
             for name, role, configs, consts in (
-                ("_fwd_kernel", "forward", forward_configs(bd, nh_p, dot),
-                 dict(BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits, DOT=dot)),
+                ("_fwd_kernel", "forward", forward_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
                 ("_bwd_kv_kernel", "backward-kv", backward_kv_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
                 ("_bwd_q_kernel", "backward-q", backward_q_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
             ):
@@ -100,7 +102,7 @@ def _jobs(shapes, dtypes, omegas=(True, False)):
 
 
 KERNELS = {k.__name__ if hasattr(k, "__name__") else k.fn.__name__: k for k in
-           (_features_kernel, _fwd_kernel, _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel)}
+           (_features_kernel, _fwd_kernel, _demodulate_kernel, _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel)}
 
 
 def _jit_function(kernel):
@@ -116,7 +118,7 @@ def _source(job):
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             sig[name] = "constexpr"
-        elif (name == "OMEGA" and not consts.get("HAS_OMEGA", True)) or (name == "E" and consts.get("WITH_GRAD")):
+        elif name == "OMEGA" and not consts.get("HAS_OMEGA", True):
             sig[name], consts[name] = "constexpr", None
         elif name in INTS:
             value = {"D": job["D"], "NH": job["NH"]}.get(name)

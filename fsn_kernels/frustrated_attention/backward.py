@@ -165,9 +165,9 @@ def _store_coupling_partial(DCPL, part, h, H, D, NH, offs_d, wr, wi, NH_P: tl.co
 @triton.heuristics({"HAS_OMEGA": lambda args: args["OMEGA"] is not None})
 @triton.jit(do_not_specialize=["N", "T"])
 def _chain_kernel(
-    THETA, GATE, CPL, OMEGA, GRAD, ORDER, LSE, DELTA, DQ, DK, DV,  # inputs
+    THETA, GATE, CPL, OMEGA, GRAD, ORDER, LSE, SDIAG, DELTA, DQ, DK, DV,  # inputs
     DTHETA, DGATE, DCPL,  # outputs: (B, T, H, D) x 2, partials (P, H, D, NH, 2, 2)
-    N, T, H, D, NH, scale, qk_scale,
+    N, T, H, D, NH, scale,
     HAS_OMEGA: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
     NH_P: tl.constexpr, N_BITS: tl.constexpr,
 ):
@@ -210,7 +210,7 @@ def _chain_kernel(
     # Diagonal u = t: s_tt = scale sum_d gate, value K z_t; dP_tt = sum_{n,d} Gd Im K.
     stat = ((rows // T) * H + h).to(tl.int64) * T + pos
     lse2, delta = _row_stats(LSE, DELTA, stat, row_ok)
-    p_tt = tl.exp2(qk_scale * tl.sum(gate, 1) - lse2)  # [BT]
+    p_tt = tl.exp2(tl.load(SDIAG + stat, mask=row_ok, other=0.0) - lse2)  # [BT], A[t, t]
     dp_tt = tl.sum(gd * tl.sum(ki, 1), 1)
     ds_tt = p_tt * (dp_tt - delta)
 
@@ -263,7 +263,7 @@ def attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, 
     dot = dot_mode(theta.dtype) if dot is None else dot
     nh_p, n_bits = padded_harmonics(NH)
     block_d = padded_head_dim(D)
-    q, k, v, d_o, delta = compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out, out)
+    q, k, v, s_diag, d_o, delta = compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out, out)
     dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
     dk = torch.empty_like(dq)
     dv = torch.empty(v.shape, device=v.device, dtype=torch.float32)
@@ -277,13 +277,13 @@ def attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, 
     launch(_bwd_q_kernel, lambda bm, bn: (triton.cdiv(T, bm), H, B),
            (q, k, v, d_o, lse, delta, dq, N, T, H), consts, q_configs,
            fixed_config(q_configs, block_m, block_n) if override else None)
-    block_t = token_block(block_d, nh_p)
+    block_t, warps = token_block(block_d, nh_p)
     parts = triton.cdiv(N, block_t)
     d_cpl = torch.empty((parts, H, D, NH, 2, 2), device=theta.device, dtype=torch.float32)
     _chain_kernel[(parts, H)](
-        theta, gate, coupling_real, omega, grad_out, order, lse, delta, dq, dk, dv,
+        theta, gate, coupling_real, omega, grad_out, order, lse, s_diag, delta, dq, dk, dv,
         dtheta, dgate, d_cpl,
-        N, T, H, D, NH, scale, scale * LOG2E.value,
-        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=4, enable_fp_fusion=True,
+        N, T, H, D, NH, scale,
+        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=warps, enable_fp_fusion=True,
     )
     return dtheta, dgate, d_cpl.sum(dim=0).to(coupling_real.dtype)

@@ -81,32 +81,34 @@ def _check_blocks(block_m: int, block_n: int) -> None:
 def forward_configs(block_d: int, nh_p: int, dot: int):
     """Candidate tiles of the flash forward, best first (the first is the fixed config).
 
-    The accumulator is (BLOCK_M, 2 * NH_P * BLOCK_D) fp32 and lives in registers; its
-    width decides the row count. Chosen from the sm_90 compile report (PERF_LOG.md)."""
+    Its accumulator is (BLOCK_M, 2 * NH_P * BLOCK_D) fp32 in registers, so the value
+    width decides the tile; every candidate compiles for sm_90 with 0 stack bytes
+    (``aot_check``; PERF_LOG.md)."""
     width = 2 * nh_p * block_d
     if dot == DOT_IEEE.value:  # fp32 operands: no wgmma, tiles staged in fp32
         return [TileConfig(64, 32, 4, 1)] if width <= 256 else [TileConfig(32, 16, 4, 1)]
     if width <= 128:
         return [TileConfig(128, 64, 8, 2), TileConfig(128, 32, 8, 3), TileConfig(64, 64, 4, 2)]
     if width <= 256:
-        return [TileConfig(128, 32, 8, 2), TileConfig(64, 64, 4, 2), TileConfig(64, 32, 4, 3)]
+        return [TileConfig(128, 32, 8, 2), TileConfig(128, 64, 8, 2), TileConfig(64, 32, 4, 2)]
     if width <= 512:
-        return [TileConfig(64, 32, 8, 2), TileConfig(64, 16, 4, 2)]
+        return [TileConfig(64, 32, 8, 2), TileConfig(64, 64, 8, 2)]
     return [TileConfig(32, 16, 4, 1)]
 
 
 def backward_kv_configs(block_d: int, nh_p: int, dot: int):
     """Tiles of the key-major backward: BLOCK_N keys own (BLOCK_N, 2W) dv and (BLOCK_N,
-    2 BLOCK_D) dk accumulators; BLOCK_M query rows stream past them."""
+    2 BLOCK_D) dk accumulators; BLOCK_M query rows stream past them. Wide values leave
+    room only for small key tiles (PERF_LOG.md)."""
     width = 2 * nh_p * block_d
     if dot == DOT_IEEE.value:
         return [TileConfig(16, 32, 4, 1)] if width <= 256 else [TileConfig(16, 16, 4, 1)]
     if width <= 128:
-        return [TileConfig(32, 128, 8, 2), TileConfig(32, 64, 4, 2)]
+        return [TileConfig(32, 128, 8, 2), TileConfig(32, 64, 8, 2), TileConfig(64, 64, 8, 2)]
     if width <= 256:
-        return [TileConfig(32, 64, 4, 2), TileConfig(32, 128, 8, 2)]
+        return [TileConfig(16, 32, 4, 1)]
     if width <= 512:
-        return [TileConfig(16, 64, 4, 1), TileConfig(32, 64, 8, 1)]
+        return [TileConfig(16, 32, 8, 1), TileConfig(16, 16, 4, 1)]
     return [TileConfig(16, 16, 4, 1)]
 
 
@@ -119,15 +121,19 @@ def backward_q_configs(block_d: int, nh_p: int, dot: int):
     if width <= 128:
         return [TileConfig(128, 32, 8, 2), TileConfig(64, 32, 4, 2), TileConfig(128, 64, 8, 2)]
     if width <= 256:
-        return [TileConfig(64, 32, 4, 2), TileConfig(128, 32, 8, 2)]
+        return [TileConfig(64, 32, 4, 2), TileConfig(64, 32, 8, 2), TileConfig(128, 32, 8, 2)]
     if width <= 512:
-        return [TileConfig(64, 16, 4, 1), TileConfig(64, 32, 8, 1)]
+        return [TileConfig(64, 16, 8, 2), TileConfig(64, 32, 8, 2)]
     return [TileConfig(16, 16, 4, 1)]
 
 
-def token_block(block_d: int, nh_p: int) -> int:
-    """Tokens per program of the per-token passes (features, chain rule)."""
-    return max(16, min(64, 2048 // (nh_p * block_d)))
+def token_block(block_d: int, nh_p: int):
+    """(tokens, warps) per program of the per-token passes (features, demodulation, chain
+    rule): about 8 elements of each [tokens, NH_P, BLOCK_D] tile per thread, which keeps
+    their many live tiles in registers (sm_90 compile report, PERF_LOG.md)."""
+    width = nh_p * block_d
+    warps = 8 if width >= 256 else 4
+    return max(16, min(64, 8 * 32 * warps // width)), warps
 
 
 def fixed_config(configs, block_m=None, block_n=None) -> TileConfig:

@@ -6,8 +6,8 @@ For token ``t`` of head ``h`` (phases in fp32, precise trig):
 * ``k^ = [cos phi, sin phi]``                              [2 * BLOCK_D]
 * ``v^ = [Re, Im] of K_n z_t + L_n z_{t+1}``, ``z = exp(i n theta)``, the delay half 0
   at the last position of a sequence                      [2 * NH_P * BLOCK_D]
-* ``e = [cos theta, sin theta]`` in fp32, for the forward's diagonal state and
-  demodulation (so the flash kernels hold no trigonometry at all)  [2 * BLOCK_D]
+* ``s_tt = scale * log2(e) * sum_d gate``, the diagonal score in base 2 (``cos 0 = 1``),
+  fp32, (B, H, T)
 
 and, for the backward, the complex upstream gradient ``dO^ = [Re, Im] of i Gd z_t`` and
 the softmax row term ``Delta = sum_d Gd dtheta``. Re/im (and cos/sin) are interleaved.
@@ -41,7 +41,7 @@ from .common import (
 @triton.jit(do_not_specialize=["N", "T"])
 def _features_kernel(
     THETA, GATE, CPL, OMEGA, GRAD, OUT,  # inputs (B, T, H, D); coupling (H, D, NH, 2, 2)
-    Q, K, V, E, DO, DELTA,  # features (H, N, width); Delta (B, H, T)
+    Q, K, V, SDIAG, DO, DELTA,  # features (H, N, width); diagonal score, Delta (B, H, T)
     N, T, H, D, NH, qk_scale,
     HAS_OMEGA: tl.constexpr, WITH_GRAD: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr,
@@ -89,8 +89,8 @@ def _features_kernel(
     tl.store(Q + k_ptrs, interleave(q_scaled * cp, q_scaled * sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
     tl.store(K + k_ptrs, interleave(cp, sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
     tl.store(V + v_ptrs, interleave(vr, vi, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
-    if E is not None:
-        tl.store(E + k_ptrs, interleave(ct, st, BLOCK_T, KW), mask=row_ok[:, None])
+    stat = ((rows // T) * H + h) * T + pos
+    tl.store(SDIAG + stat, tl.sum(q_scaled, 1), mask=row_ok)
 
     if WITH_GRAD:
         gd = tl.load(GRAD + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
@@ -99,7 +99,6 @@ def _features_kernel(
         g3 = tl.where(real_harmonic, gd[:, None, :], 0.0)
         # dO = i Gd exp(i n theta) = -Gd sin(n theta) + i Gd cos(n theta)
         tl.store(DO + v_ptrs, interleave(-g3 * zi, g3 * zr, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
-        stat = ((rows // T) * H + h) * T + pos
         tl.store(DELTA + stat, tl.sum(gd * out, 1), mask=row_ok)
 
 
@@ -115,9 +114,9 @@ def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=Non
         grad_out, out: (B, T, H, D) upstream gradient and forward output, for the
             backward's dO^ and Delta (both or neither).
     Returns:
-        q^, k^ (H, B*T, 2*D_P), v^ (H, B*T, 2*NH_P*D_P) in the operand dtype; without
-        grad_out also e = [cos theta, sin theta] (H, B*T, 2*D_P) fp32; with grad_out
-        instead dO^ (like v^) and Delta (B, H, T) fp32.
+        q^, k^ (H, B*T, 2*D_P), v^ (H, B*T, 2*NH_P*D_P) in the operand dtype, the diagonal
+        score s_tt (B, H, T) fp32 in base 2; with grad_out also dO^ (like v^) and
+        Delta (B, H, T) fp32.
     """
     B, T, H, D = theta.shape
     NH = coupling_real.shape[2]
@@ -130,15 +129,15 @@ def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=Non
     k = torch.empty_like(q)
     v = torch.empty((H, N, vw), device=theta.device, dtype=dtype)
     with_grad = grad_out is not None
-    e = None if with_grad else torch.empty((H, N, kw), device=theta.device, dtype=torch.float32)
+    s_diag = torch.empty((B, H, T), device=theta.device, dtype=torch.float32)
     d_o = torch.empty_like(v) if with_grad else None
     delta = torch.empty((B, H, T), device=theta.device, dtype=torch.float32) if with_grad else None
-    block_t = token_block(block_d, nh_p)
+    block_t, warps = token_block(block_d, nh_p)
     grid = (triton.cdiv(N, block_t), H)
     _features_kernel[grid](
-        theta, gate, coupling_real, omega, grad_out, out, q, k, v, e, d_o, delta,
+        theta, gate, coupling_real, omega, grad_out, out, q, k, v, s_diag, d_o, delta,
         N, T, H, D, NH, scale * LOG2E.value,
         BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
-        num_warps=4, enable_fp_fusion=True,
+        num_warps=warps, enable_fp_fusion=True,
     )
-    return (q, k, v, d_o, delta) if with_grad else (q, k, v, e)
+    return (q, k, v, s_diag, d_o, delta) if with_grad else (q, k, v, s_diag)

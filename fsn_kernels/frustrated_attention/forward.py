@@ -1,13 +1,19 @@
-"""Flash forward over the per-token features (``features.py``).
+"""Flash forward over the per-token features (``features.py``), then a per-token
+demodulation pass.
 
-One program per (query block, head, batch), longest rows first. Each row ``t`` starts its
-online-softmax state in closed form at its own diagonal, where ``cos(phi_t - phi_t) = 1``:
-``m = s_tt = scale * sum_d gate[t, d]``, ``l = 1``, ``acc = K z_t`` (the delay term never
-pairs ``t`` with itself). The loop then covers the keys ``u < t`` only, first the key
-blocks wholly before the query block (no mask), then the band with the strict mask
-``u < t``: a row never reads a feature of a later token, so its output is independent of
-the future bit for bit. The epilogue divides by ``l``, demodulates by ``exp(-i n
-theta_t)`` and writes dtheta, the natural-log lse and ``R = Re G``.
+``_fwd_kernel``: one program per (query block, head, batch), longest rows first. Row
+``t``'s online-softmax state starts in closed form at its own diagonal, where
+``cos(phi_t - phi_t) = 1``: ``m = s_tt = scale * sum_d gate[t, d]``, ``l = 1`` (the
+delay term never pairs ``t`` with itself, so the diagonal's value is ``K z_t`` alone).
+The loop then covers the keys ``u < t`` only, first the key blocks wholly before the
+query block (no mask), then the band with the strict mask ``u < t``: a row never reads a
+feature of a later token, so its output is independent of the future bit for bit. It
+writes ``O_partial = sum_{u<t} A[t,u] v^_u`` and the natural-log lse; no trigonometry
+and no harmonics, so the loop holds only the FlashAttention state.
+
+``_demodulate_kernel``, per token: ``O = O_partial + A[t,t] K z_t`` with
+``A[t,t] = exp(s_tt - lse_t)``, ``G = exp(-i n theta_t) O``, ``dtheta = sum_n Im G``,
+``R = Re G``.
 """
 from __future__ import annotations
 
@@ -25,13 +31,14 @@ from .common import (
     fixed_config,
     forward_configs,
     harmonics,
-    interleave,
     launch,
     load_coupling,
     mm,
     padded_harmonics,
     padded_head_dim,
     program_sequence,
+    sincos,
+    token_block,
 )
 from .features import compute_features
 
@@ -68,50 +75,68 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, T, N,
 
 @triton.jit(do_not_specialize=["N", "T"])
 def _fwd_kernel(
-    GATE, CPL, Q, K, V, E, OUT, LSE, ORDER,
-    N, T, H, D, NH, qk_scale,
+    Q, K, V, SDIAG, OPART, LSE,  # features (H, N, width); s_tt (B, H, T); O partial (H, N, VW); lse (B, H, T)
+    N, T, H,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    NH_P: tl.constexpr, N_BITS: tl.constexpr, DOT: tl.constexpr,
+    NH_P: tl.constexpr, DOT: tl.constexpr,
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
     start_m, h, bos = program_sequence(T, True, BLOCK_M)
+    stat = (tl.program_id(2) * H + h).to(tl.int64) * T + start_m + tl.arange(0, BLOCK_M)
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     q_off, m_ok = feature_offsets(h, bos, offs_m, T, KW, N)
     q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
-    in_mask = m_ok[:, None] & (offs_d[None, :] < D)
-    in_ptrs = (bos + offs_m[:, None]) * H * D + h * D + offs_d[None, :]  # [BM, BD]
-    kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
 
-    # Diagonal state, closed form: s_tt = scale sum_d gate (base 2), weight 1, value K z_t.
-    gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    ct, st = tl.split(tl.reshape(tl.load(E + q_off, mask=m_ok[:, None], other=0.0), (BLOCK_M, BLOCK_D, 2)))
-    zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BM, NH_P, BD]
-    wr, wi = cmul(kr, ki, zr, zi)
-    acc = interleave(wr, wi, BLOCK_M, VW)  # [BM, VW]
-    m_i = qk_scale * tl.sum(gate, 1)
+    # Row state at the diagonal, closed form: m = s_tt (base 2), l = 1. Its value K z_t
+    # is added by the demodulation pass, with weight exp(s_tt - lse).
+    m_i = tl.load(SDIAG + stat, mask=m_ok, other=0.0)
     l_i = tl.full([BLOCK_M], 1.0, tl.float32)
-
+    acc = tl.zeros([BLOCK_M, VW], tl.float32)
     band = (start_m // BLOCK_N) * BLOCK_N
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, 0, band, T, N,
                                BLOCK_N, KW, VW, False, DOT)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, T), T, N,
                                BLOCK_N, KW, VW, True, DOT)
 
-    # Epilogue: O = acc / l; G = exp(-i n theta_t) O; dtheta = sum_n Im G; R = Re G.
-    o_re, o_im = deinterleave(acc / l_i[:, None], BLOCK_M, NH_P, BLOCK_D)
-    ct, st = tl.split(tl.reshape(tl.load(E + q_off, mask=m_ok[:, None], other=0.0), (BLOCK_M, BLOCK_D, 2)))
-    zr, zi = harmonics(ct, st, NH_P, N_BITS)
-    g_re = zr * o_re + zi * o_im  # [BM, NH_P, BD]
-    g_im = zr * o_im - zi * o_re
-    tl.store(OUT + in_ptrs, tl.sum(g_im, 1).to(OUT.dtype.element_ty), mask=in_mask)
-    stat = (tl.program_id(2) * H + h).to(tl.int64) * T + offs_m
+    o_off, _ = feature_offsets(h, bos, offs_m, T, VW, N)
+    tl.store(OPART + o_off, acc / l_i[:, None], mask=m_ok[:, None])  # sum_{u<t} A[t,u] v^_u
     tl.store(LSE + stat, (m_i + tl.log2(l_i)) * LN2, mask=m_ok)
+
+
+@triton.jit(do_not_specialize=["N", "T"])
+def _demodulate_kernel(
+    THETA, CPL, SDIAG, OPART, LSE, OUT, ORDER,
+    N, T, H, D, NH,
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr,
+):
+    """Per token: O = O_partial + A[t,t] K z_t, G = exp(-i n theta_t) O,
+    dtheta = sum_n Im G, R = Re G."""
+    VW: tl.constexpr = 2 * NH_P * BLOCK_D
+    h = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # token rows of (B * T)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    in_mask = row_ok[:, None] & (offs_d[None, :] < D)
+    in_off = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]  # [BT, BD]
+    theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
+    st, ct = sincos(theta)
+    zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
+    kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
+    stat = ((rows // T) * H + h).to(tl.int64) * T + rows % T
+    lse2 = tl.load(LSE + stat, mask=row_ok, other=0.0) * LOG2E
+    p_tt = tl.exp2(tl.load(SDIAG + stat, mask=row_ok, other=0.0) - lse2)[:, None, None]  # A[t, t]
+    o_off = (h.to(tl.int64) * N + rows[:, None].to(tl.int64)) * VW + tl.arange(0, VW)[None, :]
+    o_re, o_im = deinterleave(tl.load(OPART + o_off, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
+    w_re, w_im = cmul(kr, ki, zr, zi)
+    o_re += p_tt * w_re
+    o_im += p_tt * w_im
+    g_re = zr * o_re + zi * o_im  # [BT, NH_P, BD]
+    g_im = zr * o_im - zi * o_re
+    tl.store(OUT + in_off, tl.sum(g_im, 1).to(OUT.dtype.element_ty), mask=in_mask)
     offs_h = tl.arange(0, NH_P)
-    order_ptrs = ((bos + offs_m[:, None, None]) * H + h) * NH * D + offs_h[None, :, None] * D + offs_d[None, None, :]
-    order_mask = m_ok[:, None, None] & (offs_h[None, :, None] < NH) & (offs_d[None, None, :] < D)
-    tl.store(ORDER + order_ptrs, g_re, mask=order_mask)
+    order_off = (rows[:, None, None].to(tl.int64) * H + h) * NH * D + offs_h[None, :, None] * D + offs_d[None, None, :]
+    tl.store(ORDER + order_off, g_re, mask=in_mask[:, None, :] & (offs_h[None, :, None] < NH))
 
 
 def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=None, block_n=None):
@@ -138,10 +163,15 @@ def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=No
     dot = dot_mode(theta.dtype) if dot is None else dot
     nh_p, n_bits = padded_harmonics(NH)
     block_d = padded_head_dim(D)
-    q, k, v, e = compute_features(theta, gate, coupling_real, omega, scale, dot)
+    q, k, v, s_diag = compute_features(theta, gate, coupling_real, omega, scale, dot)
+    o_partial = torch.empty(v.shape, device=v.device, dtype=torch.float32)
     configs = forward_configs(block_d, nh_p, dot)
     cfg = None if block_m is None and block_n is None else fixed_config(configs, block_m, block_n)
     launch(_fwd_kernel, lambda bm, bn: (triton.cdiv(T, bm), H, B),
-           (gate, coupling_real, q, k, v, e, out, lse, order, B * T, T, H, D, NH, scale * LOG2E.value),
-           dict(BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, DOT=dot), configs, cfg)
+           (q, k, v, s_diag, o_partial, lse, B * T, T, H), dict(BLOCK_D=block_d, NH_P=nh_p, DOT=dot), configs, cfg)
+    block_t, warps = token_block(block_d, nh_p)
+    _demodulate_kernel[(triton.cdiv(B * T, block_t), H)](
+        theta, coupling_real, s_diag, o_partial, lse, out, order, B * T, T, H, D, NH,
+        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=warps, enable_fp_fusion=True,
+    )
     return out, lse, order

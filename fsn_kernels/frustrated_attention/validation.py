@@ -105,9 +105,9 @@ def check_kernel_limits(D: int, NH: int, fp32_matmuls: bool, on_gpu: bool) -> No
     block's 227 KiB once NH_P * D_P exceeds 512 (416 KiB at NH = 8, D = 128, measured by
     compiling for sm_90). bf16/fp16 operands fit everywhere. The interpreter has no limit.
     """
-    from .common import block_d_for, harmonic_constants
+    from .common import padded_harmonics, padded_head_dim
 
-    nh_p, d_p = harmonic_constants(NH)[0], block_d_for(D)
+    nh_p, d_p = padded_harmonics(NH)[0], padded_head_dim(D)
     if on_gpu and fp32_matmuls and nh_p * d_p > MAX_FP32_VALUE_WIDTH:
         raise ValueError(
             f"the Triton backend with float32 matmuls supports NH_P * D_P <= {MAX_FP32_VALUE_WIDTH} "

@@ -1,4 +1,4 @@
-"""SPEC §2's special cases against closed forms, on both backends, and the delay identity."""
+"""The op's special cases (README, "Special cases") against closed forms, on both backends, and the delay identity."""
 import math
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 
 from fsn_kernels import frustrated_attention
 from fsn_kernels.frustrated_attention.naive import _attention_weights, kuramoto_closed_form
-from kernel_testing import TRITON_AVAILABLE, assert_close, make_inputs
+from fsn_kernels.testing import assert_close, backend_params, make_inputs
 
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_AVAILABLE, reason="needs CUDA or TRITON_INTERPRET=1"))]
+BACKENDS = backend_params()
 ATOL, RTOL = 3e-5, 1e-4
 B, T, H, D = 2, 37, 2, 5
 
@@ -33,9 +33,9 @@ def _delayed_sum(attn, theta, fn):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("use_omega", [False, True])
-def test_kuramoto(backend, use_omega):
-    theta, gate, _, omega = make_inputs(B, T, H, D, 1, omega=use_omega)
+@pytest.mark.parametrize("omega_kind", [None, "random"])
+def test_kuramoto(backend, omega_kind):
+    theta, gate, _, omega = make_inputs(B, T, H, D, 1, omega=omega_kind)
     out = frustrated_attention(theta, gate, _coupling(1, K1=1.0), omega, backend=backend)
     assert_close(out, kuramoto_closed_form(theta.double(), gate.double(), omega), ATOL, RTOL, "kuramoto")
 

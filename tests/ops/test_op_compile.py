@@ -5,9 +5,9 @@ import torch
 
 from fsn_kernels import frustrated_attention
 from fsn_kernels.frustrated_attention.op import _bwd_op, _fwd_op
-from kernel_testing import DEVICE, TRITON_AVAILABLE, assert_close, make_inputs
+from fsn_kernels.testing import DEVICE, assert_close, make_inputs, needs_triton
 
-pytestmark = pytest.mark.skipif(not TRITON_AVAILABLE, reason="needs CUDA or TRITON_INTERPRET=1")
+pytestmark = needs_triton()
 
 
 def test_opcheck_forward_and_backward_ops():

@@ -1,4 +1,4 @@
-"""SPEC §2 properties with hypothesis, on both backends: bit-for-bit causality (the
+"""The op's properties (README, "Properties") with hypothesis, on both backends: bit-for-bit causality (the
 delay path included), invariance to a constant phase shift, 2*pi periodicity."""
 import math
 
@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsn_kernels import frustrated_attention
-from kernel_testing import TRITON_AVAILABLE, assert_close, make_inputs
+from fsn_kernels.testing import assert_close, backend_params, make_inputs
 
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_AVAILABLE, reason="needs CUDA or TRITON_INTERPRET=1"))]
+BACKENDS = backend_params()
 
 shapes = st.tuples(
     st.integers(1, 2),  # B
@@ -25,7 +25,7 @@ shapes = st.tuples(
 
 def _inputs(shape):
     B, T, H, D, NH, use_omega, seed = shape
-    return make_inputs(B, T, H, D, NH, omega=use_omega, generator=torch.Generator().manual_seed(seed))
+    return make_inputs(B, T, H, D, NH, omega="random" if use_omega else None, seed=seed)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
