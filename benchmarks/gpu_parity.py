@@ -29,6 +29,7 @@ if "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidiactl")
 import torch  # noqa: E402
 
 from benchmarks import lib  # noqa: E402
+from fsn_kernels import testing  # noqa: E402
 
 DEFAULT_SHAPES = ["2,1000,4,32,2", "1,2048,16,32,2", "3,63,2,64,2", "2,511,8,32,4", "2,777,4,60,1"]
 FLOOR = {torch.float32: 1e-5, torch.bfloat16: 1e-3}
@@ -42,17 +43,8 @@ def lowp_reference(theta, gate, coupling, omega, scale=None):
     return naive_frustrated_attention(theta, gate, coupling, omega, scale, compute_dtype=theta.dtype)[0]
 
 
-def _grads(fn, theta, gate, coupling, omega, upstream):
-    th = theta.detach().clone().requires_grad_(True)
-    g = gate.detach().clone().requires_grad_(True)
-    cp = coupling.detach().clone().requires_grad_(True)
-    out = fn(th, g, cp, omega)
-    grads = torch.autograd.grad((out.to(upstream.dtype) * upstream).sum(), (th, g, cp))
-    return [out.detach()] + [torch.view_as_real(x) if x.is_complex() else x for x in grads]
-
-
 def check_shape(shape, dtype, device):
-    from fsn_kernels import frustrated_attention, naive_frustrated_attention
+    from fsn_kernels import frustrated_attention
 
     B, T, H, D, NH = shape
     theta, gate, coupling, omega = lib.make_inputs(B, T, H, D, NH, device=device, dtype=torch.float32,
@@ -60,20 +52,19 @@ def check_shape(shape, dtype, device):
     upstream = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
 
     x_th, x_g = theta.to(dtype), gate.to(dtype)  # every side, float64 included, sees the same rounded inputs
-    ref = _grads(lambda a, b, c, o: naive_frustrated_attention(a, b, c, o)[0], x_th.double(), x_g.double(),
-                 coupling.to(torch.complex128), omega.double(), upstream)
-    fused = _grads(lambda a, b, c, o: frustrated_attention(a, b, c, o, backend="triton"), x_th, x_g, coupling,
-                   omega, upstream)
+    ref = testing.reference_output_and_grads(x_th, x_g, coupling, omega, upstream)
+    fused = testing.output_and_grads(lambda *a: frustrated_attention(*a, backend="triton"), x_th, x_g, coupling,
+                                     omega, upstream)
     if dtype == torch.float32:
-        base = _grads(lambda a, b, c, o: frustrated_attention(a, b, c, o, backend="torch"), x_th, x_g, coupling,
-                      omega, upstream)
+        base = testing.output_and_grads(lambda *a: frustrated_attention(*a, backend="torch"), x_th, x_g, coupling,
+                                        omega, upstream)
         base_name = "torch reference, fp32"
     else:
-        base = _grads(lowp_reference, x_th, x_g, coupling, omega, upstream.to(dtype))
+        base = testing.output_and_grads(lowp_reference, x_th, x_g, coupling, omega, upstream.to(dtype))
         base_name = f"plain PyTorch in {str(dtype).replace('torch.', '')}"
     rows = []
     for name, f, b, r in zip(("out", "dtheta", "dgate", "dcoupling"), fused, base, ref):
-        ef, eb = lib.max_rel_err(f, r), lib.max_rel_err(b, r)
+        ef, eb = testing.max_rel_err(f, r), testing.max_rel_err(b, r)
         bound = 2 * eb + FLOOR[dtype]
         rows.append(dict(quantity=name, fused_err=ef, baseline_err=eb, bound=bound, ok=bool(ef <= bound)))
     return dict(shape=dict(B=B, T=T, H=H, D=D, NH=NH), dtype=str(dtype).replace("torch.", ""),
@@ -88,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output folder (default: see module docs)")
     args = p.parse_args(argv)
     if args.device == "cpu" and "bfloat16" in args.dtypes:
-        print("note: bf16 under the Triton interpreter is known to be wrong (ENGINEERING.md); test bf16 on a GPU")
+        print("note: Triton's CPU interpreter computes bf16 matmuls wrongly; test bf16 on a GPU")
     results = []
     for spec in args.shapes:
         shape = tuple(int(x) for x in spec.split(","))

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from fsn_kernels import naive_frustrated_attention, testing
 from fsn_model.provenance import device_name, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,17 +37,9 @@ CPU_FUSED_SHAPES = [dict(B=1, T=64, H=2, D=16, NH=2)]  # Triton interpreter: tin
 
 
 def make_inputs(B, T, H, D, NH, device="cpu", dtype=torch.float32, requires_grad=True, seed=0):
-    """theta, gate, coupling, omega as the model produces them (gate > 0, RoPE-like omega)."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    theta = (torch.rand(B, T, H, D, generator=gen) * 2 - 1) * math.pi
-    gate = F.softplus(torch.randn(B, T, H, D, generator=gen))
-    coupling = torch.randn(H, D, NH, 2, dtype=torch.complex64, generator=gen) * 0.5
-    inv = 1.0 / (10000.0 ** (torch.arange(D, dtype=torch.float32) / D))
-    omega = inv.expand(H, D).contiguous()
-    theta = theta.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-    gate = gate.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-    coupling = coupling.to(device).requires_grad_(requires_grad)
-    return theta, gate, coupling, omega.to(device)
+    """The op's inputs with the model's rotary drift: ``fsn_kernels.testing.make_inputs``."""
+    return testing.make_inputs(B, T, H, D, NH, omega="rope", dtype=dtype, device=device, seed=seed,
+                               requires_grad=requires_grad)
 
 
 # ------------------------------------------------------------------ the composition
@@ -66,13 +59,15 @@ def composition_attention(theta, gate, coupling, omega=None, scale=None, *, spli
     ``s[t,t] = scale * sum_d gate[t,d]`` (cos 0 = 1; an extra q/k channel carries it).
     Query t then sees the dummy (weight A[t,t]) and keys ``u = j - 1 < t`` (weights
     A[t,u]) under a plain causal mask, with exactly the causal softmax normaliser. Key
-    slot j carries values ``[z_{j-1}, z_j, 0]``: the static value of u = j-1 and the
-    delay value of u (its successor z_{u+1} = z_j, so the delay path is strictly causal
-    by construction); the dummy carries ``[0, 0, 1]``, so the last output channel is
-    A[t,t] and the static term adds ``A[t,t] * z_t``. Then coupling and demodulation.
+    slot j carries the folded value ``K z_{j-1} + L z_j`` (static value of u = j-1 and
+    its delay value, the successor z_{u+1} = z_j: strictly causal by construction), as
+    2*NH*D real channels, and a last channel 0; the dummy carries ``[0, ..., 0, 1]``, so
+    the last output channel is A[t,t] and the static diagonal term adds
+    ``A[t,t] K z_t``. Then demodulation. Value width 2*NH*D + 1: the narrowest stock
+    formulation we know (unfolded static and delay values would need 4*NH*D + 1).
 
     Args:
-        split: 1 = one SDPA call with q/k width 2D+1 and value width 4*NH*D+1 (padded to
+        split: 1 = one SDPA call with q/k width 2D+1 and value width 2*NH*D+1 (padded to
             multiples of 8; PyTorch picks the memory-efficient or math backend);
             s > 1 = the values are cut into s chunks folded into the head axis, with q/k/v
             padded to the same width so the FlashAttention backend applies (scores are
@@ -83,28 +78,31 @@ def composition_attention(theta, gate, coupling, omega=None, scale=None, *, spli
     NH = coupling.shape[2]
     scale = D ** -0.5 if scale is None else scale
     dt = theta.dtype
-    th = theta.float().transpose(1, 2)  # (B, H, T, D), features in fp32
-    pos = torch.arange(T, device=theta.device, dtype=torch.float32)
-    phi = th if omega is None else th + omega.float()[None, :, None, :] * pos[:, None]
+    cdt = torch.float64 if dt == torch.float64 else torch.float32  # features in fp32 (fp64 for fp64)
+    th = theta.to(cdt).transpose(1, 2)  # (B, H, T, D)
+    pos = torch.arange(T, device=theta.device, dtype=cdt)
+    phi = th if omega is None else th + omega.to(cdt)[None, :, None, :] * pos[:, None]
     c, s = torch.cos(phi), torch.sin(phi)
-    gs = gate.float().transpose(1, 2) * scale
+    gs = gate.to(cdt).transpose(1, 2) * scale
     q = torch.cat([gs * c, gs * s, gs.sum(-1, keepdim=True)], -1)
     k = torch.cat([c, s, torch.zeros_like(c[..., :1])], -1)
     dummy_k = torch.zeros_like(k[:, :, :1])
     dummy_k[..., -1] = 1.0
     k = torch.cat([dummy_k, k[:, :, :-1]], 2)
 
-    n = torch.arange(1, NH + 1, device=theta.device, dtype=torch.float32)
+    n = torch.arange(1, NH + 1, device=theta.device, dtype=cdt)
     ang = th[..., None, :] * n[:, None]  # (B, H, T, NH, D)
     zr, zi = torch.cos(ang), torch.sin(ang)
-    z = torch.cat([zr, zi], -2).flatten(-2)  # (B, H, T, 2*NH*D)
-    W = z.shape[-1]
-    zero = z.new_zeros(B, H, 1, W)
-    v_static = torch.cat([zero, z[:, :, :-1]], 2)
-    v_delay = torch.cat([zero, z[:, :, 1:]], 2)
-    one = torch.zeros_like(v_static[..., :1])
+    z = torch.complex(zr, zi)
+    cpl = coupling.to(z.dtype).permute(0, 2, 1, 3)  # (H, NH, D, 2)
+    K, L = cpl[..., 0][None, :, None], cpl[..., 1][None, :, None]  # (1, H, 1, NH, D)
+    folded = K * z[:, :, :-1] + L * z[:, :, 1:]  # slot j = u + 1: K z_u + L z_{u+1}, u = 0..T-2
+    W = 2 * NH * D
+    v = torch.cat([folded.real, folded.imag], -2).flatten(-2)  # (B, H, T-1, W)
+    v = torch.cat([v.new_zeros(B, H, 1, W), v], 2)
+    one = torch.zeros_like(v[..., :1])
     one[:, :, 0] = 1.0
-    v = torch.cat([v_static, v_delay, one], -1)  # (B, H, T, 2W + 1)
+    v = torch.cat([v, one], -1)  # (B, H, T, W + 1)
 
     q, k, v = q.to(dt), k.to(dt), v.to(dt)
     Wv = v.shape[-1]
@@ -123,15 +121,10 @@ def composition_attention(theta, gate, coupling, omega=None, scale=None, *, spli
             is_causal=True, scale=1.0,
         )
         o = o.view(B, H, split, T, w).transpose(2, 3).reshape(B, H, T, split * w)[..., :Wv]
-    o = o.float()
-    a = o[..., -1:]  # A[t, t]
-    o_static = (o[..., :W] + a * z).unflatten(-1, (2, NH, D))
-    o_delay = o[..., W : 2 * W].unflatten(-1, (2, NH, D))
-    cpl = coupling.to(torch.complex64).permute(0, 2, 1, 3)  # (H, NH, D, 2)
-    K, L = cpl[..., 0][None, :, None], cpl[..., 1][None, :, None]
-    O = torch.complex(o_static[..., 0, :, :], o_static[..., 1, :, :]) * K + torch.complex(
-        o_delay[..., 0, :, :], o_delay[..., 1, :, :]
-    ) * L
+    o = o.to(cdt)
+    a = o[..., -1:, None]  # A[t, t], (B, H, T, 1, 1)
+    o_fold = o[..., :W].unflatten(-1, (2, NH, D))
+    O = torch.complex(o_fold[..., 0, :, :], o_fold[..., 1, :, :]) + a * K * z
     # Im(exp(-i n theta) O) = cos(n theta) Im O - sin(n theta) Re O
     dtheta = (zr * O.imag - zi * O.real).sum(-2)
     return dtheta.transpose(1, 2).to(dt)
@@ -153,7 +146,8 @@ def sdpa_causal(q, k, v):
 
 # ------------------------------------------------------------------------- FLOPs
 def op_flops(B, T, H, D, NH, passes="fwd"):
-    """ENGINEERING.md: 2*B*H*T^2*(2D + 2*NH*D), halved when causal; backward 2.5x forward."""
+    """Both matmuls at their real widths: 2*B*H*T^2*(2D + 2*NH*D), halved when causal;
+    the backward 2.5x the forward (FlashAttention's count)."""
     fwd = 2 * B * H * T * T * (2 * D + 2 * NH * D) / 2
     return fwd if passes == "fwd" else fwd * 3.5
 
@@ -164,11 +158,6 @@ def sdpa_flops(B, T, H, Dh, passes="fwd"):
 
 
 # ------------------------------------------------------------------------ checking
-def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.detach().double(), ref.detach().double()
-    return float((out - ref).abs().max() / ref.abs().max().clamp_min(1.0))
-
-
 TOL = {torch.float32: 2e-3, torch.float64: 1e-9, torch.bfloat16: 6e-2, torch.float16: 2e-2}
 
 
@@ -177,27 +166,20 @@ def check_against_reference(fn: Callable, inputs, dtype, max_t: int = 1024, grad
     the output on a prefix equals the op on that prefix). Raises AssertionError past
     ``TOL[dtype]`` (max abs error / max(1, max |ref|)), on the output and, if ``grads``, on
     the gradients of theta, gate and coupling. Returns the worst error seen."""
-    from fsn_kernels import naive_frustrated_attention
-
     theta, gate, coupling, omega = inputs
     t0 = min(theta.shape[1], max_t)
-    th = theta[:1, :t0].detach().clone().requires_grad_(grads)
-    g = gate[:1, :t0].detach().clone().requires_grad_(grads)
-    cp = coupling.detach().clone().requires_grad_(grads)
-    out = fn(th, g, cp, omega)
-    th64 = th.detach().double().requires_grad_(grads)
-    g64 = g.detach().double().requires_grad_(grads)
-    cp64 = cp.detach().to(torch.complex128).requires_grad_(grads)
-    ref = naive_frustrated_attention(th64, g64, cp64, None if omega is None else omega.double())[0]
-    errs = {"out": max_rel_err(out, ref)}
+    th, g = theta[:1, :t0], gate[:1, :t0]
+    call = lambda a, b, c, o, scale: fn(a, b, c, o)  # noqa: E731
     if grads:
-        gr = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(ref.device)
-        got = torch.autograd.grad((out.double() * gr).sum(), (th, g, cp))
-        want = torch.autograd.grad((ref * gr).sum(), (th64, g64, cp64))
-        for name, a, b in zip(("dtheta", "dgate", "dcoupling"), got, want):
-            if a.is_complex():
-                a, b = torch.view_as_real(a), torch.view_as_real(b)
-            errs[name] = max_rel_err(a, b)
+        upstream = torch.randn(th.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        upstream = upstream.to(th.device)
+        got = testing.output_and_grads(call, th, g, coupling, omega, upstream)
+        want = testing.reference_output_and_grads(th, g, coupling, omega, upstream)
+    else:
+        with torch.no_grad():
+            got = [call(th, g, coupling, omega, None)]
+            want = [naive_frustrated_attention(*testing.to_double(th, g, coupling, omega))[0]]
+    errs = {name: testing.max_rel_err(a, b) for name, a, b in zip(("out", "dtheta", "dgate", "dcoupling"), got, want)}
     tol = TOL[theta.dtype]
     bad = {k: v for k, v in errs.items() if not v <= tol}
     assert not bad, f"{getattr(fn, '__name__', fn)} differs from the float64 reference: {bad} > tol {tol} ({dtype})"

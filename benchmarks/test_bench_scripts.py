@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from benchmarks import lib
+from fsn_kernels import naive_frustrated_attention, testing
 
 
 @pytest.mark.parametrize("split", [1, 3])
@@ -18,6 +19,15 @@ def test_composition_matches_reference(split, omega):
     err = lib.check_against_reference(lambda a, b, c, o: lib.composition_attention(a, b, c, o, split=split),
                                       (theta, gate, coupling, om if omega else None), torch.float32)
     assert err < 1e-4
+
+
+def test_folded_composition_is_exact_in_float64():
+    """The folded value (one key slot carries K z_{j-1} + L z_j) is the op itself, not an
+    approximation: in float64 it matches the reference to rounding."""
+    theta, gate, coupling, om = testing.make_inputs(2, 29, 2, 5, 3, dtype=torch.float64, omega="rope")
+    out = lib.composition_attention(theta, gate, coupling, om)
+    ref = naive_frustrated_attention(theta, gate, coupling, om)[0]
+    assert testing.max_rel_err(out, ref) < 1e-12
 
 
 def test_write_results_schema(tmp_path):
@@ -61,11 +71,10 @@ def test_gpu_parity_cpu_smoke(tmp_path):
 
 def test_lowp_reference_is_the_op():
     from benchmarks.gpu_parity import lowp_reference
-    from fsn_kernels import naive_frustrated_attention
 
     theta, gate, coupling, omega = lib.make_inputs(1, 30, 2, 8, 2, requires_grad=False)
     ref = naive_frustrated_attention(theta, gate, coupling, omega)[0]
-    assert lib.max_rel_err(lowp_reference(theta, gate, coupling, omega), ref) < 1e-5
+    assert testing.max_rel_err(lowp_reference(theta, gate, coupling, omega), ref) < 1e-5
 
 
 def test_suite_script_syntax():

@@ -59,7 +59,8 @@ def output_and_grads(fn: Callable, theta, gate, coupling, omega, grad_out, scale
     under the upstream gradient ``grad_out``, on fresh leaves (the inputs are untouched)."""
     leaves = [x.detach().clone().requires_grad_(True) for x in (theta, gate, coupling)]
     out = fn(*leaves, omega, scale)
-    grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
+    # out is upcast to grad_out's dtype, so a float64 upstream is applied exactly
+    grads = torch.autograd.grad((out.to(grad_out.dtype) * grad_out).sum(), leaves)
     return [out.detach(), *grads]
 
 

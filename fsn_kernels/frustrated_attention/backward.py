@@ -36,6 +36,7 @@ from .common import (
     padded_head_dim,
     program_sequence,
     token_block,
+    token_program,
 )
 from .features import compute_features
 
@@ -174,16 +175,10 @@ def _chain_kernel(
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
     part = tl.program_id(0)
-    h = tl.program_id(1)
-    rows = part * BLOCK_T + tl.arange(0, BLOCK_T)  # token rows of (B * T)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = rows < N
-    pos = rows % T
-    in_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    in_ptrs = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]  # [BT, BD]
-    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    gd = tl.load(GRAD + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    h, rows, pos, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, BLOCK_T, BLOCK_D)
+    theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
+    gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
+    gd = tl.load(GRAD + in_off, mask=in_mask, other=0.0).to(tl.float32)
     st, ct = sincos(theta)
     if HAS_OMEGA:
         omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
@@ -197,18 +192,15 @@ def _chain_kernel(
     lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
     n = (tl.arange(0, NH_P) + 1).to(tl.float32)[None, :, None]
 
-    feat = h.to(tl.int64) * N + rows[:, None].to(tl.int64)
-    dqc, dqs = tl.split(tl.reshape(tl.load(DQ + feat * KW + tl.arange(0, KW)[None, :], mask=row_ok[:, None],
-                                           other=0.0), (BLOCK_T, BLOCK_D, 2)))
-    dkc, dks = tl.split(tl.reshape(tl.load(DK + feat * KW + tl.arange(0, KW)[None, :], mask=row_ok[:, None],
-                                           other=0.0), (BLOCK_T, BLOCK_D, 2)))
-    dv_ptrs = DV + feat * VW + tl.arange(0, VW)[None, :]
-    dvr, dvi = deinterleave(tl.load(dv_ptrs, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
-    has_prev = row_ok & (pos >= 1)
-    dpr, dpi = deinterleave(tl.load(dv_ptrs - VW, mask=has_prev[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
+    k_off, _ = feature_offsets(h, 0, rows, N, KW, N)  # [BT, KW]
+    v_off, _ = feature_offsets(h, 0, rows, N, VW, N)  # [BT, VW]
+    dqc, dqs = tl.split(tl.reshape(tl.load(DQ + k_off, mask=row_ok[:, None], other=0.0), (BLOCK_T, BLOCK_D, 2)))
+    dkc, dks = tl.split(tl.reshape(tl.load(DK + k_off, mask=row_ok[:, None], other=0.0), (BLOCK_T, BLOCK_D, 2)))
+    dvr, dvi = deinterleave(tl.load(DV + v_off, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
+    has_prev = row_ok & (pos >= 1)  # the predecessor's delay value holds z_t
+    dpr, dpi = deinterleave(tl.load(DV + v_off - VW, mask=has_prev[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
 
     # Diagonal u = t: s_tt = scale sum_d gate, value K z_t; dP_tt = sum_{n,d} Gd Im K.
-    stat = ((rows // T) * H + h).to(tl.int64) * T + pos
     lse2, delta = _row_stats(LSE, DELTA, stat, row_ok)
     p_tt = tl.exp2(tl.load(SDIAG + stat, mask=row_ok, other=0.0) - lse2)  # [BT], A[t, t]
     dp_tt = tl.sum(gd * tl.sum(ki, 1), 1)
@@ -235,8 +227,8 @@ def _chain_kernel(
     r = tl.load(ORDER + order_ptrs, mask=order_mask, other=0.0)
     d_theta -= gd * tl.sum(n * r, 1)
 
-    tl.store(DTHETA + in_ptrs, d_theta.to(DTHETA.dtype.element_ty), mask=in_mask)
-    tl.store(DGATE + in_ptrs, dgate.to(DGATE.dtype.element_ty), mask=in_mask)
+    tl.store(DTHETA + in_off, d_theta.to(DTHETA.dtype.element_ty), mask=in_mask)
+    tl.store(DGATE + in_off, dgate.to(DGATE.dtype.element_ty), mask=in_mask)
     _store_coupling_partial(DCPL, part, h, H, D, NH, offs_d, wr, wi, NH_P, 0)
     _store_coupling_partial(DCPL, part, h, H, D, NH, offs_d, ur, ui, NH_P, 1)
 

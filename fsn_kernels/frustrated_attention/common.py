@@ -263,6 +263,23 @@ def feature_offsets(head, bos, offs, T, WIDTH: tl.constexpr, N):
 
 
 @triton.jit
+def token_program(N, T, H, D, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Per-program setup of the per-token passes, grid (token blocks, H): the head; the
+    token rows of (B*T) [BT], their positions in their sequence and their mask; the
+    oscillator offsets [BD]; offsets into (B, T, H, D) inputs [BT, BD] and their mask;
+    offsets of the per-row statistics in (B, H, T) [BT]."""
+    h = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    pos = rows % T
+    in_mask = row_ok[:, None] & (offs_d[None, :] < D)
+    in_off = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]
+    stat = ((rows // T) * H + h).to(tl.int64) * T + pos
+    return h, rows, pos, row_ok, offs_d, in_off, in_mask, stat
+
+
+@triton.jit
 def program_sequence(T, REVERSED: tl.constexpr, BLOCK: tl.constexpr):
     """Per-program setup of the attention kernels, grid (blocks, H, B): the block start
     (longest rows first when REVERSED), the head and the first token row of the batch."""

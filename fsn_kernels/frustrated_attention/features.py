@@ -24,6 +24,7 @@ from .common import (
     FEATURE_DTYPES,
     LOG2E,
     cmul,
+    feature_offsets,
     harmonics,
     sincos,
     interleave,
@@ -31,6 +32,7 @@ from .common import (
     padded_harmonics,
     padded_head_dim,
     token_block,
+    token_program,
 )
 
 
@@ -48,17 +50,10 @@ def _features_kernel(
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    h = tl.program_id(1)
-    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # token rows of (B * T)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = rows < N
-    pos = rows % T
-    d_ok = offs_d[None, :] < D
-    in_mask = row_ok[:, None] & d_ok
-    in_ptrs = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]  # [BT, BD]
+    h, rows, pos, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, BLOCK_T, BLOCK_D)
 
-    theta = tl.load(THETA + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-    gate = tl.load(GATE + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+    theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
+    gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
     st, ct = sincos(theta)
     if HAS_OMEGA:
         omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
@@ -68,7 +63,7 @@ def _features_kernel(
         cp = ct
         sp = st
     has_next = row_ok & (pos + 1 < T)
-    theta_next = tl.load(THETA + in_ptrs + H * D, mask=has_next[:, None] & d_ok, other=0.0).to(tl.float32)
+    theta_next = tl.load(THETA + in_off + H * D, mask=has_next[:, None] & in_mask, other=0.0).to(tl.float32)
 
     zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
     sn, cn = sincos(theta_next)
@@ -82,23 +77,21 @@ def _features_kernel(
     vi += tl.where(nxt, di, 0.0)
 
     dtype = Q.dtype.element_ty
-    feat_rows = h.to(tl.int64) * N + rows[:, None].to(tl.int64)
     q_scaled = gate * qk_scale
-    k_ptrs = feat_rows * KW + tl.arange(0, KW)[None, :]
-    v_ptrs = feat_rows * VW + tl.arange(0, VW)[None, :]
-    tl.store(Q + k_ptrs, interleave(q_scaled * cp, q_scaled * sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
-    tl.store(K + k_ptrs, interleave(cp, sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
-    tl.store(V + v_ptrs, interleave(vr, vi, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
-    stat = ((rows // T) * H + h) * T + pos
+    k_off, _ = feature_offsets(h, 0, rows, N, KW, N)  # [BT, KW]
+    v_off, _ = feature_offsets(h, 0, rows, N, VW, N)  # [BT, VW]
+    tl.store(Q + k_off, interleave(q_scaled * cp, q_scaled * sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
+    tl.store(K + k_off, interleave(cp, sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
+    tl.store(V + v_off, interleave(vr, vi, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
     tl.store(SDIAG + stat, tl.sum(q_scaled, 1), mask=row_ok)
 
     if WITH_GRAD:
-        gd = tl.load(GRAD + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
-        out = tl.load(OUT + in_ptrs, mask=in_mask, other=0.0).to(tl.float32)
+        gd = tl.load(GRAD + in_off, mask=in_mask, other=0.0).to(tl.float32)
+        out = tl.load(OUT + in_off, mask=in_mask, other=0.0).to(tl.float32)
         real_harmonic = (tl.arange(0, NH_P) < NH)[None, :, None]
         g3 = tl.where(real_harmonic, gd[:, None, :], 0.0)
         # dO = i Gd exp(i n theta) = -Gd sin(n theta) + i Gd cos(n theta)
-        tl.store(DO + v_ptrs, interleave(-g3 * zi, g3 * zr, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
+        tl.store(DO + v_off, interleave(-g3 * zi, g3 * zr, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
         tl.store(DELTA + stat, tl.sum(gd * out, 1), mask=row_ok)
 
 

@@ -39,6 +39,7 @@ from .common import (
     program_sequence,
     sincos,
     token_block,
+    token_program,
 )
 from .features import compute_features
 
@@ -113,20 +114,14 @@ def _demodulate_kernel(
     """Per token: O = O_partial + A[t,t] K z_t, G = exp(-i n theta_t) O,
     dtheta = sum_n Im G, R = Re G."""
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    h = tl.program_id(1)
-    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # token rows of (B * T)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = rows < N
-    in_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    in_off = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]  # [BT, BD]
+    h, rows, _, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, BLOCK_T, BLOCK_D)
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     st, ct = sincos(theta)
     zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
     kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
-    stat = ((rows // T) * H + h).to(tl.int64) * T + rows % T
     lse2 = tl.load(LSE + stat, mask=row_ok, other=0.0) * LOG2E
     p_tt = tl.exp2(tl.load(SDIAG + stat, mask=row_ok, other=0.0) - lse2)[:, None, None]  # A[t, t]
-    o_off = (h.to(tl.int64) * N + rows[:, None].to(tl.int64)) * VW + tl.arange(0, VW)[None, :]
+    o_off, _ = feature_offsets(h, 0, rows, N, VW, N)  # [BT, VW]
     o_re, o_im = deinterleave(tl.load(OPART + o_off, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
     w_re, w_im = cmul(kr, ki, zr, zi)
     o_re += p_tt * w_re

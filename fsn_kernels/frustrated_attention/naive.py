@@ -1,4 +1,4 @@
-"""Plain-PyTorch reference of the frustrated-synchronization attention op (SPEC §2).
+"""Plain-PyTorch reference of the frustrated-synchronization attention op (README, "The math").
 
 It materialises the (T, T) score matrix, works in any float dtype (float64 included;
 bf16/fp16 inputs are computed in float32) and is differentiable by torch autograd.
@@ -85,7 +85,7 @@ def naive_frustrated_attention(
 def kuramoto_closed_form(theta, gate, omega=None, scale=None, alpha=0.0):
     """``sum_u A[t,u] sin(theta_u - theta_t - alpha)`` with A the gated-cosine softmax.
 
-    The closed form of SPEC's Kuramoto (alpha = 0) and Kuramoto-Sakaguchi special cases.
+    The closed form of the Kuramoto (alpha = 0) and Kuramoto-Sakaguchi special cases.
     Shapes as in :func:`naive_frustrated_attention`; returns (B, T, H, D).
     """
     attn = _attention_weights(theta, gate, omega, scale)

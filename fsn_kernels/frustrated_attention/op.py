@@ -76,7 +76,7 @@ class FrustratedAttentionFunction(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------------ public API
-def _resolve_impl(backend: str, device: torch.device) -> str:
+def _resolve_impl(backend: str, device: torch.device, dtypes) -> str:
     if backend == "torch":
         return "torch"
     if backend == "triton":
@@ -88,7 +88,7 @@ def _resolve_impl(backend: str, device: torch.device) -> str:
                 f"is imported to run the kernels on the CPU; got tensors on {device}"
             )
         return "triton"
-    return "triton" if device.type == "cuda" else "torch"
+    return "triton" if device.type == "cuda" and torch.float64 not in dtypes else "torch"
 
 
 def _matmul_dot_mode(theta: Tensor) -> int:
@@ -111,20 +111,22 @@ def frustrated_attention(
     backend: str = "auto",
     deterministic: bool = True,
 ):
-    """Frustrated-synchronization attention (SPEC §2): Kuramoto phase coupling through a
+    """Frustrated-synchronization attention (README beside this file, "The math"): Kuramoto phase coupling through a
     learned complex kernel over harmonics and a one-step delay.
 
     Args:
-        theta: (B, T, H, D) real phases, float32 / bfloat16 / float16 (float64 on the
-            torch backend). Any real number is an angle.
+        theta: (B, T, H, D) real phases, float32 / bfloat16 / float16, or float64 (the
+            torch backend computes it in float64; "auto" routes float64 there, "triton"
+            refuses it). Any real number is an angle.
         gate: (B, T, H, D) real query gate g.
         coupling: complex (H, D, NH, 2), 1 <= NH <= 8: ``[..., n-1, 0]`` is K_n (static),
             ``[..., n-1, 1]`` is L_n (one-step delay).
         omega: (H, D) real rotary drift per position, or None. Takes no gradient.
         scale: positive finite score scale; None means ``D ** -0.5``.
         return_lse: also return the row log-sum-exp of the scores.
-        backend: "auto" (Triton kernels on CUDA, the reference on CPU), "triton" (the
-            kernels; CUDA, or CPU under ``TRITON_INTERPRET=1``), "torch" (the reference).
+        backend: "auto" (Triton kernels on CUDA for float32/bf16/fp16, the reference
+            otherwise), "triton" (the kernels; CUDA, or CPU under ``TRITON_INTERPRET=1``),
+            "torch" (the reference).
         deterministic: accepted for flash-attn compatibility. The backward uses no atomics
             and reduces coupling partials in a fixed order, so it is always
             deterministic; the flag changes nothing and costs nothing.
@@ -149,7 +151,7 @@ def frustrated_attention(
         dtheta = (exp(-1j * n * theta) * O).imag.sum(n)
     """
     scale = check_inputs(theta, gate, coupling, omega, scale, backend)
-    impl = _resolve_impl(backend, theta.device)
+    impl = _resolve_impl(backend, theta.device, (theta.dtype, gate.dtype))
     if impl == "torch":
         out, lse, _ = naive_frustrated_attention(theta, gate, coupling, omega, scale)
         out = out.to(theta.dtype)

@@ -73,7 +73,14 @@ def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
             )
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    uses_kernels = backend == "triton" or (backend == "auto" and theta.device.type == "cuda")
+    wide = torch.float64 in (theta.dtype, gate.dtype)
+    if backend == "triton" and wide:
+        raise ValueError(
+            f"the Triton backend computes in float32 and would silently lose float64's precision; got theta "
+            f"{theta.dtype} and gate {gate.dtype}: use backend='torch' (or 'auto', which routes float64 there) "
+            "for float64, or cast the inputs to float32"
+        )
+    uses_kernels = backend == "triton" or (backend == "auto" and theta.device.type == "cuda" and not wide)
     if uses_kernels and max(B, H) > MAX_GRID_DIM:
         raise ValueError(
             f"the Triton kernels launch one grid row per batch and head: B and H must be <= "

@@ -107,3 +107,14 @@ def test_empty_batch_or_length(backend, shape):
     coupling = torch.randn(shape[2], shape[3], 2, 2, dtype=torch.complex64)
     out, lse = frustrated_attention(theta, gate, coupling, return_lse=True, backend=backend)
     assert out.shape == shape and lse.shape == (shape[0], shape[2], shape[1])
+
+
+def test_nan_phase_spreads_forward_in_time_and_within_its_tile_only():
+    """The documented NaN behaviour: a NaN phase at t' reaches every row t >= t' and the
+    earlier rows of t''s query tile (0 x NaN inside a matmul), never earlier tiles."""
+    theta, gate, coupling, omega = make_inputs(1, 100, 2, 8, 2)
+    theta[0, 70, 1] = float("nan")
+    out, _, _ = _run(theta, gate, coupling, omega, 0.35, block_m=16, block_n=16)
+    nan_rows = torch.isnan(out[0]).any(-1)  # (T, H)
+    assert nan_rows[70:, 1].all() and not nan_rows[:64, 1].any()
+    assert not nan_rows[:, 0].any(), "another head was touched"

@@ -94,3 +94,12 @@ def test_fp32_matmul_width_limit_names_the_fix():
     check_kernel_limits(128, 8, fp32_matmuls=False, on_gpu=True)  # bf16 operands fit
     check_kernel_limits(128, 8, fp32_matmuls=True, on_gpu=False)  # the interpreter has no limit
     check_kernel_limits(64, 8, fp32_matmuls=True, on_gpu=True)  # 8 * 64 = 512 fits
+
+
+def test_triton_backend_refuses_float64_and_auto_routes_it_to_torch():
+    kwargs = {k: (v.double() if isinstance(v, torch.Tensor) and not v.is_complex() else v) for k, v in good().items()}
+    with pytest.raises(ValueError, match="float64.*backend='torch'"):
+        frustrated_attention(**kwargs, backend="triton")
+    out = frustrated_attention(**kwargs, backend="auto")
+    assert out.dtype == torch.float64
+    assert torch.equal(out, frustrated_attention(**kwargs, backend="torch"))
