@@ -1,4 +1,4 @@
-"""fsn_model: FSN layers, models, byte data, training and tools (SPEC §3-5).
+"""fsn_model: FSN layers, models, byte data, training and tools (the math: fsn_model/README.md).
 
 Public API:
     FrustratedAttention, MeanFieldCoupling, PhaseSwiGLU, FSNBlock, FSNLM, TransformerLM,
@@ -9,7 +9,7 @@ Public API:
 from .attention import FrustratedAttention
 from .build import MODEL_NAMES, build_model, count_params, model_from_config, parse_params
 from .checkpoint import load_model
-from .fsn import FSNBlock, FSNLM
+from .fsn import FSNLM, FSNBlock
 from .mixers import MeanFieldCoupling, PhaseSwiGLU
 from .transformer import TransformerLM
 

@@ -1,4 +1,4 @@
-"""Copy depth (SPEC §4): which bytes a model could copy, and its loss on each kind.
+"""Copy depth (fsn_model/README.md, "Copy depth"): which bytes a model could copy, and its loss on each kind.
 
 For position t of a window x, the copy depth is the largest k <= 32 such that the
 (k+1)-gram x[t-k..t] also ends at some earlier position of the same window; a byte never
@@ -92,7 +92,8 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
     first = next(iter(results.values()))
     rows = ["| bin | count | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for b in BIN_NAMES:
-        rows.append(f"| {b} | {first[b]['count']} | " + " | ".join(f"{results[n][b]['bits']:.4f}" for n in names) + " |")
+        cells = " | ".join(f"{results[n][b]['bits']:.4f}" for n in names)
+        rows.append(f"| {b} | {first[b]['count']} | {cells} |")
     return "\n".join(rows)
 
 

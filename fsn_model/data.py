@@ -1,4 +1,4 @@
-"""Byte-level data (SPEC §5): corpora, train/val/test splits, deterministic batches.
+"""Byte-level data (fsn_model/README.md, "Data"): corpora, train/val/test splits, deterministic batches.
 
 Corpora:
   * enwik8 (a file named ``enwik8`` or of exactly 100,000,000 bytes): the standard split,

@@ -1,4 +1,4 @@
-"""The FSN language model (SPEC §3): phase embedding, blocks on the torus, readout."""
+"""The FSN language model (fsn_model/README.md, "The model"): phase embedding, blocks on the torus, readout."""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple

@@ -46,7 +46,8 @@ from .evaluate import bits_per_byte
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on. Defaults are the CPU quickstart (~2-3 min on 2 cores, ~200k-param FSN, 1000 steps)."""
+    """Everything a run depends on. Defaults are the CPU quickstart (~2-3 min on 2 cores, ~200k-param FSN,
+    1000 steps)."""
 
     model: str = "fsn"
     params: Union[int, str] = "200k"

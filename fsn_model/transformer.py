@@ -1,4 +1,4 @@
-"""Baseline: RoPE + SwiGLU + RMSNorm pre-norm transformer LM on torch SDPA (SPEC §3)."""
+"""Baseline: RoPE + SwiGLU + RMSNorm pre-norm transformer LM on torch SDPA."""
 from __future__ import annotations
 
 import torch
