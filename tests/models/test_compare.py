@@ -1,4 +1,4 @@
-"""fsn-compare (issue 7): one tiny-budget CPU run (every model, both ablations, a two-point
+"""fsn-compare: one tiny-budget CPU run (every model, both ablations, a two-point
 transformer LR sweep, one seed) writes the quality JSON (schema), the learning-curve PNG,
 the copy-depth chart and table, into a tmp folder only."""
 import json

@@ -1,4 +1,4 @@
-"""fsn_model layers and models: shapes, gradients, init, cached decoding (SPEC §3)."""
+"""fsn_model layers and models: shapes, gradients, init, cached decoding."""
 import torch
 
 from fsn_kernels.frustrated_attention.naive import kuramoto_closed_form
