@@ -90,7 +90,7 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
         model=item["arch"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
         seq_len=a.seq_len, lr=item["lr"], warmup=min(a.warmup, max(1, a.steps // 10)), seed=item["seed"],
         device=a.device, out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows,
-        progress=not a.no_progress, model_overrides=dict(item["overrides"]),
+        progress=not a.no_progress, model_overrides=dict(item["overrides"]), overwrite=True,
     )
     log = train_mod.train(cfg)
     per_step = a.batch_size * a.seq_len

@@ -119,7 +119,7 @@ def _main(argv: Sequence[str]) -> int:
     depths = window_depths(windows)
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     for path, (model, _) in zip(a.checkpoints, models):
-        name = f"{model.config['name']} {Path(path).parent.name}"
+        name = f"{model.config.name} {Path(path).parent.name}"
         while name in results:
             name += "'"
         results[name] = loss_by_bin(per_position_loss(model, windows).numpy() / np.log(2), depths)

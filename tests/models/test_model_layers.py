@@ -2,7 +2,15 @@
 import torch
 
 from fsn_kernels.frustrated_attention.naive import kuramoto_closed_form
-from fsn_model import FSNLM, FrustratedAttention, MeanFieldCoupling, PhaseSwiGLU, TransformerLM
+from fsn_model import (
+    FSNLM,
+    FrustratedAttention,
+    FSNConfig,
+    MeanFieldCoupling,
+    PhaseSwiGLU,
+    TransformerConfig,
+    TransformerLM,
+)
 
 
 def _randomise_coupling(layer, std=0.3):
@@ -114,9 +122,9 @@ def test_swiglu_mixer_shapes():
 def test_models_shapes_and_gradients():
     torch.manual_seed(3)
     idx = torch.randint(0, 256, (2, 10))
-    for model in (FSNLM(dim=16, n_layers=2, n_heads=2, hidden=24),
-                  FSNLM(dim=16, n_layers=2, n_heads=2, mixer="meanfield", n_modes=6),
-                  TransformerLM(dim=16, n_layers=2, n_heads=2, hidden=24)):
+    for model in (FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24)),
+                  FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, mixer="meanfield", n_modes=6)),
+                  TransformerLM(TransformerConfig(dim=16, n_layers=2, n_heads=2, hidden=24))):
         logits = model(idx)
         assert logits.shape == (2, 10, 256) and logits.dtype == torch.float32
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), idx.flatten()).backward()
@@ -125,7 +133,7 @@ def test_models_shapes_and_gradients():
 
 
 def test_transformer_is_causal():
-    model = TransformerLM(dim=16, n_layers=2, n_heads=2, hidden=24)
+    model = TransformerLM(TransformerConfig(dim=16, n_layers=2, n_heads=2, hidden=24))
     idx = torch.randint(0, 256, (1, 12))
     idx2 = idx.clone()
     idx2[0, 8:] = (idx2[0, 8:] + 1) % 256
@@ -135,7 +143,7 @@ def test_transformer_is_causal():
 def test_lm_cached_decoding_equals_full_forward():
     torch.manual_seed(4)
     for mixer in ("swiglu", "meanfield"):
-        model = FSNLM(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6).eval()
+        model = FSNLM(FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6)).eval()
         for block in model.blocks:
             _randomise_coupling(block.attn)
         idx = torch.randint(0, 256, (2, 13))
