@@ -88,10 +88,12 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = next((line for line in str(e).splitlines() if "global" in line.lower()), "")
+        detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if detail is None:  # damaged, or not a torch file
+            raise ValueError(f"cannot read checkpoint {path}: {e}") from None
         raise ValueError(f"refusing to load {path}: it holds Python objects other than tensors and plain values, "
-                         f"and loading those could run code ({detail.strip() or 'not plain data'})") from None
-    except Exception as e:  # corrupt or not a torch file
+                         f"and loading those could run code ({detail})") from None
+    except Exception as e:  # damaged, or not a torch file
         raise ValueError(f"cannot read checkpoint {path}: {e}") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not an fsn_model checkpoint (a {type(ckpt).__name__}, expected a dict)")
