@@ -67,25 +67,88 @@ def test_copy_depth_table_and_chart(checkpoints, corpus, tmp_path, capsys):
     assert len(json.loads(png.with_suffix(".json").read_text())) == 2
 
 
-BAD = [
-    (train_mod.main, ["--data", "/no/such/file"]),
-    (train_mod.main, ["--params", "10X"]),
-    (train_mod.main, ["--model", "mamba"]),
-    (train_mod.main, ["--steps", "zero"]),
-    (evaluate.main, ["/no/such/checkpoint.pt"]),
-    (generate.main, ["/no/such/checkpoint.pt", "--prompt", "x"]),
-    (copy_depth.main, ["/no/such/checkpoint.pt"]),
-    (copy_depth.main, []),
+NO_CUDA = not torch.cuda.is_available()
+BAD = [  # (command, argv, a word the one-line error must contain)
+    (train_mod.main, ["--data", "/no/such/file"], "not found"),
+    (train_mod.main, ["--params", "10X"], "params"),
+    (train_mod.main, ["--params", "1000G"], "memory"),
+    (train_mod.main, ["--model", "mamba"], "model"),
+    (train_mod.main, ["--steps", "zero"], "steps"),
+    (train_mod.main, ["--lr", "inf"], "lr"),
+    (train_mod.main, ["--lr", "nan"], "lr"),
+    (train_mod.main, ["--out", ""], "out"),
+    (train_mod.main, ["--device", "tpu"], "--device"),
+    (train_mod.main, ["--threads", "0"], "--threads"),
+    (evaluate.main, ["/no/such/checkpoint.pt"], "not found"),
+    (generate.main, ["/no/such/checkpoint.pt", "--prompt", "x"], "not found"),
+    (copy_depth.main, ["/no/such/checkpoint.pt"], "not found"),
+    (copy_depth.main, [], "checkpoints"),
 ]
+if NO_CUDA:
+    BAD += [(train_mod.main, ["--device", "cuda"], "CUDA is not available"),
+            (train_mod.main, ["--device", "cuda:0"], "CUDA is not available")]
 
 
-@pytest.mark.parametrize("fn,argv", BAD)
-def test_bad_input_exits_2_with_one_line(fn, argv, capsys):
+@pytest.mark.parametrize("fn,argv,word", BAD)
+def test_bad_input_exits_2_with_one_line(fn, argv, word, capsys):
     with pytest.raises(SystemExit) as e:
         fn(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err and "Traceback" not in err, err
+    assert word in err, err
+
+
+BAD_WITH_CHECKPOINT = [  # argv after the checkpoint path
+    (generate.main, ["--temperature", "nan"], "--temperature"),
+    (generate.main, ["--temperature", "-1"], "--temperature"),
+    (generate.main, ["--top-k", "-3"], "--top-k"),
+    (evaluate.main, ["--seq-len", "-5"], "--seq-len"),
+    (evaluate.main, ["--batch-size", "0"], "--batch-size"),
+    (evaluate.main, ["--windows", "0"], "--windows"),
+] + ([(generate.main, ["--device", "cuda"], "CUDA is not available"),
+      (evaluate.main, ["--device", "cuda"], "CUDA is not available")] if NO_CUDA else [])
+
+
+@pytest.mark.parametrize("fn,argv,word", BAD_WITH_CHECKPOINT)
+def test_bad_numbers_for_a_checkpoint_exit_2_with_one_line(checkpoints, fn, argv, word, capsys):
+    with pytest.raises(SystemExit) as e:
+        fn([checkpoints[0]] + argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and word in err and "Traceback" not in err, err
+
+
+def test_a_directory_as_data_is_named_a_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_mod.main(["--data", str(tmp_path)])
+    assert "directory" in capsys.readouterr().err
+
+
+def test_eval_prints_its_window_counts(checkpoints, corpus, capsys):
+    assert evaluate.main([checkpoints[0], "--data", corpus, "--windows", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["val_windows"] == 3 and res["test_windows"] == 3
+
+
+@pytest.mark.parametrize("fn", [train_mod.main, evaluate.main, generate.main])
+def test_help_shows_the_defaults(fn, capsys):
+    with pytest.raises(SystemExit) as e:
+        fn(["--help"])
+    assert e.value.code == 0
+    assert "(default: " in capsys.readouterr().out
+
+
+def test_threads_flag_sets_torch_threads(corpus, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert train_mod.main(["--data", corpus, "--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len",
+                               "16", "--eval-windows", "1", "--out", str(tmp_path / "r"), "--no-progress",
+                               "--sample", "0", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_bad_input_real_process():
