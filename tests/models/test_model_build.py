@@ -37,3 +37,16 @@ def test_overrides_apply():
     model = build_model("fsn", "250k", n_layers=2, n_harmonics=3)
     assert model.config.n_layers == 2 and model.config.n_harmonics == 3
     assert abs(count_params(model) - 250_000) / 250_000 <= 0.02
+
+
+def test_more_weights_than_memory_is_a_value_error_not_an_allocation_failure():
+    with pytest.raises(ValueError, match="params: .* GiB, more than this machine's"):
+        build_model("fsn", "1000G")
+
+
+def test_backend_is_a_runtime_option_not_part_of_the_config():
+    model = build_model("fsn", "30k", n_layers=1, backend="torch")
+    assert all(block.attn.backend == "torch" for block in model.blocks)
+    assert "backend" not in vars(model.config)
+    with pytest.raises(ValueError, match="overrides"):
+        build_model("fsn", "30k", not_a_field=1)

@@ -1,4 +1,5 @@
 """fsn_model layers and models: shapes, gradients, init, cached decoding."""
+import pytest
 import torch
 
 from fsn_kernels.frustrated_attention.naive import kuramoto_closed_form
@@ -160,3 +161,23 @@ def test_lm_cached_decoding_equals_full_forward():
             first, _ = model.decode(idx[:, 0], empty)
         torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(first, full[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_forward_does_not_go_through_prefill(monkeypatch):
+    model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24))
+    idx = torch.randint(0, 256, (1, 6))
+    expected, cache = model.prefill(idx)
+    monkeypatch.setattr(FSNLM, "prefill", lambda *args, **kwargs: pytest.fail("forward called prefill"))
+    torch.testing.assert_close(model(idx), expected, atol=0, rtol=0)
+    assert len(cache) == 2
+
+
+def test_models_take_their_config_type():
+    with pytest.raises(TypeError, match="FSNConfig"):
+        FSNLM(TransformerConfig())
+    with pytest.raises(TypeError, match="TransformerConfig"):
+        TransformerLM(FSNConfig())
+    with pytest.raises(ValueError, match="mixer"):
+        FSNConfig(mixer="mlp")
+    with pytest.raises(ValueError, match="divisible"):
+        FSNConfig(dim=10, n_heads=4)
