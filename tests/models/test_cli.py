@@ -89,14 +89,18 @@ if NO_CUDA:
             (train_mod.main, ["--device", "cuda:0"], "CUDA is not available")]
 
 
-@pytest.mark.parametrize("fn,argv,word", BAD)
-def test_bad_input_exits_2_with_one_line(fn, argv, word, capsys):
+def _assert_one_line_exit_2(fn, argv, word, capsys):
     with pytest.raises(SystemExit) as e:
         fn(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err and "Traceback" not in err, err
     assert word in err, err
+
+
+@pytest.mark.parametrize("fn,argv,word", BAD)
+def test_bad_input_exits_2_with_one_line(fn, argv, word, capsys):
+    _assert_one_line_exit_2(fn, argv, word, capsys)
 
 
 BAD_WITH_CHECKPOINT = [  # argv after the checkpoint path
@@ -112,11 +116,7 @@ BAD_WITH_CHECKPOINT = [  # argv after the checkpoint path
 
 @pytest.mark.parametrize("fn,argv,word", BAD_WITH_CHECKPOINT)
 def test_bad_numbers_for_a_checkpoint_exit_2_with_one_line(checkpoints, fn, argv, word, capsys):
-    with pytest.raises(SystemExit) as e:
-        fn([checkpoints[0]] + argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and word in err and "Traceback" not in err, err
+    _assert_one_line_exit_2(fn, [checkpoints[0]] + argv, word, capsys)
 
 
 def test_a_directory_as_data_is_named_a_directory(tmp_path, capsys):
