@@ -8,6 +8,7 @@ bin side by side and saves a bar chart (PNG).
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -103,14 +104,15 @@ def _main(argv: Sequence[str]) -> int:
     from .data import eval_windows, load_corpus
     from .evaluate import per_position_loss
 
-    p = OneLineParser(prog="fsn-copy-depth", description="Mean loss per copy-depth bin, side by side.")
-    p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--data", default=None, help="corpus file (default: Python stdlib sources)")
-    p.add_argument("--split", default="val", choices=["val", "test"])
-    p.add_argument("--seq-len", type=int, default=None, help="default: the first checkpoint's training length")
-    p.add_argument("--windows", type=int, default=64)
+    p = OneLineParser(prog="fsn-copy-depth", description="Mean loss per copy-depth bin, side by side.",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint.pt files written by fsn-train")
+    p.add_argument("--data", default=None, help="corpus file (None: Python stdlib sources)")
+    p.add_argument("--split", default="val", choices=["val", "test"], help="which split's windows")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (None: the first checkpoint's)")
+    p.add_argument("--windows", type=int, default=64, help="windows to evaluate")
     p.add_argument("--out", default="copy_depth.png", help="bar chart path (a .json with numbers beside it)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     a = p.parse_args(argv)
     device = resolve_device(a.device)
     models = [load_model(c, device) for c in a.checkpoints]

@@ -131,7 +131,7 @@ def test_eval_prints_its_window_counts(checkpoints, corpus, capsys):
     assert res["val_windows"] == 3 and res["test_windows"] == 3
 
 
-@pytest.mark.parametrize("fn", [train_mod.main, evaluate.main, generate.main])
+@pytest.mark.parametrize("fn", [train_mod.main, evaluate.main, generate.main, copy_depth.main])
 def test_help_shows_the_defaults(fn, capsys):
     with pytest.raises(SystemExit) as e:
         fn(["--help"])
