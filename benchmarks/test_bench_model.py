@@ -1,4 +1,4 @@
-"""Model-level benchmark (issue 5): training tokens/s (forward + backward + AdamW step) of
+"""Model-level benchmark: training tokens/s (forward + backward + AdamW step) of
 FSN and the matched transformer from ``fsn_model.build_model``, same batch and length.
 
 GPU: 1M and 10M parameters, B=32, T=512, bf16 autocast; recorded as impl "fsn-model" /
@@ -15,10 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fsn_model
 from benchmarks import lib
+from fsn_model.config import config_to_dict
 
 HAS_CUDA = torch.cuda.is_available()
-fsn_model = pytest.importorskip("fsn_model", reason="fsn_model (issue 4) is not importable yet")
 
 
 def _train_step_fn(model, batch, device):
@@ -38,7 +39,7 @@ def _train_step_fn(model, batch, device):
 
 def _bench_model(benchmark, record_case, name, params, B, T, device, rounds):
     model = fsn_model.build_model(name, params).to(device)
-    cfg = getattr(model, "config", {})
+    cfg = config_to_dict(model.config)
     batch = torch.randint(0, 256, (B, T + 1), device=device, generator=None)
     step = _train_step_fn(model, batch, device)
     impl = "transformer-model" if name == "transformer" else "fsn-model"
@@ -62,7 +63,7 @@ def _bench_model(benchmark, record_case, name, params, B, T, device, rounds):
         peak = None
     n_heads = cfg.get("n_heads")
     dim = cfg.get("dim")
-    case = dict(impl=impl, model=name, params=cfg.get("params", sum(p.numel() for p in model.parameters())),
+    case = dict(impl=impl, model=name, params=fsn_model.count_params(model),
                 **{"pass": "fwd+bwd"}, B=B, T=T, H=n_heads, D=(dim // n_heads) if dim and n_heads else None,
                 NH=cfg.get("n_harmonics"), dtype="bf16-autocast" if device == "cuda" else "float32",
                 device=device, ms=ms, tflops=None, tokens_per_s=B * T / (ms * 1e-3), peak_mem_bytes=peak,

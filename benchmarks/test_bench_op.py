@@ -1,4 +1,4 @@
-"""Op-level benchmarks (issue 5): the fused Triton op vs the reference, the stock-PyTorch
+"""Op-level benchmarks: the fused Triton op vs the reference, the stock-PyTorch
 composition and plain causal SDPA at matched FLOPs, forward and forward+backward, on
 the same inputs. Every implementation that claims to compute the op is checked against
 the float64 reference before it is timed.

@@ -53,7 +53,7 @@ def test_default_output_is_not_results_on_cpu(monkeypatch):
 
 
 def test_flops_formulas():
-    # ENGINEERING.md: 2*B*H*T^2*(2D + 2*NH*D) / 2 causal; SDPA 4*B*H*T^2*D / 2; bwd = 2.5 fwd
+    # the op's matmul FLOPs: 2*B*H*T^2*(2D + 2*NH*D) / 2 causal; SDPA 4*B*H*T^2*D / 2; bwd = 2.5 fwd
     assert lib.op_flops(1, 10, 1, 4, 2) == 2 * 100 * (8 + 16) / 2
     assert lib.sdpa_flops(1, 10, 1, 12) == lib.op_flops(1, 10, 1, 4, 2)  # matched head dim D*(1+NH)
     assert lib.op_flops(2, 8, 3, 4, 2, "fwd+bwd") == 3.5 * lib.op_flops(2, 8, 3, 4, 2)

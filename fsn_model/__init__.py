@@ -1,21 +1,23 @@
-"""fsn_model: FSN layers, models, byte data, training and tools (SPEC §3-5).
+"""fsn_model: FSN layers, models, byte data, training and tools (the math: fsn_model/README.md).
 
 Public API:
     FrustratedAttention, MeanFieldCoupling, PhaseSwiGLU, FSNBlock, FSNLM, TransformerLM,
-    build_model, model_from_config, parse_params, load_model, TrainConfig.
+    FSNConfig, TransformerConfig (the model shapes), build_model, model_from_config,
+    parse_params, load_model, TrainConfig.
     Training: ``fsn_model.train.train(TrainConfig(...)) -> log dict`` (``fsn_model.train`` is
     the module, imported lazily so that ``python -m fsn_model.train`` runs cleanly).
 """
 from .attention import FrustratedAttention
 from .build import MODEL_NAMES, build_model, count_params, model_from_config, parse_params
 from .checkpoint import load_model
-from .fsn import FSNBlock, FSNLM
+from .config import FSNConfig, TransformerConfig
+from .fsn import FSNLM, FSNBlock
 from .mixers import MeanFieldCoupling, PhaseSwiGLU
 from .transformer import TransformerLM
 
 __all__ = [
     "FrustratedAttention", "MeanFieldCoupling", "PhaseSwiGLU", "FSNBlock", "FSNLM", "TransformerLM",
-    "MODEL_NAMES", "build_model", "count_params", "model_from_config", "parse_params",
+    "FSNConfig", "TransformerConfig", "MODEL_NAMES", "build_model", "count_params", "model_from_config", "parse_params",
     "TrainConfig", "load_model",
 ]
 

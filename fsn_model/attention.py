@@ -1,4 +1,4 @@
-"""FrustratedAttention: the SPEC §3 attention layer on phases, plus its decode step.
+"""FrustratedAttention: the FSN attention layer on phases (fsn_model/README.md, "The model"), plus its decode step.
 
 A layer maps phases ``theta`` (B, T, dim) to phase increments (B, T, dim), dim = H * D.
 Any real tensor is a valid phase, so the layer drops into an existing residual stream.
@@ -43,7 +43,7 @@ def init_coupling(param: Tensor, k1: float, std: float) -> None:
 def decode_frustrated_attention(
     theta_hist: Tensor, gate_t: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float
 ) -> Tensor:
-    """dtheta of the LAST token of ``theta_hist`` given all earlier ones (SPEC §2, one row).
+    """dtheta of the LAST token of ``theta_hist`` given all earlier ones (one row of the op).
 
     Pure PyTorch, O(T) per token: scores of token t against u <= t, static values
     ``exp(i n theta_u)`` for u <= t and delay values ``exp(i n theta_{u+1})`` for u < t.
@@ -77,7 +77,7 @@ def decode_frustrated_attention(
 
 
 class FrustratedAttention(nn.Module):
-    """Frustrated-synchronization attention layer (SPEC §2-3).
+    """Frustrated-synchronization attention layer (the op: fsn_kernels/frustrated_attention/README.md).
 
     gate = softplus(W_g [cos theta, sin theta] + b), one gate per head and oscillator;
     learned complex coupling over NH harmonics and a one-step delay, stored as a REAL

@@ -10,18 +10,20 @@ instantiate the model on the meta device.
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Dict, Union
 
 import torch
 from torch import nn
 
+from .config import FSNConfig, ModelConfig, TransformerConfig, config_from_dict
 from .fsn import FSNLM
 from .transformer import TransformerLM
 
 MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
 TOLERANCE = 0.02
-_OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "backend", "delay"}
+_OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "delay"}
 
 
 def parse_params(params: Union[int, str]) -> int:
@@ -44,51 +46,61 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_from_config(config: Dict[str, Any]) -> nn.Module:
-    """Rebuild a model from its resolved config (``model.config``, stored in checkpoints)."""
-    cfg = dict(config)
-    name = cfg.pop("name")
-    cfg.pop("params", None)
-    if name == "transformer":
-        return TransformerLM(**cfg)
-    if name in ("fsn", "fsn-meanfield"):
-        return FSNLM(mixer="swiglu" if name == "fsn" else "meanfield", **cfg)
-    raise ValueError(f"model name must be one of {MODEL_NAMES}, got {name!r}")
+def model_from_config(config: Union[ModelConfig, Dict[str, Any]], backend: str = "auto") -> nn.Module:
+    """Build the model of ``config`` (an FSNConfig / TransformerConfig, or its checkpoint dict)
+    with fresh weights. ``backend`` is the FSN attention's compute backend (runtime only)."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    if isinstance(config, TransformerConfig):
+        return TransformerLM(config)
+    if isinstance(config, FSNConfig):
+        return FSNLM(config, backend=backend)
+    raise TypeError(f"config must be an FSNConfig, a TransformerConfig or a dict, got {type(config).__name__}")
 
 
-def _count(config: Dict[str, Any]) -> int:
+def _count(config: ModelConfig) -> int:
     with torch.device("meta"):
         return count_params(model_from_config(config))
 
 
-def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]) -> Dict[str, Any]:
-    cfg = {"name": name, "vocab_size": vocab_size, "dim": dim, "n_layers": o["n_layers"],
-           "n_heads": dim // o["head_dim"]}
+def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]) -> ModelConfig:
+    shape = dict(vocab_size=vocab_size, dim=dim, n_layers=o["n_layers"], n_heads=dim // o["head_dim"])
     if name == "transformer":
-        cfg["hidden"] = fine
-    else:
-        cfg.update(n_harmonics=o.get("n_harmonics", 2), backend=o.get("backend", "auto"), delay=o.get("delay", True))
-        cfg["hidden" if name == "fsn" else "n_modes"] = fine
-    return cfg
+        return TransformerConfig(**shape, hidden=fine)
+    mixer = "swiglu" if name == "fsn" else "meanfield"
+    return FSNConfig(**shape, n_harmonics=o.get("n_harmonics", 2), mixer=mixer, delay=o.get("delay", True),
+                     **{"hidden" if name == "fsn" else "n_modes": fine})
 
 
-def build_model(name: str, params: Union[int, str], vocab_size: int = 256, **overrides) -> nn.Module:
+def _memory_bytes() -> int:
+    """Physical memory of this machine in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backend: str = "auto",
+                **overrides) -> nn.Module:
     """Build ``name`` in {"fsn", "fsn-meanfield", "transformer"} with ~``params`` parameters.
 
     Args:
         name: architecture.
         params: target count, an int or a string like "250k", "1M", "10M".
         vocab_size: tokens (256 for bytes).
-        **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, backend,
-            delay (FSN names: False removes the one-step delay term, the ablation).
+        backend: compute backend of the FSN attention ("auto", "triton", "torch"); a runtime
+            choice, not part of the config.
+        **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, delay
+            (FSN names: False removes the one-step delay term, the ablation).
 
     Returns:
-        The model, with ``model.config`` (dict, the resolved shape plus "name" and
-        "params") such that ``model_from_config(model.config)`` rebuilds it.
+        The model (fresh weights); ``model.config`` is its :class:`FSNConfig` or
+        :class:`TransformerConfig`, and ``model_from_config(model.config)`` rebuilds it.
 
     Raises:
-        ValueError: unknown name, bad params string, unknown override, or no shape within
-            2% of the target under the given overrides.
+        ValueError: unknown name, bad params string, unknown override, no shape within
+            2% of the target under the given overrides, or more float32 weights than this
+            machine has memory.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"model name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
@@ -125,6 +137,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, **ove
         got = "none" if best is None else f"{best[2]:,}"
         raise ValueError(f"params: no {name} shape within 2% of {target:,} with overrides "
                          f"{overrides} (closest {got})")
-    model = model_from_config(best[1])
-    model.config = dict(best[1], params=best[2])
-    return model
+    memory = _memory_bytes()
+    if memory and 4 * best[2] > memory:
+        raise ValueError(f"params: {best[2]:,} float32 weights need {4 * best[2] / 2**30:,.0f} GiB, more than this "
+                         f"machine's {memory / 2**30:,.0f} GiB of memory")
+    return model_from_config(best[1], backend=backend)

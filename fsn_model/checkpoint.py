@@ -1,55 +1,144 @@
-"""Self-describing checkpoints, written atomically.
+"""Self-describing checkpoints, written atomically and loaded without running code.
 
-A checkpoint is a dict saved by torch.save with keys: ``model_config`` (rebuilds the model
-via :func:`fsn_model.build.model_from_config`), ``train_config``, ``model`` (state dict),
-``optimizer``, ``step`` (the next step to run), ``log`` and ``corpus`` (name, path, sha256).
+A checkpoint is a dict saved by torch.save holding only tensors and plain Python values
+(dicts, lists, tuples, str, int, float, bool, None), with keys ``model_config`` (the dict of
+:func:`fsn_model.config.config_to_dict`; :func:`fsn_model.build.model_from_config` rebuilds
+the model from it), ``train_config`` (dict), ``model`` (state dict), ``optimizer`` (state
+dict), ``step`` (the next step to run), ``log`` and ``corpus`` (name, path, sha256).
+
+It is loaded with ``torch.load(..., weights_only=True)``: a file that would need any other
+Python object to unpickle (a file crafted to run code on load, for example) is refused
+with a ValueError before any of it runs.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Union
 
 import torch
 from torch import nn
 
 from .build import model_from_config
+from .config import config_from_dict
+
+REQUIRED_KEYS = ("model_config", "train_config", "model")
+
+
+def atomic_write_bytes(path: Union[str, Path], write) -> None:
+    """Call ``write(tmp_path)`` then ``os.replace`` it onto ``path``: a reader (or a run
+    killed mid-write) never sees a partial file. The temporary is ``<name>.tmp<PID>``."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def remove_stale_temporaries(directory: Union[str, Path]) -> list:
+    """Delete ``*.tmp<PID>`` files left in ``directory`` by writers that died (their PID is
+    not running). Returns the removed paths."""
+    removed = []
+    for f in Path(directory).glob("*.tmp*"):
+        pid = f.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not _pid_running(int(pid)) and f.is_file():
+            f.unlink()
+            removed.append(f)
+    return removed
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours, and we are not writing it now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_checkpoint(path: str, obj: Dict[str, Any]) -> None:
-    """torch.save to ``path.tmp`` then os.replace: a reader never sees a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save to ``path.tmp<PID>`` then os.replace: a reader never sees a partial file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a checkpoint dict onto the CPU. Raises FileNotFoundError / ValueError."""
+    """Load a checkpoint dict onto the CPU, allowing only tensors and plain values.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not a torch file, a file that needs other Python objects to load (it
+            could run code; it is refused and nothing in it runs), or missing keys.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # corrupt or not a torch file
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if detail is None:  # damaged, or not a torch file
+            raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+        raise ValueError(f"refusing to load {path}: it holds Python objects other than tensors and plain values, "
+                         f"and loading those could run code ({detail})") from None
+    except Exception as e:  # damaged, or not a torch file
         raise ValueError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
-        raise ValueError(f"{path} is not an fsn_model checkpoint (no model_config)")
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not an fsn_model checkpoint (a {type(ckpt).__name__}, expected a dict)")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not an fsn_model checkpoint: missing keys {missing}")
     return ckpt
 
 
-def load_model(path: str, device: str = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
-    """Rebuild the model of a checkpoint, in eval mode on ``device``; returns (model, ckpt)."""
+def load_model(path: str, device: Union[str, torch.device] = "cpu", backend: str = "auto"
+               ) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild the model of a checkpoint, in eval mode on ``device``; returns (model, ckpt).
+
+    ``backend`` is the FSN attention's compute backend (a runtime choice, not saved).
+    Raises FileNotFoundError, or ValueError when the file is refused (see
+    :func:`load_checkpoint`), its model_config is invalid, or its weights do not fit it.
+    """
     ckpt = load_checkpoint(path)
-    model = model_from_config(ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
-    model.config = dict(ckpt["model_config"])
+    try:
+        config = config_from_dict(ckpt["model_config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: invalid model_config: {e}") from None
+    model = model_from_config(config, backend=backend)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint {path}: its weights do not match its model_config ({first})") from None
     return model.to(device).eval(), ckpt
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda if available else cpu."""
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """"auto" -> cuda if available else cpu; anything else must name a device this machine
+    has. Raises ValueError (naming ``--device``) otherwise."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}")
+    return dev

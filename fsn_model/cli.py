@@ -19,12 +19,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def run_cli(prog: str, body: Callable[[Sequence[str]], Optional[int]], argv: Optional[Sequence[str]]) -> int:
-    """Run ``body(argv)``; map UsageError/ValueError/FileNotFoundError to one stderr line and
-    exit 2 (set FSN_DEBUG=1 to see the traceback instead)."""
+    """Run ``body(argv)``; map UsageError/ValueError/TypeError/FileNotFoundError to one stderr
+    line and exit 2 (set FSN_DEBUG=1 to see the traceback instead)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return body(argv) or 0
-    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError) as e:
+    except (UsageError, ValueError, TypeError, FileNotFoundError, IsADirectoryError) as e:
         if os.environ.get("FSN_DEBUG"):
             raise
         msg = " ".join(str(e).split()) or type(e).__name__

@@ -1,4 +1,4 @@
-"""Quality comparison (issue 7): ``fsn-compare`` / ``python -m fsn_model.compare``.
+"""Quality comparison: ``fsn-compare`` / ``python -m fsn_model.compare``.
 
 Trains several models on the same data with the same token budget, optimizer, schedule
 and seeds (every run goes through :func:`fsn_model.train.train`, so two runs with the same
@@ -8,7 +8,8 @@ seed see the same batches), then writes
   (its name), ``commit``, ``settings``, ``runs`` (one per model x seed [x lr]:
   ``{model, params, seed, tokens, final_val_bpc, curve: [[tokens, val_bpc], ...], lr, ...}``),
   ``corpus_info`` (path, bytes, sha256, splits), ``summary`` (mean / std / min of final
-  val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each model's best checkpoint on test windows, SPEC §4);
+  val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each
+  model's best checkpoint on test windows; see ``fsn_model/README.md``, "Copy depth");
 * ``quality-<corpus>-<date>.png``: validation learning curves (bits/byte vs tokens);
 * ``quality-<corpus>-<date>-copy-depth.png``: the copy-depth bar chart;
 * ``quality-<corpus>-<date>.md``: the summary and copy-depth tables.
@@ -89,7 +90,7 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
         model=item["arch"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
         seq_len=a.seq_len, lr=item["lr"], warmup=min(a.warmup, max(1, a.steps // 10)), seed=item["seed"],
         device=a.device, out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows,
-        progress=not a.no_progress, model_overrides=dict(item["overrides"]),
+        progress=not a.no_progress, model_overrides=dict(item["overrides"]), overwrite=True,
     )
     log = train_mod.train(cfg)
     per_step = a.batch_size * a.seq_len

@@ -1,4 +1,4 @@
-"""Copy depth (SPEC §4): which bytes a model could copy, and its loss on each kind.
+"""Copy depth (fsn_model/README.md, "Copy depth"): which bytes a model could copy, and its loss on each kind.
 
 For position t of a window x, the copy depth is the largest k <= 32 such that the
 (k+1)-gram x[t-k..t] also ends at some earlier position of the same window; a byte never
@@ -8,6 +8,7 @@ bin side by side and saves a bar chart (PNG).
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -92,7 +93,8 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
     first = next(iter(results.values()))
     rows = ["| bin | count | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for b in BIN_NAMES:
-        rows.append(f"| {b} | {first[b]['count']} | " + " | ".join(f"{results[n][b]['bits']:.4f}" for n in names) + " |")
+        cells = " | ".join(f"{results[n][b]['bits']:.4f}" for n in names)
+        rows.append(f"| {b} | {first[b]['count']} | {cells} |")
     return "\n".join(rows)
 
 
@@ -102,14 +104,15 @@ def _main(argv: Sequence[str]) -> int:
     from .data import eval_windows, load_corpus
     from .evaluate import per_position_loss
 
-    p = OneLineParser(prog="fsn-copy-depth", description="Mean loss per copy-depth bin, side by side.")
-    p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--data", default=None, help="corpus file (default: Python stdlib sources)")
-    p.add_argument("--split", default="val", choices=["val", "test"])
-    p.add_argument("--seq-len", type=int, default=None, help="default: the first checkpoint's training length")
-    p.add_argument("--windows", type=int, default=64)
+    p = OneLineParser(prog="fsn-copy-depth", description="Mean loss per copy-depth bin, side by side.",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint.pt files written by fsn-train")
+    p.add_argument("--data", default=None, help="corpus file (None: Python stdlib sources)")
+    p.add_argument("--split", default="val", choices=["val", "test"], help="which split's windows")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (None: the first checkpoint's)")
+    p.add_argument("--windows", type=int, default=64, help="windows to evaluate")
     p.add_argument("--out", default="copy_depth.png", help="bar chart path (a .json with numbers beside it)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     a = p.parse_args(argv)
     device = resolve_device(a.device)
     models = [load_model(c, device) for c in a.checkpoints]
@@ -118,7 +121,7 @@ def _main(argv: Sequence[str]) -> int:
     depths = window_depths(windows)
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     for path, (model, _) in zip(a.checkpoints, models):
-        name = f"{model.config['name']} {Path(path).parent.name}"
+        name = f"{model.config.name} {Path(path).parent.name}"
         while name in results:
             name += "'"
         results[name] = loss_by_bin(per_position_loss(model, windows).numpy() / np.log(2), depths)

@@ -1,4 +1,4 @@
-"""Byte-level data (SPEC §5): corpora, train/val/test splits, deterministic batches.
+"""Byte-level data (fsn_model/README.md, "Data"): corpora, train/val/test splits, deterministic batches.
 
 Corpora:
   * enwik8 (a file named ``enwik8`` or of exactly 100,000,000 bytes): the standard split,
@@ -95,12 +95,14 @@ def load_corpus(path: Optional[str] = None) -> Corpus:
     """Open ``path`` (or the default corpus) as a :class:`Corpus`.
 
     Raises:
-        FileNotFoundError: missing file. ValueError: file too small to split.
+        FileNotFoundError: missing file. ValueError: a directory, or a file too small to split.
     """
     if path is None:
         p, name = build_default_corpus(), "pystdlib"
     else:
         p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"data must be a file of bytes, got the directory {path}")
         if not p.is_file():
             raise FileNotFoundError(f"data file not found: {path}")
         name = p.name

@@ -1,6 +1,7 @@
 """Evaluation: bits per byte on fixed windows; ``fsn-eval CHECKPOINT --data FILE``."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from typing import Optional, Sequence
@@ -36,14 +37,20 @@ def bits_per_byte(model: nn.Module, windows: Tensor, batch_size: int = 32) -> fl
 
 
 def _main(argv: Sequence[str]) -> int:
-    p = OneLineParser(prog="fsn-eval", description="Validation and test bits per byte of a checkpoint.")
-    p.add_argument("checkpoint")
-    p.add_argument("--data", default=None, help="corpus file (default: the checkpoint's corpus)")
-    p.add_argument("--seq-len", type=int, default=None, help="window length (default: training's)")
-    p.add_argument("--windows", type=int, default=256, help="evaluation windows per split")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
+    p = OneLineParser(prog="fsn-eval", description="Validation and test bits per byte of a checkpoint.",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", help="a checkpoint.pt written by fsn-train")
+    p.add_argument("--data", default=None, help="corpus file (None: the checkpoint's corpus)")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (None: training's)")
+    p.add_argument("--windows", type=int, default=256, help="evaluation windows per split (training "
+                   "validates on --eval-windows, 64 by default, so its figure can differ)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     a = p.parse_args(argv)
+    for name in ("seq_len", "windows", "batch_size"):
+        value = getattr(a, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     model, ckpt = load_model(a.checkpoint, resolve_device(a.device))
     data = a.data
     if data is None and ckpt.get("corpus", {}).get("name") != "pystdlib":
@@ -52,8 +59,9 @@ def _main(argv: Sequence[str]) -> int:
     seq_len = a.seq_len or ckpt["train_config"]["seq_len"]
     result = {"checkpoint": a.checkpoint, "corpus": corpus.name, "seq_len": seq_len}
     for split in ("val", "test"):
-        result[f"{split}_bpb"] = bits_per_byte(model, eval_windows(corpus.split(split), seq_len, a.windows),
-                                               a.batch_size)
+        windows = eval_windows(corpus.split(split), seq_len, a.windows)
+        result[f"{split}_bpb"] = bits_per_byte(model, windows, a.batch_size)
+        result[f"{split}_windows"] = int(len(windows))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -1,4 +1,4 @@
-"""The FSN language model (SPEC §3): phase embedding, blocks on the torus, readout."""
+"""The FSN language model (fsn_model/README.md, "The model"): phase embedding, blocks on the torus, readout."""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import FrustratedAttention, phase_features
+from .config import FSNConfig
 from .mixers import MeanFieldCoupling, PhaseSwiGLU
 
 
@@ -14,20 +15,19 @@ class FSNBlock(nn.Module):
     """``theta += attn(theta); theta += mix(theta)`` (residual on the torus, no norms).
 
     Args:
-        dim, n_heads, n_harmonics: attention shape.
-        mixer: "swiglu" (``hidden`` wide) or "meanfield" (``n_modes`` collective modes).
+        config: the model shape; ``config.mixer`` picks "swiglu" (``hidden`` wide) or
+            "meanfield" (``n_modes`` collective modes).
+        backend: compute backend of the attention op (a runtime choice, not saved).
     """
 
-    def __init__(self, dim: int, n_heads: int, n_harmonics: int = 2, mixer: str = "swiglu",
-                 hidden: int = 0, n_modes: int = 0, backend: str = "auto", delay: bool = True):
+    def __init__(self, config: FSNConfig, backend: str = "auto"):
         super().__init__()
-        self.attn = FrustratedAttention(dim, n_heads, n_harmonics, backend=backend, delay=delay)
-        if mixer == "swiglu":
-            self.mix = PhaseSwiGLU(dim, hidden)
-        elif mixer == "meanfield":
-            self.mix = MeanFieldCoupling(dim, n_heads, n_modes, n_harmonics)
+        c = config
+        self.attn = FrustratedAttention(c.dim, c.n_heads, c.n_harmonics, backend=backend, delay=c.delay)
+        if c.mixer == "swiglu":
+            self.mix = PhaseSwiGLU(c.dim, c.hidden)
         else:
-            raise ValueError(f"mixer must be 'swiglu' or 'meanfield', got {mixer!r}")
+            self.mix = MeanFieldCoupling(c.dim, c.n_heads, c.n_modes, c.n_harmonics)
 
     def forward(self, theta: Tensor) -> Tensor:
         """(B, T, dim) -> (B, T, dim)."""
@@ -50,36 +50,42 @@ class FSNLM(nn.Module):
     (B, t, dim), i.e. C = dim floats per token per layer (see :meth:`prefill`, :meth:`decode`).
     """
 
-    def __init__(self, vocab_size: int = 256, dim: int = 64, n_layers: int = 4, n_heads: int = 4,
-                 n_harmonics: int = 2, mixer: str = "swiglu", hidden: int = 128, n_modes: int = 64,
-                 backend: str = "auto", delay: bool = True):
+    def __init__(self, config: FSNConfig = FSNConfig(), backend: str = "auto"):
         super().__init__()
-        self.vocab_size, self.dim = vocab_size, dim
-        self.embed = nn.Embedding(vocab_size, dim)
+        if not isinstance(config, FSNConfig):
+            raise TypeError(f"config must be an FSNConfig, got {type(config).__name__}")
+        self.config = config
+        self.vocab_size, self.dim = config.vocab_size, config.dim
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
         nn.init.uniform_(self.embed.weight, -torch.pi, torch.pi)
-        self.blocks = nn.ModuleList(
-            FSNBlock(dim, n_heads, n_harmonics, mixer, hidden, n_modes, backend, delay) for _ in range(n_layers)
-        )
-        self.readout = nn.Linear(2 * dim, vocab_size)
+        self.blocks = nn.ModuleList(FSNBlock(config, backend) for _ in range(config.n_layers))
+        self.readout = nn.Linear(2 * config.dim, config.vocab_size)
         nn.init.normal_(self.readout.weight, 0.0, 0.02)
         nn.init.zeros_(self.readout.bias)
 
     def logits(self, theta: Tensor) -> Tensor:
+        """Readout: (B, T, dim) phases -> (B, T, vocab) float32 logits."""
         return self.readout(phase_features(theta)).float()
+
+    def phases(self, idx: Tensor, cache: Optional[List[Tensor]] = None) -> Tensor:
+        """Embed ``idx`` (B, T) and run every block: final phases (B, T, dim). When ``cache``
+        is a list, each layer's attention input (B, T, dim) is appended to it."""
+        theta = self.embed(idx)
+        for block in self.blocks:
+            if cache is not None:
+                cache.append(theta)
+            theta = block(theta)
+        return theta
 
     def forward(self, idx: Tensor) -> Tensor:
         """(B, T) int64 -> (B, T, vocab) float32 logits."""
-        return self.prefill(idx, return_cache=False)[0]
+        return self.logits(self.phases(idx))
 
-    def prefill(self, idx: Tensor, return_cache: bool = True) -> Tuple[Tensor, Optional[List[Tensor]]]:
-        """Full forward that also returns the per-layer phase cache (list of (B, T, dim))."""
-        theta = self.embed(idx)
-        cache = [] if return_cache else None
-        for block in self.blocks:
-            if return_cache:
-                cache.append(theta)
-            theta = block(theta)
-        return self.logits(theta), cache
+    def prefill(self, idx: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        """The forward pass that also returns the phase cache: (logits (B, T, vocab), a list of
+        n_layers tensors (B, T, dim))."""
+        cache: List[Tensor] = []
+        return self.logits(self.phases(idx, cache)), cache
 
     @torch.no_grad()
     def decode(self, idx_new: Tensor, cache: List[Optional[Tensor]]) -> Tuple[Tensor, List[Tensor]]:

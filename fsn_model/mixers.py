@@ -33,7 +33,7 @@ class PhaseSwiGLU(nn.Module):
 class MeanFieldCoupling(nn.Module):
     """MLP-free mixer: each token couples to M learned collective modes psi[h, m, d].
 
-    Same gated-cosine softmax and harmonic kernel as the attention (SPEC §3), but the
+    Same gated-cosine softmax and harmonic kernel as the attention (README "The model"), but the
     "keys/values" are the modes, not tokens: no causal mask (modes are not in time), no
     rotary drift, no delay. Per head h, token t:
 

@@ -11,11 +11,21 @@ the same init and the same batches, which is what a fair comparison needs.
 
 AdamW (betas 0.9/0.95, weight decay on 2-D weights but not embeddings), linear warmup
 then cosine decay to ``min_lr_ratio * lr``, grad-norm clipping, bf16 autocast on CUDA.
-``OUT/checkpoint.pt`` is written atomically at every evaluation and at the end.
-``resume=True`` continues the run in ``out`` from its checkpoint: model, optimizer, data
-and hyper-parameters come from the checkpoint (only ``steps``, ``stop_at``, ``progress``,
-``eval_every``, ``out`` and ``device`` of the new config apply); the next step's loss equals the one of an
-uninterrupted run. With no checkpoint there it starts fresh.
+The loop reads the loss back from the device only every ``log_every`` steps (and at each
+evaluation), so the GPU never waits on the host in between.
+
+Run directory ``out``: ``checkpoint.pt`` and ``log.json`` are written atomically at every
+evaluation and at the end. A fresh run refuses a directory that already holds a
+checkpoint unless ``overwrite=True``; ``resume=True`` continues the run there (and fails
+if there is none) with its saved settings: fields of the given config that differ from
+the saved ones override them and are announced, except model, params, model_overrides and
+data, which cannot change. :func:`resume_config` builds the config of a resume with only
+the given overrides. The next step's loss of a resumed run equals an uninterrupted run's.
+
+Stops: SIGINT (Ctrl-C) finishes the current step, saves a checkpoint and raises
+:class:`TrainingInterrupted`; a non-finite loss raises :class:`NonFiniteLossError` and
+leaves the last good checkpoint in place. ``fsn-train`` reports either as one line
+(exit 130 and 1).
 
 Under ``torchrun --nproc_per_node N`` it trains with DDP (gloo on CPU, nccl on CUDA):
 each rank draws its own windows (seeded by rank), logged losses are averaged over
@@ -23,30 +33,46 @@ ranks, rank 0 evaluates, writes files and shows progress.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 import os
+import signal
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .build import build_model, model_from_config, parse_params
-from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from .build import MODEL_NAMES, build_model, count_params, model_from_config, parse_params
+from .checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    remove_stale_temporaries,
+    resolve_device,
+    save_checkpoint,
+)
 from .cli import OneLineParser, run_cli
+from .config import config_to_dict
 from .data import eval_windows, get_batch, load_corpus
 from .evaluate import bits_per_byte
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.json"
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on. Defaults are the CPU quickstart (~2-3 min on 2 cores, ~200k-param FSN, 1000 steps)."""
+    """Everything a run depends on. Defaults are the CPU quickstart (~2-3 min on 2 idle
+    cores, ~200k-param FSN, 1000 steps)."""
 
     model: str = "fsn"
     params: Union[int, str] = "200k"
@@ -63,11 +89,27 @@ class TrainConfig:
     device: str = "auto"
     out: str = "runs/fsn-quickstart"
     resume: bool = False
+    overwrite: bool = False
     eval_every: int = 250
     eval_windows: int = 64
+    log_every: int = 10  # read the loss back from the device (and update the bar) every N steps
     stop_at: Optional[int] = None  # stop (and checkpoint) after this many steps, as if interrupted
     progress: bool = True
     model_overrides: Dict[str, Any] = field(default_factory=dict)
+
+
+# Fields that describe where and how this process runs, not the run itself.
+RUNTIME_FIELDS = ("device", "out", "resume", "overwrite", "progress")
+# Fields a resumed run cannot change: the saved weights and batches depend on them.
+FIXED_ON_RESUME = ("model", "params", "model_overrides", "data")
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT stopped training; a checkpoint of the last finished step was saved."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or validation figure) became NaN or inf; the last good checkpoint is kept."""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -85,7 +127,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def _dist_setup(device: torch.device):
+def _dist_setup(device: torch.device) -> Tuple[int, int, torch.device]:
     """(rank, world, device); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -100,37 +142,180 @@ def _dist_setup(device: torch.device):
 
 
 def _validate(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the first bad field of ``cfg``."""
+    if cfg.model not in MODEL_NAMES:
+        raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}; got {cfg.model!r}")
     parse_params(cfg.params)
-    for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not cfg.lr > 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows", "log_every"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if cfg.warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {cfg.warmup}")
+    for name, low, low_ok in (("lr", 0.0, False), ("grad_clip", 0.0, False), ("weight_decay", 0.0, True),
+                              ("min_lr_ratio", 0.0, True)):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and (value >= low if low_ok else value > low)):
+            raise ValueError(f"{name} must be a finite number {'>=' if low_ok else '>'} {low:g}, got {value!r}")
+    if cfg.min_lr_ratio > 1:
+        raise ValueError(f"min_lr_ratio must be <= 1, got {cfg.min_lr_ratio}")
     if cfg.stop_at is not None and cfg.stop_at < 1:
         raise ValueError(f"stop_at must be >= 1 when set, got {cfg.stop_at}")
+    if not str(cfg.out).strip():
+        raise ValueError(f"out must name a run directory, got {cfg.out!r}")
+
+
+def _saved_config(ckpt: Dict[str, Any]) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in ckpt["train_config"].items() if k in known})
+
+
+def _checkpoint_to_resume(out: Path) -> Dict[str, Any]:
+    path = out / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ValueError(f"resume: no checkpoint at {path}, so there is no run to resume (drop --resume to start one)")
+    return load_checkpoint(str(path))
+
+
+def resume_config(out: str, **overrides: Any) -> TrainConfig:
+    """The saved config of the run in ``out`` with ``overrides`` applied and ``resume=True``.
+
+    Raises ValueError when ``out`` holds no checkpoint or an override names an unknown field.
+    """
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"resume_config: unknown TrainConfig fields {unknown}")
+    saved = _saved_config(_checkpoint_to_resume(Path(out)))
+    return dataclasses.replace(saved, **overrides, out=out, resume=True)
+
+
+def _resume_overrides(cfg: TrainConfig, ckpt: Dict[str, Any]) -> List[str]:
+    """The fields of ``cfg`` that override the saved config of ``ckpt``, as ["steps 1000 -> 2000", ...].
+    Raises ValueError for a field that cannot change on resume."""
+    saved = _saved_config(ckpt)
+    changed = []
+    for f in dataclasses.fields(TrainConfig):
+        new, old = getattr(cfg, f.name), getattr(saved, f.name)
+        if f.name in RUNTIME_FIELDS or new == old:
+            continue
+        if f.name in FIXED_ON_RESUME:
+            raise ValueError(f"resume: {f.name} cannot change on resume (saved {old!r}, given {new!r})")
+        changed.append(f"{f.name} {old!r} -> {new!r}")
+    return changed
+
+
+def _prepare_out_dir(cfg: TrainConfig) -> Path:
+    """Check the run directory before any training: creatable, a directory, writable, and for
+    a fresh run free of an earlier run (unless ``overwrite``). Removes stale temporaries."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {cfg.out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"out {cfg.out} is not a writable directory ({e.strerror or e})") from None
+    if not cfg.resume and (out / CHECKPOINT_NAME).exists():
+        if not cfg.overwrite:
+            raise ValueError(f"out {cfg.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
+                             "it or --overwrite to replace it")
+        for name in (CHECKPOINT_NAME, LOG_NAME):
+            (out / name).unlink(missing_ok=True)
+    remove_stale_temporaries(out)
+    return out
+
+
+class _DeferredSigint:
+    """While active (main thread only), the first SIGINT only sets ``requested``, so the
+    current step finishes before the loop stops; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_DeferredSigint":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool, file=None) -> tqdm:
+    """A tqdm bar on ``file`` (stderr). A terminal that reports 0 columns (as under
+    ``script``) would make tqdm print nothing at all, so the bar gets 100 columns there."""
+    file = sys.stderr if file is None else file
+    try:
+        columns = os.get_terminal_size(file.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = None  # not a terminal: tqdm writes plain updates
+    sizing = dict(ncols=100) if columns == 0 else dict(dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", file=file, **sizing)
+
+
+def _flush_losses(pending: List[Tuple[int, float, torch.Tensor]], log: Dict[str, Any], world: int) -> None:
+    """Move the losses still on the device into ``log["train"]``: one host sync (and one
+    all-reduce under DDP) for the whole interval. Raises NonFiniteLossError on NaN/inf."""
+    if not pending:
+        return
+    losses = torch.stack([loss for _, _, loss in pending])
+    if world > 1:
+        dist.all_reduce(losses)
+        losses /= world
+    for (step, lr, _), loss in zip(pending, losses.tolist()):
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"step {step}: training loss is {loss}")
+        log["train"].append({"step": step, "loss": loss, "lr": lr})
+    pending.clear()
+
+
+def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, step: int,
+          log: Dict[str, Any]) -> None:
+    """Checkpoint and log.json, each written atomically."""
+    save_checkpoint(str(path / CHECKPOINT_NAME), {
+        "model_config": log["model_config"], "train_config": dataclasses.asdict(cfg),
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+        "log": log, "corpus": {k: log["corpus"][k] for k in ("name", "path", "sha256")},
+    })
+    atomic_write_text(path / LOG_NAME, json.dumps(log, indent=1, allow_nan=False))
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:
-    """Train (or resume) one run; returns its log dict (see module docstring)."""
+    """Train (or resume) one run; returns its log dict (see module docstring).
+
+    Raises:
+        ValueError: a bad config, an unusable run directory, or a resume that cannot be.
+        TrainingInterrupted: SIGINT (after saving a checkpoint).
+        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint stays).
+    """
+    # settings: validate; a resume starts from its checkpoint's config
     cfg = dataclasses.replace(config)
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = load_checkpoint(str(ckpt_path)) if cfg.resume and ckpt_path.exists() else None
-    if ckpt is not None:
-        keep = {k: getattr(cfg, k) for k in ("steps", "stop_at", "progress", "eval_every", "out", "device")}
-        cfg = dataclasses.replace(TrainConfig(**ckpt["train_config"]), **keep, resume=True)
     _validate(cfg)
+    ckpt = _checkpoint_to_resume(Path(cfg.out)) if cfg.resume else None
+    overridden = _resume_overrides(cfg, ckpt) if ckpt is not None else []
     rank, world, device = _dist_setup(resolve_device(cfg.device))
+    # the run directory: checked before any work that its failure would waste
+    out = _prepare_out_dir(cfg) if rank == 0 else Path(cfg.out)
+
+    # data: the train split and fixed validation windows
     corpus = load_corpus(cfg.data)
     train_data, val = corpus.split("train"), eval_windows(corpus.split("val"), cfg.seq_len, cfg.eval_windows)
 
+    # model and optimizer: fresh from the seed, or restored from the checkpoint
     torch.manual_seed(cfg.seed)
     if ckpt is None:
         model = build_model(cfg.model, cfg.params, **cfg.model_overrides)
-        model_config = model.config
     else:
-        model_config = ckpt["model_config"]
-        model = model_from_config(model_config)
+        model = model_from_config(ckpt["model_config"])
         model.load_state_dict(ckpt["model"])
     model.to(device).train()
     opt = _optimizer(model, cfg)
@@ -138,60 +323,75 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         opt.load_state_dict(ckpt["optimizer"])
     step = ckpt["step"] if ckpt else 0
     log = ckpt["log"] if ckpt else {
-        "train_config": dataclasses.asdict(cfg), "model_config": model_config,
-        "params": model_config["params"], "corpus": corpus.describe(), "world_size": world,
-        "train": [], "val": [], "wall_time_s": 0.0,
+        "model_config": config_to_dict(model.config), "params": count_params(model),
+        "corpus": corpus.describe(), "world_size": world, "train": [], "val": [], "wall_time_s": 0.0,
     }
-    log["train_config"]["steps"] = cfg.steps
+    log["train_config"] = dataclasses.asdict(cfg)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     stop = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+    if rank == 0:
+        what = f"resuming {out} at step {step}" if ckpt else f"training {cfg.model} ({log['params']:,} params) in {out}"
+        print(f"fsn-train: {what}, {stop} steps" + (f" (overridden: {', '.join(overridden)})" if overridden else ""),
+              flush=True)
 
-    def save() -> None:
-        if rank == 0:
-            save_checkpoint(str(ckpt_path), {
-                "model_config": model_config, "train_config": dataclasses.asdict(cfg),
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "log": log, "corpus": {k: log["corpus"][k] for k in ("name", "path", "sha256")},
-            })
-            (out / "log.json").write_text(json.dumps(log, indent=1))
-
-    def evaluate() -> None:
-        if rank == 0:
-            log["val"].append({"step": step, "bpb": bits_per_byte(model, val)})
-            log["final_val_bpb"] = log["val"][-1]["bpb"]
-            bar.write(f"step {step}: val {log['val'][-1]['bpb']:.4f} bits/byte")
-
-    tokens = cfg.batch_size * cfg.seq_len * world
-    bar = tqdm(total=stop, initial=step, disable=rank != 0 or not cfg.progress, desc=f"{cfg.model} {cfg.params}",
-               unit="step", dynamic_ncols=True)
-    t0, t_last = time.time(), time.time()
-    while step < stop:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        x, y = (t.to(device) for t in get_batch(train_data, cfg.batch_size, cfg.seq_len, cfg.seed, step, rank))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = ddp(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        loss_val = loss.detach()
-        if world > 1:
-            dist.all_reduce(loss_val)
-            loss_val /= world
-        log["train"].append({"step": step, "loss": loss_val.item(), "lr": lr_at(step, cfg)})
-        step += 1
-        now = time.time()
-        bar.set_postfix(loss=f"{log['train'][-1]['loss']:.3f}", tok_s=f"{tokens / max(now - t_last, 1e-9):,.0f}")
-        t_last = now
-        bar.update(1)
-        if step % cfg.eval_every == 0 or step == stop:
-            evaluate()
-            log["wall_time_s"] += time.time() - t0
-            t0 = time.time()
-            save()
-    bar.close()
+    # the loop: one optimizer step per iteration; losses stay on the device until logged
+    tokens_per_step = cfg.batch_size * cfg.seq_len * world
+    bar = _progress_bar(stop, step, f"{cfg.model} {cfg.params}", rank == 0 and cfg.progress)
+    pending: List[Tuple[int, float, torch.Tensor]] = []
+    t_start, t_log, last_log_step = time.time(), time.time(), step
+    try:
+        with _DeferredSigint() as sigint:
+            while step < stop:
+                # learning rate of this step
+                lr = lr_at(step, cfg)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                # batch: a pure function of (seed, step, rank), so resume sees the same data
+                x, y = (t.to(device) for t in get_batch(train_data, cfg.batch_size, cfg.seq_len, cfg.seed, step,
+                                                         rank))
+                # forward, backward, clip, update
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    logits = ddp(x)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                pending.append((step, lr, loss.detach()))
+                step += 1
+                bar.update(1)
+                is_eval = step % cfg.eval_every == 0 or step == stop
+                # log: the one host-device sync between evaluations
+                if step % cfg.log_every == 0 or is_eval or sigint.requested:
+                    _flush_losses(pending, log, world)
+                    now = time.time()
+                    bar.set_postfix(loss=f"{log['train'][-1]['loss']:.3f}",
+                                    tok_s=f"{tokens_per_step * (step - last_log_step) / max(now - t_log, 1e-9):,.0f}")
+                    t_log, last_log_step = now, step
+                # evaluate and checkpoint (rank 0)
+                if is_eval and rank == 0:
+                    bpb = bits_per_byte(model, val)
+                    if not math.isfinite(bpb):
+                        raise NonFiniteLossError(f"step {step}: validation bits per byte is {bpb}")
+                    log["val"].append({"step": step, "bpb": bpb})
+                    log["final_val_bpb"] = bpb
+                    bar.write(f"step {step}: val {bpb:.4f} bits/byte")
+                    log["wall_time_s"] += time.time() - t_start
+                    t_start = time.time()
+                    _save(out, model, opt, cfg, step, log)
+                # stop on Ctrl-C after a finished step, with a checkpoint of it
+                if sigint.requested:
+                    if rank == 0 and not is_eval:
+                        log["wall_time_s"] += time.time() - t_start
+                        _save(out, model, opt, cfg, step, log)
+                    raise TrainingInterrupted(f"interrupted at step {step}; saved {out / CHECKPOINT_NAME} "
+                                              "(continue with --resume)")
+    except NonFiniteLossError as e:
+        kept = f"the last good checkpoint ({out / CHECKPOINT_NAME}) is kept" if (out / CHECKPOINT_NAME).exists() \
+            else "no checkpoint was written"
+        raise NonFiniteLossError(f"{e}; stopped, {kept}") from None
+    finally:
+        bar.close()
     if world > 1:
         dist.barrier()
     return log
@@ -199,39 +399,89 @@ def train(config: TrainConfig) -> Dict[str, Any]:
 
 def _parser() -> OneLineParser:
     d = TrainConfig()
-    p = OneLineParser(prog="fsn-train", description="Train an FSN (or baseline) byte-level LM. "
-                      "With no arguments: the CPU quickstart on the Python stdlib corpus.")
-    p.add_argument("--model", default=d.model, choices=["fsn", "fsn-meanfield", "transformer"])
-    p.add_argument("--params", default=d.params, help="target size, e.g. 250k, 1M (default %(default)s)")
+    p = OneLineParser(prog="fsn-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                      description="Train an FSN (or baseline) byte-level LM. With no arguments: the CPU quickstart "
+                      "on the Python stdlib corpus.")
+    p.add_argument("--model", default=d.model, choices=list(MODEL_NAMES), help="architecture")
+    p.add_argument("--params", default=d.params, help="target size, e.g. 250k, 1M")
     p.add_argument("--data", default=None, help="byte corpus file (enwik8 gets its standard split); "
-                   "default: Python stdlib sources")
+                   "None: Python stdlib sources")
+    helps = {"steps": "optimizer steps", "batch_size": "windows per step", "seq_len": "bytes per window",
+             "lr": "peak learning rate", "seed": "init and batch seed", "eval_every": "validate and checkpoint "
+             "every N steps", "eval_windows": "validation windows", "warmup": "linear warmup steps",
+             "log_every": "read the loss back and update the progress bar every N steps",
+             "stop_at": "stop (with a checkpoint) after this step, as if interrupted"}
     for name, typ in (("steps", int), ("batch_size", int), ("seq_len", int), ("lr", float), ("seed", int),
-                      ("eval_every", int), ("eval_windows", int), ("warmup", int), ("stop_at", int)):
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name))
+                      ("eval_every", int), ("eval_windows", int), ("warmup", int), ("log_every", int),
+                      ("stop_at", int)):
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name), help=helps[name])
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--out", default=d.out, help="run directory (checkpoint.pt, log.json)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings; "
+                   "flags given explicitly override them")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's default, "
+                   "which follows OMP_NUM_THREADS); on a busy machine 1 can be many times faster")
     p.add_argument("--sample", type=int, default=200, help="bytes to sample at the end (0: none)")
     return p
 
 
+def _explicit_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Dict[str, Any]:
+    """The options given on the command line (not defaults), parsed."""
+    unset = object()  # not a str, so argparse never converts it with the option's type
+    parser.set_defaults(**{k: unset for k in vars(parser.parse_args(argv))})
+    return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not unset}
+
+
+def _config_from_args(argv: Sequence[str]) -> Tuple[TrainConfig, Dict[str, Any]]:
+    """(TrainConfig, CLI-only options {sample, threads}) from the command line. A resume
+    takes the saved config and only the flags given explicitly."""
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    cli_only = {"sample": args.pop("sample"), "threads": args.pop("threads")}
+    args["progress"] = not args.pop("no_progress")
+    if not args["resume"]:
+        return TrainConfig(**args), cli_only
+    given = _explicit_args(_parser(), argv)
+    for name in ("sample", "threads", "resume", "out"):
+        given.pop(name, None)
+    if "no_progress" in given:
+        given["progress"] = not given.pop("no_progress")
+    return resume_config(args["out"], **given), cli_only
+
+
 def _main(argv: Sequence[str]) -> int:
-    a = vars(_parser().parse_args(argv))
-    sample_len, no_progress = a.pop("sample"), a.pop("no_progress")
-    cfg = TrainConfig(**a, progress=not no_progress)
+    cfg, cli_only = _config_from_args(argv)
+    if cli_only["threads"] is not None:
+        if cli_only["threads"] < 1:
+            raise ValueError(f"--threads must be >= 1, got {cli_only['threads']}")
+        torch.set_num_threads(cli_only["threads"])
+    if cli_only["sample"] < 0:
+        raise ValueError(f"--sample must be >= 0, got {cli_only['sample']}")
     t0 = time.time()
-    log = train(cfg)
+    try:
+        log = train(cfg)
+    except TrainingInterrupted as e:
+        print(f"fsn-train: {e}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as e:
+        print(f"fsn-train: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fsn-train: interrupted; nothing was saved after the last checkpoint", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final val bits/byte: {log['final_val_bpb']:.4f}  ({log['params']:,} params, "
               f"corpus {log['corpus']['name']} sha256 {log['corpus']['sha256'][:12]}, {time.time() - t0:.0f}s)")
-        if sample_len > 0:
+        if cli_only["sample"] > 0:
             from .checkpoint import load_model
             from .generate import sample
 
-            model, _ = load_model(str(Path(cfg.out) / "checkpoint.pt"))
+            model, _ = load_model(str(Path(cfg.out) / CHECKPOINT_NAME))
             prompt = b"def "
-            text = bytes(list(prompt) + sample(model, list(prompt), sample_len, 0.8, 0, cfg.seed, cfg.seq_len))
+            text = bytes(list(prompt) + sample(model, list(prompt), cli_only["sample"], 0.8, 0, cfg.seed,
+                                               cfg.seq_len))
             print("sample:\n" + text.decode("utf-8", errors="replace"))
     if dist.is_initialized():
         dist.destroy_process_group()

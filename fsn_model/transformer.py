@@ -1,9 +1,11 @@
-"""Baseline: RoPE + SwiGLU + RMSNorm pre-norm transformer LM on torch SDPA (SPEC §3)."""
+"""Baseline: RoPE + SwiGLU + RMSNorm pre-norm transformer LM on torch SDPA."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .config import TransformerConfig
 
 
 def apply_rope(x: Tensor, base: float = 10000.0) -> Tensor:
@@ -59,20 +61,24 @@ class TransformerBlock(nn.Module):
 class TransformerLM(nn.Module):
     """idx (B, T) int64 -> logits (B, T, vocab) float32. Untied embedding and head."""
 
-    def __init__(self, vocab_size: int = 256, dim: int = 64, n_layers: int = 4, n_heads: int = 4,
-                 hidden: int = 176):
+    def __init__(self, config: TransformerConfig = TransformerConfig()):
         super().__init__()
-        self.vocab_size, self.dim = vocab_size, dim
-        self.embed = nn.Embedding(vocab_size, dim)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, n_heads, hidden) for _ in range(n_layers))
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
+        self.config = config
+        dim, n_layers = config.dim, config.n_layers
+        self.vocab_size, self.dim = config.vocab_size, dim
+        self.embed = nn.Embedding(config.vocab_size, dim)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, config.n_heads, config.hidden) for _ in range(n_layers))
         self.norm = nn.RMSNorm(dim)
-        self.head = nn.Linear(dim, vocab_size, bias=False)
+        self.head = nn.Linear(dim, config.vocab_size, bias=False)
         for name, p in self.named_parameters():
             if p.dim() == 2:
                 std = 0.02 / (2 * n_layers) ** 0.5 if name.endswith(("proj.weight", "w2.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, idx: Tensor) -> Tensor:
+        """(B, T) int64 -> (B, T, vocab) float32 logits."""
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x)

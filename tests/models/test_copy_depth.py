@@ -1,4 +1,4 @@
-"""Copy depth (SPEC §4) on hand-made strings with known depths."""
+"""Copy depth (fsn_model/README.md, "Copy depth") on hand-made strings with known depths."""
 import numpy as np
 
 from fsn_model.copy_depth import BIN_NAMES, NEW, bin_index, copy_depths, format_table, loss_by_bin

@@ -1,8 +1,17 @@
-"""fsn_model layers and models: shapes, gradients, init, cached decoding (SPEC §3)."""
+"""fsn_model layers and models: shapes, gradients, init, cached decoding."""
+import pytest
 import torch
 
 from fsn_kernels.frustrated_attention.naive import kuramoto_closed_form
-from fsn_model import FSNLM, FrustratedAttention, MeanFieldCoupling, PhaseSwiGLU, TransformerLM
+from fsn_model import (
+    FSNLM,
+    FrustratedAttention,
+    FSNConfig,
+    MeanFieldCoupling,
+    PhaseSwiGLU,
+    TransformerConfig,
+    TransformerLM,
+)
 
 
 def _randomise_coupling(layer, std=0.3):
@@ -114,9 +123,9 @@ def test_swiglu_mixer_shapes():
 def test_models_shapes_and_gradients():
     torch.manual_seed(3)
     idx = torch.randint(0, 256, (2, 10))
-    for model in (FSNLM(dim=16, n_layers=2, n_heads=2, hidden=24),
-                  FSNLM(dim=16, n_layers=2, n_heads=2, mixer="meanfield", n_modes=6),
-                  TransformerLM(dim=16, n_layers=2, n_heads=2, hidden=24)):
+    for model in (FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24)),
+                  FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, mixer="meanfield", n_modes=6)),
+                  TransformerLM(TransformerConfig(dim=16, n_layers=2, n_heads=2, hidden=24))):
         logits = model(idx)
         assert logits.shape == (2, 10, 256) and logits.dtype == torch.float32
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), idx.flatten()).backward()
@@ -125,7 +134,7 @@ def test_models_shapes_and_gradients():
 
 
 def test_transformer_is_causal():
-    model = TransformerLM(dim=16, n_layers=2, n_heads=2, hidden=24)
+    model = TransformerLM(TransformerConfig(dim=16, n_layers=2, n_heads=2, hidden=24))
     idx = torch.randint(0, 256, (1, 12))
     idx2 = idx.clone()
     idx2[0, 8:] = (idx2[0, 8:] + 1) % 256
@@ -135,7 +144,7 @@ def test_transformer_is_causal():
 def test_lm_cached_decoding_equals_full_forward():
     torch.manual_seed(4)
     for mixer in ("swiglu", "meanfield"):
-        model = FSNLM(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6).eval()
+        model = FSNLM(FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6)).eval()
         for block in model.blocks:
             _randomise_coupling(block.attn)
         idx = torch.randint(0, 256, (2, 13))
@@ -152,3 +161,23 @@ def test_lm_cached_decoding_equals_full_forward():
             first, _ = model.decode(idx[:, 0], empty)
         torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(first, full[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_forward_does_not_go_through_prefill(monkeypatch):
+    model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24))
+    idx = torch.randint(0, 256, (1, 6))
+    expected, cache = model.prefill(idx)
+    monkeypatch.setattr(FSNLM, "prefill", lambda *args, **kwargs: pytest.fail("forward called prefill"))
+    torch.testing.assert_close(model(idx), expected, atol=0, rtol=0)
+    assert len(cache) == 2
+
+
+def test_models_take_their_config_type():
+    with pytest.raises(TypeError, match="FSNConfig"):
+        FSNLM(TransformerConfig())
+    with pytest.raises(TypeError, match="TransformerConfig"):
+        TransformerLM(FSNConfig())
+    with pytest.raises(ValueError, match="mixer"):
+        FSNConfig(mixer="mlp")
+    with pytest.raises(ValueError, match="divisible"):
+        FSNConfig(dim=10, n_heads=4)

@@ -11,7 +11,7 @@ def test_build_model_hits_target(name, params):
     model = build_model(name, params)
     n = count_params(model)
     assert abs(n - target) / target <= 0.02, (name, params, n)
-    assert model.config["params"] == n and model.config["name"] == name
+    assert model.config.name == name
     assert count_params(model_from_config(model.config)) == n
 
 
@@ -35,5 +35,18 @@ def test_unknown_name_and_override_raise():
 
 def test_overrides_apply():
     model = build_model("fsn", "250k", n_layers=2, n_harmonics=3)
-    assert model.config["n_layers"] == 2 and model.config["n_harmonics"] == 3
+    assert model.config.n_layers == 2 and model.config.n_harmonics == 3
     assert abs(count_params(model) - 250_000) / 250_000 <= 0.02
+
+
+def test_more_weights_than_memory_is_a_value_error_not_an_allocation_failure():
+    with pytest.raises(ValueError, match="params: .* GiB, more than this machine's"):
+        build_model("fsn", "1000G")
+
+
+def test_backend_is_a_runtime_option_not_part_of_the_config():
+    model = build_model("fsn", "30k", n_layers=1, backend="torch")
+    assert all(block.attn.backend == "torch" for block in model.blocks)
+    assert "backend" not in vars(model.config)
+    with pytest.raises(ValueError, match="overrides"):
+        build_model("fsn", "30k", not_a_field=1)

@@ -1,4 +1,4 @@
-"""Byte data (SPEC §5): splits, enwik8 detection, deterministic batches, default corpus."""
+"""Byte data (fsn_model/README.md, "Data"): splits, enwik8 detection, deterministic batches, default corpus."""
 import numpy as np
 import pytest
 

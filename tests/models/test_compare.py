@@ -1,4 +1,4 @@
-"""fsn-compare (issue 7): one tiny-budget CPU run (every model, both ablations, a two-point
+"""fsn-compare: one tiny-budget CPU run (every model, both ablations, a two-point
 transformer LR sweep, one seed) writes the quality JSON (schema), the learning-curve PNG,
 the copy-depth chart and table, into a tmp folder only."""
 import json
@@ -80,3 +80,15 @@ def test_bad_arguments():
         compare.main(["--models", "rnn"])
     with pytest.raises(SystemExit):
         compare.main(["--ablations", "no-such"])
+
+
+def test_a_rerun_into_the_same_runs_dir_retrains(tmp_path):
+    """fsn-train refuses to overwrite a run; fsn-compare reruns replace theirs on purpose."""
+    data = tmp_path / "small.txt"
+    data.write_bytes((Path(sysconfig.get_paths()["stdlib"]) / "typing.py").read_bytes()[:60_000])
+    a = compare._parser().parse_args(["--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len", "16",
+                                      "--eval-windows", "2", "--device", "cpu", "--data", str(data), "--no-progress"])
+    (item,) = [i for i in compare._plan(a) if i["label"] == "transformer" and i["seed"] == 0]
+    first = compare._run_one(item, a, tmp_path / "runs")
+    again = compare._run_one(item, a, tmp_path / "runs")
+    assert again["final_val_bpc"] == first["final_val_bpc"]

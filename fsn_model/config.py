@@ -1,0 +1,115 @@
+"""Model configurations: what :func:`fsn_model.build_model` resolves and checkpoints store.
+
+``FSNConfig`` and ``TransformerConfig`` are the whole shape of a model (as nanoGPT's
+``GPTConfig``); ``model_from_config(config)`` rebuilds the model from one. The compute
+backend of the FSN attention is a runtime choice, not part of a saved model: it is passed
+beside the config (``FSNLM(config, backend=...)``).
+
+In a checkpoint a config is the plain dict of :func:`config_to_dict` (its fields plus
+``"name"``), so that loading needs no pickled classes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Union
+
+FSN_MIXERS = {"swiglu": "fsn", "meanfield": "fsn-meanfield"}
+
+
+@dataclass(frozen=True)
+class FSNConfig:
+    """Shape of an :class:`fsn_model.FSNLM`.
+
+    Args:
+        vocab_size: tokens (256 for bytes).
+        dim: phase channels C = n_heads * head_dim.
+        n_layers: FSN blocks.
+        n_heads: attention heads H.
+        n_harmonics: NH, harmonics of the coupling kernel (1..8).
+        mixer: "swiglu" (model name "fsn") or "meanfield" (model name "fsn-meanfield").
+        hidden: PhaseSwiGLU hidden width (used when mixer == "swiglu").
+        n_modes: collective modes per head (used when mixer == "meanfield").
+        delay: False removes the one-step delay term of the attention (the ablation).
+    """
+
+    vocab_size: int = 256
+    dim: int = 64
+    n_layers: int = 4
+    n_heads: int = 4
+    n_harmonics: int = 2
+    mixer: str = "swiglu"
+    hidden: int = 128
+    n_modes: int = 64
+    delay: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mixer not in FSN_MIXERS:
+            raise ValueError(f"mixer must be one of {sorted(FSN_MIXERS)}, got {self.mixer!r}")
+        _check_shape(self)
+
+    @property
+    def name(self) -> str:
+        """"fsn" or "fsn-meanfield"."""
+        return FSN_MIXERS[self.mixer]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape of a :class:`fsn_model.TransformerLM` (RoPE + SwiGLU + RMSNorm).
+
+    Args:
+        vocab_size: tokens. dim: model width. n_layers: blocks. n_heads: heads.
+        hidden: SwiGLU hidden width.
+    """
+
+    vocab_size: int = 256
+    dim: int = 64
+    n_layers: int = 4
+    n_heads: int = 4
+    hidden: int = 176
+
+    def __post_init__(self) -> None:
+        _check_shape(self)
+
+    @property
+    def name(self) -> str:
+        return "transformer"
+
+
+ModelConfig = Union[FSNConfig, TransformerConfig]
+
+
+def _check_shape(cfg: ModelConfig) -> None:
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if field.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{type(cfg).__name__}.{field.name} must be a positive int, got {value!r}")
+    if cfg.dim % cfg.n_heads:
+        raise ValueError(f"{type(cfg).__name__}: dim ({cfg.dim}) must be divisible by n_heads ({cfg.n_heads})")
+
+
+def config_to_dict(config: ModelConfig) -> Dict[str, Any]:
+    """The plain dict stored in checkpoints and logs: the fields plus "name"."""
+    return {"name": config.name, **dataclasses.asdict(config)}
+
+
+def config_from_dict(data: Dict[str, Any]) -> ModelConfig:
+    """Inverse of :func:`config_to_dict`. Keys "params" and "backend" (written by older
+    versions) are ignored. Raises ValueError for an unknown name or unknown keys."""
+    if not isinstance(data, dict) or "name" not in data:
+        raise ValueError(f"a model config must be a dict with a 'name', got {data!r}")
+    fields = {k: v for k, v in data.items() if k not in ("name", "params", "backend")}
+    name = data["name"]
+    if name == "transformer":
+        cls = TransformerConfig
+    elif name in FSN_MIXERS.values():
+        cls = FSNConfig
+        fields["mixer"] = next(m for m, n in FSN_MIXERS.items() if n == name)
+    else:
+        raise ValueError(f"model config name must be one of fsn, fsn-meanfield, transformer; got {name!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"model config for {name!r} has unknown keys {unknown}; expected a subset of {sorted(known)}")
+    return cls(**fields)

@@ -1,0 +1,157 @@
+"""CLIs: happy paths on a tiny checkpoint; bad input -> one stderr line, exit code 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fsn_model import copy_depth, evaluate, generate
+from fsn_model import train as train_mod
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    f = tmp_path_factory.mktemp("data") / "small.txt"
+    f.write_bytes(b"def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 300)
+    return str(f)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(corpus, tmp_path_factory):
+    paths = []
+    for model in ("fsn", "transformer"):
+        out = tmp_path_factory.mktemp(model)
+        cfg = train_mod.TrainConfig(model=model, params="30k", data=corpus, steps=3, batch_size=4, seq_len=32,
+                                    eval_windows=2, progress=False, out=str(out), model_overrides={"n_layers": 1})
+        train_mod.train(cfg)
+        paths.append(str(out / "checkpoint.pt"))
+    return paths
+
+
+def test_eval_prints_val_and_test_bpb(checkpoints, corpus, capsys):
+    assert evaluate.main([checkpoints[0], "--data", corpus, "--windows", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert 0 < res["val_bpb"] < 10 and 0 < res["test_bpb"] < 10
+
+
+def test_generate_samples_through_cache(checkpoints, capsys):
+    for ckpt in checkpoints:
+        assert generate.main([ckpt, "--prompt", "def ", "--length", "12", "--top-k", "5", "--seed", "1"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("def ") and len(out.rstrip("\n")) > len("def ")
+
+
+def test_greedy_decoding_through_the_phase_cache_equals_full_forwards(checkpoints):
+    from fsn_model.checkpoint import load_model
+    from fsn_model.fsn import FSNLM
+    from fsn_model.generate import sample
+
+    model, _ = load_model(checkpoints[0])
+    assert isinstance(model, FSNLM)
+    prompt = list(b"def ")
+    cached = sample(model, prompt, max_new=10, temperature=0)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(10):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert cached == ids[len(prompt):]
+
+
+def test_copy_depth_table_and_chart(checkpoints, corpus, tmp_path, capsys):
+    png = tmp_path / "cd.png"
+    assert copy_depth.main(checkpoints + ["--data", corpus, "--windows", "3", "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| 24-32 |" in out and "fsn" in out and "transformer" in out
+    assert png.stat().st_size > 1000
+    assert len(json.loads(png.with_suffix(".json").read_text())) == 2
+
+
+NO_CUDA = not torch.cuda.is_available()
+BAD = [  # (command, argv, a word the one-line error must contain)
+    (train_mod.main, ["--data", "/no/such/file"], "not found"),
+    (train_mod.main, ["--params", "10X"], "params"),
+    (train_mod.main, ["--params", "1000G"], "memory"),
+    (train_mod.main, ["--model", "mamba"], "model"),
+    (train_mod.main, ["--steps", "zero"], "steps"),
+    (train_mod.main, ["--lr", "inf"], "lr"),
+    (train_mod.main, ["--lr", "nan"], "lr"),
+    (train_mod.main, ["--out", ""], "out"),
+    (train_mod.main, ["--device", "tpu"], "--device"),
+    (train_mod.main, ["--threads", "0"], "--threads"),
+    (evaluate.main, ["/no/such/checkpoint.pt"], "not found"),
+    (generate.main, ["/no/such/checkpoint.pt", "--prompt", "x"], "not found"),
+    (copy_depth.main, ["/no/such/checkpoint.pt"], "not found"),
+    (copy_depth.main, [], "checkpoints"),
+]
+if NO_CUDA:
+    BAD += [(train_mod.main, ["--device", "cuda"], "CUDA is not available"),
+            (train_mod.main, ["--device", "cuda:0"], "CUDA is not available")]
+
+
+def _assert_one_line_exit_2(fn, argv, word, capsys):
+    with pytest.raises(SystemExit) as e:
+        fn(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err and "Traceback" not in err, err
+    assert word in err, err
+
+
+@pytest.mark.parametrize("fn,argv,word", BAD)
+def test_bad_input_exits_2_with_one_line(fn, argv, word, capsys):
+    _assert_one_line_exit_2(fn, argv, word, capsys)
+
+
+BAD_WITH_CHECKPOINT = [  # argv after the checkpoint path
+    (generate.main, ["--temperature", "nan"], "--temperature"),
+    (generate.main, ["--temperature", "-1"], "--temperature"),
+    (generate.main, ["--top-k", "-3"], "--top-k"),
+    (evaluate.main, ["--seq-len", "-5"], "--seq-len"),
+    (evaluate.main, ["--batch-size", "0"], "--batch-size"),
+    (evaluate.main, ["--windows", "0"], "--windows"),
+] + ([(generate.main, ["--device", "cuda"], "CUDA is not available"),
+      (evaluate.main, ["--device", "cuda"], "CUDA is not available")] if NO_CUDA else [])
+
+
+@pytest.mark.parametrize("fn,argv,word", BAD_WITH_CHECKPOINT)
+def test_bad_numbers_for_a_checkpoint_exit_2_with_one_line(checkpoints, fn, argv, word, capsys):
+    _assert_one_line_exit_2(fn, [checkpoints[0]] + argv, word, capsys)
+
+
+def test_a_directory_as_data_is_named_a_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_mod.main(["--data", str(tmp_path)])
+    assert "directory" in capsys.readouterr().err
+
+
+def test_eval_prints_its_window_counts(checkpoints, corpus, capsys):
+    assert evaluate.main([checkpoints[0], "--data", corpus, "--windows", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["val_windows"] == 3 and res["test_windows"] == 3
+
+
+@pytest.mark.parametrize("fn", [train_mod.main, evaluate.main, generate.main, copy_depth.main])
+def test_help_shows_the_defaults(fn, capsys):
+    with pytest.raises(SystemExit) as e:
+        fn(["--help"])
+    assert e.value.code == 0
+    assert "(default: " in capsys.readouterr().out
+
+
+def test_threads_flag_sets_torch_threads(corpus, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert train_mod.main(["--data", corpus, "--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len",
+                               "16", "--eval-windows", "1", "--out", str(tmp_path / "r"), "--no-progress",
+                               "--sample", "0", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bad_input_real_process():
+    r = subprocess.run([sys.executable, "-m", "fsn_model.train", "--params", "lots"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "params" in r.stderr, r.stderr

@@ -1,0 +1,25 @@
+"""The READMEs' Python snippets that need no GPU and write no files run as written."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python_blocks(path: Path, after_heading: str):
+    """The ```python blocks of ``path`` in the section that starts at ``after_heading``."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index(after_heading)
+    end = text.find("\n#", start + len(after_heading))
+    section = text[start: end if end > 0 else len(text)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+@pytest.mark.parametrize("path,heading", [("README.md", "### Drop-in layer"), ("fsn_model/README.md", "## Layers")])
+def test_the_drop_in_layer_snippet_runs(path, heading):
+    (block,) = _python_blocks(ROOT / path, heading)
+    namespace = {}
+    exec(compile(block, f"{path} ({heading})", "exec"), namespace)
+    result = namespace.get("h", namespace.get("theta"))
+    assert tuple(result.shape) == (2, 16, 256)
