@@ -124,9 +124,9 @@ def composition_attention(theta, gate, coupling, omega=None, scale=None, *, spli
     o = o.to(cdt)
     a = o[..., -1:, None]  # A[t, t], (B, H, T, 1, 1)
     o_fold = o[..., :W].unflatten(-1, (2, NH, D))
-    O = torch.complex(o_fold[..., 0, :, :], o_fold[..., 1, :, :]) + a * K * z
+    o_c = torch.complex(o_fold[..., 0, :, :], o_fold[..., 1, :, :]) + a * K * z
     # Im(exp(-i n theta) O) = cos(n theta) Im O - sin(n theta) Re O
-    dtheta = (zr * O.imag - zi * O.real).sum(-2)
+    dtheta = (zr * o_c.imag - zi * o_c.real).sum(-2)
     return dtheta.transpose(1, 2).to(dt)
 
 
@@ -267,7 +267,9 @@ def environment() -> Dict:
 def add_speedups(cases: List[Dict]) -> None:
     """For every fused case, ``speedup`` = {baseline impl: baseline ms / fused ms} at the
     same pass, shape and dtype (the fastest composition variant counts)."""
-    key = lambda c: (c["pass"], c["B"], c["T"], c["H"], c["D"], c["NH"], c.get("dtype"))
+    def key(c):
+        return (c["pass"], c["B"], c["T"], c["H"], c["D"], c["NH"], c.get("dtype"))
+
     best: Dict = {}
     for c in cases:
         if c.get("ms") is None or c["impl"] not in ("reference", "composition", "sdpa"):
@@ -304,7 +306,8 @@ def plot_results(doc: Dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     series: Dict = {}
     for c in cases:
-        label = f"{c['impl']}{'/' + c['variant'] if c.get('variant') else ''} {c['pass']} D={c['D']} {c.get('dtype', '')}"
+        variant = "/" + c["variant"] if c.get("variant") else ""
+        label = f"{c['impl']}{variant} {c['pass']} D={c['D']} {c.get('dtype', '')}"
         series.setdefault(label, []).append(c)
     for label, cs in sorted(series.items()):
         cs = sorted(cs, key=lambda c: c["T"])
@@ -326,7 +329,8 @@ def plot_results(doc: Dict, path: Path) -> None:
             ax.text(0.5, 0.5, "not measured on this device", ha="center", transform=ax.transAxes)
     if series:
         axes[0].legend(fontsize=6)
-    fig.suptitle(f"{doc['device']}  torch {doc['torch']}  triton {doc['triton']}  {doc.get('commit') or ''}", fontsize=8)
+    title = f"{doc['device']}  torch {doc['torch']}  triton {doc['triton']}  {doc.get('commit') or ''}"
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

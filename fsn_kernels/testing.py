@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 

@@ -63,8 +63,8 @@ OPERAND = {DOT_IEEE.value: "fp32", DOT_BF16.value: "bf16", DOT_FP16.value: "fp16
 INPUT_POINTERS = {"THETA", "GATE", "GRAD", "OUT", "DTHETA", "DGATE"}  # the rest: features, or fp32
 FEATURE_POINTERS = {"Q", "K", "V", "DO"}
 INTS = {"N", "T", "H", "D", "NH"}
-NOT_SPECIALIZED = {"N", "T"}
-OMEGA_AGNOSTIC_ROLES = {"forward", "demodulate", "backward-kv", "backward-q"}  # do_not_specialize: any length reuses one binary
+NOT_SPECIALIZED = {"N", "T"}  # do_not_specialize: any length reuses one binary
+OMEGA_AGNOSTIC_ROLES = {"forward", "demodulate", "backward-kv", "backward-q"}  # omega enters through the features
 
 
 def _jobs(shapes, dtypes, omegas=(True, False)):
@@ -91,8 +91,10 @@ def _jobs(shapes, dtypes, omegas=(True, False)):
                              consts=dict(BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
             for name, role, configs, consts in (
                 ("_fwd_kernel", "forward", forward_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
-                ("_bwd_kv_kernel", "backward-kv", backward_kv_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
-                ("_bwd_q_kernel", "backward-q", backward_q_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
+                ("_bwd_kv_kernel", "backward-kv", backward_kv_configs(bd, nh_p, dot),
+                 dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
+                ("_bwd_q_kernel", "backward-q", backward_q_configs(bd, nh_p, dot),
+                 dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
             ):
                 for i, c in enumerate(configs):
                     jobs.append(dict(base, kernel=name, role=role, has_omega=True, block_m=c.block_m,
@@ -160,7 +162,8 @@ def compile_job(job, arch: int = 90, out_dir: str | None = None):
         return rec
     out_dir = out_dir or tempfile.mkdtemp(prefix="fsn-aot-")
     os.makedirs(out_dir, exist_ok=True)
-    stem = "{kernel}-{dtype}-nh{NH}-d{D}-{role}-m{block_m}n{block_n}w{num_warps}s{num_stages}-om{has_omega}".format(**rec)
+    stem = "{kernel}-{dtype}-nh{NH}-d{D}-{role}-m{block_m}n{block_n}w{num_warps}s{num_stages}-om{has_omega}"
+    stem = stem.format(**rec)
     paths = {"cubin": os.path.join(out_dir, stem + ".cubin"), "ttgir": os.path.join(out_dir, stem + ".ttgir")}
     with open(paths["cubin"], "wb") as f:
         f.write(compiled.asm["cubin"])
@@ -215,7 +218,7 @@ def main(argv=None) -> int:
         records = []
         for rec in pool.map(_compile_star, [(j, args.arch, out_dir) for j in jobs]):
             records.append(rec)
-            if rec["role"] in OMEGA_AGNOSTIC_ROLES:  # one binary serves both: omega enters via features
+            if rec["role"] in OMEGA_AGNOSTIC_ROLES:  # one binary serves both
                 records.append(dict(rec, has_omega=False))
     print(f"{'kernel':16} {'role':12} {'dtype':9} {'NH':>2} {'D':>4} {'om':>3} {'bm':>4} {'bn':>4} {'w':>2} {'s':>2} "
           f"{'regs':>4} {'stack':>6} {'smem':>7}")

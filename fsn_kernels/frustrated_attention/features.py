@@ -26,11 +26,11 @@ from .common import (
     cmul,
     feature_offsets,
     harmonics,
-    sincos,
     interleave,
     load_coupling,
     padded_harmonics,
     padded_head_dim,
+    sincos,
     token_block,
     token_program,
 )

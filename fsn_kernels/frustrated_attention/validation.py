@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+
 import torch
 
 MAX_HEAD_DIM = 128

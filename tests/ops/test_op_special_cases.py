@@ -44,7 +44,8 @@ def test_kuramoto(backend, omega_kind):
 def test_kuramoto_sakaguchi(backend):
     alpha = 0.7
     theta, gate, _, omega = make_inputs(B, T, H, D, 1)
-    out = frustrated_attention(theta, gate, _coupling(1, K1=complex(math.cos(alpha), -math.sin(alpha))), omega, backend=backend)
+    coupling = _coupling(1, K1=complex(math.cos(alpha), -math.sin(alpha)))
+    out = frustrated_attention(theta, gate, coupling, omega, backend=backend)
     assert_close(out, kuramoto_closed_form(theta.double(), gate.double(), omega, alpha=alpha), ATOL, RTOL, "sakaguchi")
 
 
