@@ -31,6 +31,7 @@ from .common import (
     launch,
     load_coupling,
     mm,
+    packing,
     padded_harmonics,
     padded_head_dim,
     program_sequence,
@@ -50,7 +51,7 @@ def _row_stats(LSE, DELTA, stat, ok):
 
 
 @triton.jit
-def _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, lo, hi, T, N,
+def _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, lo, hi, seq_len, N,
                   BLOCK_M: tl.constexpr, KW: tl.constexpr, VW: tl.constexpr,
                   MASKED: tl.constexpr, DOT: tl.constexpr):
     """Accumulate dk^, dv^ of one key block over the query blocks in [lo, hi);
@@ -58,8 +59,8 @@ def _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, lo
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        q_off, m_ok = feature_offsets(h, bos, offs_m, T, KW, N)
-        do_off, _ = feature_offsets(h, bos, offs_m, T, VW, N)
+        q_off, m_ok = feature_offsets(h, bos, offs_m, seq_len, KW, N)
+        do_off, _ = feature_offsets(h, bos, offs_m, seq_len, VW, N)
         q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
         do = tl.load(DO + do_off, mask=m_ok[:, None], other=0.0)  # [BM, VW]
         lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
@@ -73,36 +74,39 @@ def _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, lo
     return dk, dv
 
 
+@triton.heuristics({"IS_VARLEN": lambda args: args["CU"] is not None})
 @triton.jit(do_not_specialize=["N", "T"])
 def _bwd_kv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV,
+    CU,  # cu_seqlens (S + 1,) int32 of packed sequences, or None
     N, T, H,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    NH_P: tl.constexpr, DOT: tl.constexpr,
+    NH_P: tl.constexpr, DOT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    start_n, h, bos = program_sequence(T, False, BLOCK_N)
-    stat_base = (tl.program_id(2) * H + h).to(tl.int64) * T
+    start_n, h, bos, seq_len, stat_base = program_sequence(T, H, CU, False, IS_VARLEN, BLOCK_N)
+    if start_n >= seq_len:  # a packed sequence shorter than the longest
+        return
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    k_off, n_ok = feature_offsets(h, bos, offs_n, T, KW, N)
-    v_off, _ = feature_offsets(h, bos, offs_n, T, VW, N)
+    k_off, n_ok = feature_offsets(h, bos, offs_n, seq_len, KW, N)
+    v_off, _ = feature_offsets(h, bos, offs_n, seq_len, VW, N)
     k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
     v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
     dk = tl.zeros([BLOCK_N, KW], tl.float32)
     dv = tl.zeros([BLOCK_N, VW], tl.float32)
     band_lo = (start_n // BLOCK_M) * BLOCK_M
-    band_hi = tl.minimum(tl.cdiv(start_n + BLOCK_N, BLOCK_M) * BLOCK_M, T)
-    dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_lo, band_hi, T, N,
+    band_hi = tl.minimum(tl.cdiv(start_n + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
+    dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_lo, band_hi, seq_len, N,
                            BLOCK_M, KW, VW, True, DOT)
-    dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_hi, T, T, N,
+    dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_hi, seq_len, seq_len, N,
                            BLOCK_M, KW, VW, False, DOT)
     tl.store(DK + k_off, dk, mask=n_ok[:, None])
     tl.store(DV + v_off, dv, mask=n_ok[:, None])
 
 
 @triton.jit
-def _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, lo, hi, T, N,
+def _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, lo, hi, seq_len, N,
                  BLOCK_N: tl.constexpr, KW: tl.constexpr, VW: tl.constexpr,
                  MASKED: tl.constexpr, DOT: tl.constexpr):
     """Accumulate dq^ of one query block over the key blocks in [lo, hi); MASKED keeps
@@ -110,8 +114,8 @@ def _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, lo, hi, T, N,
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_off, n_ok = feature_offsets(h, bos, offs_n, T, KW, N)
-        v_off, _ = feature_offsets(h, bos, offs_n, T, VW, N)
+        k_off, n_ok = feature_offsets(h, bos, offs_n, seq_len, KW, N)
+        v_off, _ = feature_offsets(h, bos, offs_n, seq_len, VW, N)
         if MASKED:
             k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
             v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
@@ -127,29 +131,32 @@ def _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, lo, hi, T, N,
     return dq
 
 
+@triton.heuristics({"IS_VARLEN": lambda args: args["CU"] is not None})
 @triton.jit(do_not_specialize=["N", "T"])
 def _bwd_q_kernel(
     Q, K, V, DO, LSE, DELTA, DQ,
+    CU,  # cu_seqlens (S + 1,) int32 of packed sequences, or None
     N, T, H,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    NH_P: tl.constexpr, DOT: tl.constexpr,
+    NH_P: tl.constexpr, DOT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    start_m, h, bos = program_sequence(T, True, BLOCK_M)
-    stat_base = (tl.program_id(2) * H + h).to(tl.int64) * T
+    start_m, h, bos, seq_len, stat_base = program_sequence(T, H, CU, True, IS_VARLEN, BLOCK_M)
+    if start_m >= seq_len:  # a packed sequence shorter than the longest
+        return
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q_off, m_ok = feature_offsets(h, bos, offs_m, T, KW, N)
-    do_off, _ = feature_offsets(h, bos, offs_m, T, VW, N)
+    q_off, m_ok = feature_offsets(h, bos, offs_m, seq_len, KW, N)
+    do_off, _ = feature_offsets(h, bos, offs_m, seq_len, VW, N)
     q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
     do = tl.load(DO + do_off, mask=m_ok[:, None], other=0.0)  # [BM, VW]
     lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
     dq = tl.zeros([BLOCK_M, KW], tl.float32)
     band = (start_m // BLOCK_N) * BLOCK_N
-    dq = _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, 0, band, T, N,
+    dq = _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, 0, band, seq_len, N,
                       BLOCK_N, KW, VW, False, DOT)
-    dq = _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, T), T, N,
-                      BLOCK_N, KW, VW, True, DOT)
+    dq = _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, seq_len),
+                      seq_len, N, BLOCK_N, KW, VW, True, DOT)
     tl.store(DQ + q_off, dq, mask=m_ok[:, None])
 
 
@@ -163,19 +170,24 @@ def _store_coupling_partial(DCPL, part, h, H, D, NH, offs_d, wr, wi, NH_P: tl.co
     tl.store(ptr + 1, tl.sum(wi, 0), mask=mask)
 
 
-@triton.heuristics({"HAS_OMEGA": lambda args: args["OMEGA"] is not None})
+@triton.heuristics({
+    "HAS_OMEGA": lambda args: args["OMEGA"] is not None,
+    "IS_VARLEN": lambda args: args["POS"] is not None,
+})
 @triton.jit(do_not_specialize=["N", "T"])
 def _chain_kernel(
     THETA, GATE, CPL, OMEGA, GRAD, ORDER, LSE, SDIAG, DELTA, DQ, DK, DV,  # inputs
+    POS,  # packed sequences: position of each token row in its sequence, or None
     DTHETA, DGATE, DCPL,  # outputs: (B, T, H, D) x 2, partials (P, H, D, NH, 2, 2)
     N, T, H, D, NH, scale,
     HAS_OMEGA: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
-    NH_P: tl.constexpr, N_BITS: tl.constexpr,
+    NH_P: tl.constexpr, N_BITS: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
     part = tl.program_id(0)
-    h, rows, pos, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, BLOCK_T, BLOCK_D)
+    h, rows, pos, _, row_ok, offs_d, in_off, in_mask, stat = token_program(
+        N, T, H, D, POS, POS, BLOCK_T, BLOCK_D, IS_VARLEN)
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gd = tl.load(GRAD + in_off, mask=in_mask, other=0.0).to(tl.float32)
@@ -234,7 +246,7 @@ def _chain_kernel(
 
 
 def attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=None,
-                  block_m=None, block_n=None):
+                  block_m=None, block_n=None, cu_seqlens=None, max_seqlen=None):
     """Launch the fused backward.
 
     Args:
@@ -242,6 +254,7 @@ def attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, 
         theta, gate, coupling_real, omega, scale, dot: as given to ``attention_fwd``.
         out, lse, order: the forward's outputs (dtheta, lse (B, H, T), R (B, T, H, NH, D)).
         block_m, block_n: tile overrides for both flash passes.
+        cu_seqlens, max_seqlen: packed sequences, as given to ``attention_fwd``.
     Returns:
         (dtheta, dgate, dcoupling_real) in theta's, gate's and coupling_real's dtypes.
     """
@@ -255,25 +268,26 @@ def attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, 
     dot = dot_mode(theta.dtype) if dot is None else dot
     nh_p, n_bits = padded_harmonics(NH)
     block_d = padded_head_dim(D)
-    q, k, v, s_diag, d_o, delta = compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out, out)
+    pack = packing(B, T, cu_seqlens, max_seqlen)
+    q, k, v, s_diag, d_o, delta = compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out, out, pack)
     dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
     dk = torch.empty_like(dq)
     dv = torch.empty(v.shape, device=v.device, dtype=torch.float32)
     consts = dict(BLOCK_D=block_d, NH_P=nh_p, DOT=dot)
     override = block_m is not None or block_n is not None
     kv_configs = backward_kv_configs(block_d, nh_p, dot)
-    launch(_bwd_kv_kernel, lambda bm, bn: (triton.cdiv(T, bn), H, B),
-           (q, k, v, d_o, lse, delta, dk, dv, N, T, H), consts, kv_configs,
+    launch(_bwd_kv_kernel, lambda bm, bn: (triton.cdiv(pack.max_len, bn), H, pack.num_seqs),
+           (q, k, v, d_o, lse, delta, dk, dv, pack.cu_seqlens, N, T, H), consts, kv_configs,
            fixed_config(kv_configs, block_m, block_n) if override else None)
     q_configs = backward_q_configs(block_d, nh_p, dot)
-    launch(_bwd_q_kernel, lambda bm, bn: (triton.cdiv(T, bm), H, B),
-           (q, k, v, d_o, lse, delta, dq, N, T, H), consts, q_configs,
+    launch(_bwd_q_kernel, lambda bm, bn: (triton.cdiv(pack.max_len, bm), H, pack.num_seqs),
+           (q, k, v, d_o, lse, delta, dq, pack.cu_seqlens, N, T, H), consts, q_configs,
            fixed_config(q_configs, block_m, block_n) if override else None)
     block_t, warps = token_block(block_d, nh_p)
     parts = triton.cdiv(N, block_t)
     d_cpl = torch.empty((parts, H, D, NH, 2, 2), device=theta.device, dtype=torch.float32)
     _chain_kernel[(parts, H)](
-        theta, gate, coupling_real, omega, grad_out, order, lse, s_diag, delta, dq, dk, dv,
+        theta, gate, coupling_real, omega, grad_out, order, lse, s_diag, delta, dq, dk, dv, pack.pos,
         dtheta, dgate, d_cpl,
         N, T, H, D, NH, scale,
         BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=warps, enable_fp_fusion=True,

@@ -59,6 +59,34 @@ def padded_harmonics(nh: int):
     return nh_p, nh_p.bit_length()
 
 
+# ------------------------------------------------------------------------ packed sequences
+@dataclass(frozen=True)
+class Packing:
+    """Where the sequences are in the token rows (B*T) of the kernels' inputs.
+
+    Without cu_seqlens: B sequences of length T (``cu_seqlens``, ``pos``, ``seq_end``
+    None). With cu_seqlens (int32 (S + 1,)): S sequences packed in one row of B*T = N
+    tokens; ``pos`` (N,) int32 is each token's position in its sequence and ``seq_end``
+    (N,) int32 the row after its sequence's last token, computed on the device."""
+
+    num_seqs: int
+    max_len: int
+    cu_seqlens: torch.Tensor | None = None
+    pos: torch.Tensor | None = None
+    seq_end: torch.Tensor | None = None
+
+
+def packing(B: int, T: int, cu_seqlens=None, max_seqlen=None) -> Packing:
+    if cu_seqlens is None:
+        return Packing(B, T)
+    n = B * T
+    rows = torch.arange(n, device=cu_seqlens.device, dtype=torch.int32)
+    seq = torch.searchsorted(cu_seqlens[1:], rows, right=True)
+    seq = seq.clamp_max(cu_seqlens.numel() - 2)  # only rows past the last end (none, once validated)
+    return Packing(cu_seqlens.numel() - 1, max_seqlen, cu_seqlens, (rows - cu_seqlens[seq]).to(torch.int32),
+                   cu_seqlens[seq + 1].to(torch.int32))
+
+
 # ------------------------------------------------------------------------ launch configs
 @dataclass(frozen=True)
 class TileConfig:
@@ -263,29 +291,46 @@ def feature_offsets(head, bos, offs, T, WIDTH: tl.constexpr, N):
 
 
 @triton.jit
-def token_program(N, T, H, D, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Per-program setup of the per-token passes, grid (token blocks, H): the head; the
-    token rows of (B*T) [BT], their positions in their sequence and their mask; the
-    oscillator offsets [BD]; offsets into (B, T, H, D) inputs [BT, BD] and their mask;
-    offsets of the per-row statistics in (B, H, T) [BT]."""
+def token_program(N, T, H, D, POS, SEQ_END, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                  IS_VARLEN: tl.constexpr):
+    """Per-program setup of the per-token passes, grid (token blocks, H). Returns the
+    head; the token rows of (B*T) [BT]; each row's position in its sequence, the row
+    after its sequence's end [BT] (read from POS, SEQ_END for packed sequences, else
+    from T) and the row mask; the oscillator offsets [BD]; offsets into (B, T, H, D)
+    inputs [BT, BD] and their mask; offsets of the per-row statistics in (B, H, T) [BT]."""
     h = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < N
-    pos = rows % T
+    if IS_VARLEN:
+        pos = tl.load(POS + rows, mask=row_ok, other=0)
+        seq_end = tl.load(SEQ_END + rows, mask=row_ok, other=0)
+    else:
+        pos = rows % T
+        seq_end = rows - pos + T
     in_mask = row_ok[:, None] & (offs_d[None, :] < D)
     in_off = rows[:, None].to(tl.int64) * H * D + h * D + offs_d[None, :]
-    stat = ((rows // T) * H + h).to(tl.int64) * T + pos
-    return h, rows, pos, row_ok, offs_d, in_off, in_mask, stat
+    stat = ((rows // T) * H + h).to(tl.int64) * T + rows % T
+    return h, rows, pos, seq_end, row_ok, offs_d, in_off, in_mask, stat
 
 
 @triton.jit
-def program_sequence(T, REVERSED: tl.constexpr, BLOCK: tl.constexpr):
-    """Per-program setup of the attention kernels, grid (blocks, H, B): the block start
-    (longest rows first when REVERSED), the head and the first token row of the batch."""
+def program_sequence(T, H, CU, REVERSED: tl.constexpr, IS_VARLEN: tl.constexpr, BLOCK: tl.constexpr):
+    """Per-program setup of the attention kernels, grid (blocks, H, sequences): the block
+    start (longest rows first when REVERSED), the head, the sequence's first token row,
+    its length, and the offset of its per-row statistics in (B, H, T). Packed sequences
+    (IS_VARLEN) read their bounds from CU (cu_seqlens); otherwise sequence b is batch b."""
     pid = tl.program_id(0)
     if REVERSED:
-        pid = tl.cdiv(T, BLOCK) - 1 - pid
+        pid = tl.num_programs(0) - 1 - pid
     head = tl.program_id(1)
-    bos = tl.program_id(2).to(tl.int64) * T
-    return pid * BLOCK, head, bos
+    seq = tl.program_id(2)
+    if IS_VARLEN:
+        bos = tl.load(CU + seq).to(tl.int64)
+        seq_len = (tl.load(CU + seq + 1) - tl.load(CU + seq)).to(tl.int32)
+        stat_base = head.to(tl.int64) * T + bos
+    else:
+        bos = seq.to(tl.int64) * T
+        seq_len = T
+        stat_base = (seq * H + head).to(tl.int64) * T
+    return pid * BLOCK, head, bos, seq_len, stat_base

@@ -39,18 +39,21 @@ from .common import (
 @triton.heuristics({
     "HAS_OMEGA": lambda args: args["OMEGA"] is not None,
     "WITH_GRAD": lambda args: args["GRAD"] is not None,
+    "IS_VARLEN": lambda args: args["POS"] is not None,
 })
 @triton.jit(do_not_specialize=["N", "T"])
 def _features_kernel(
     THETA, GATE, CPL, OMEGA, GRAD, OUT,  # inputs (B, T, H, D); coupling (H, D, NH, 2, 2)
     Q, K, V, SDIAG, DO, DELTA,  # features (H, N, width); diagonal score, Delta (B, H, T)
+    POS, SEQ_END,  # packed sequences: position of each token row, the row after its sequence; or None
     N, T, H, D, NH, qk_scale,
-    HAS_OMEGA: tl.constexpr, WITH_GRAD: tl.constexpr,
+    HAS_OMEGA: tl.constexpr, WITH_GRAD: tl.constexpr, IS_VARLEN: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr,
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    h, rows, pos, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, BLOCK_T, BLOCK_D)
+    h, rows, pos, seq_end, row_ok, offs_d, in_off, in_mask, stat = token_program(
+        N, T, H, D, POS, SEQ_END, BLOCK_T, BLOCK_D, IS_VARLEN)
 
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
@@ -62,7 +65,7 @@ def _features_kernel(
     else:
         cp = ct
         sp = st
-    has_next = row_ok & (pos + 1 < T)
+    has_next = row_ok & (rows + 1 < seq_end)  # the delay never crosses a sequence's end
     theta_next = tl.load(THETA + in_off + H * D, mask=has_next[:, None] & in_mask, other=0.0).to(tl.float32)
 
     zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
@@ -95,7 +98,7 @@ def _features_kernel(
         tl.store(DELTA + stat, tl.sum(gd * out, 1), mask=row_ok)
 
 
-def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=None, out=None):
+def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=None, out=None, pack=None):
     """Launch the feature pass.
 
     Args:
@@ -106,6 +109,8 @@ def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=Non
         dot: matmul operand mode (``common.DOT_*`` value); the features' dtype.
         grad_out, out: (B, T, H, D) upstream gradient and forward output, for the
             backward's dO^ and Delta (both or neither).
+        pack: ``common.Packing`` of packed sequences (rotary positions restart and the
+            delay stops at each sequence), or None for B sequences of length T.
     Returns:
         q^, k^ (H, B*T, 2*D_P), v^ (H, B*T, 2*NH_P*D_P) in the operand dtype, the diagonal
         score s_tt (B, H, T) fp32 in base 2; with grad_out also dO^ (like v^) and
@@ -129,6 +134,7 @@ def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=Non
     grid = (triton.cdiv(N, block_t), H)
     _features_kernel[grid](
         theta, gate, coupling_real, omega, grad_out, out, q, k, v, s_diag, d_o, delta,
+        None if pack is None else pack.pos, None if pack is None else pack.seq_end,
         N, T, H, D, NH, scale * LOG2E.value,
         BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
         num_warps=warps, enable_fp_fusion=True,

@@ -34,6 +34,7 @@ from .common import (
     launch,
     load_coupling,
     mm,
+    packing,
     padded_harmonics,
     padded_head_dim,
     program_sequence,
@@ -45,17 +46,17 @@ from .features import compute_features
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, T, N,
+def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, seq_len, N,
                BLOCK_N: tl.constexpr, KW: tl.constexpr, VW: tl.constexpr,
                MASKED: tl.constexpr, DOT: tl.constexpr):
     """Online softmax over the key blocks in [lo, hi): scores in base 2 from q^ . k^,
-    ``acc += p @ v^``. MASKED keeps ``u < t`` only (and rows past T); otherwise every
+    ``acc += p @ v^``. MASKED keeps ``u < t`` only (and rows in the sequence); otherwise every
     key of the range is valid and before every query row."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_off, n_ok = feature_offsets(h, bos, offs_n, T, KW, N)
-        v_off, _ = feature_offsets(h, bos, offs_n, T, VW, N)
+        k_off, n_ok = feature_offsets(h, bos, offs_n, seq_len, KW, N)
+        v_off, _ = feature_offsets(h, bos, offs_n, seq_len, VW, N)
         if MASKED:
             k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
             v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
@@ -74,19 +75,23 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, T, N,
     return acc, l_i, m_i
 
 
+@triton.heuristics({"IS_VARLEN": lambda args: args["CU"] is not None})
 @triton.jit(do_not_specialize=["N", "T"])
 def _fwd_kernel(
     Q, K, V, SDIAG, OPART, LSE,  # features (H, N, width); s_tt (B, H, T); O partial (H, N, VW); lse (B, H, T)
+    CU,  # cu_seqlens (S + 1,) int32 of packed sequences, or None
     N, T, H,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    NH_P: tl.constexpr, DOT: tl.constexpr,
+    NH_P: tl.constexpr, DOT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    start_m, h, bos = program_sequence(T, True, BLOCK_M)
-    stat = (tl.program_id(2) * H + h).to(tl.int64) * T + start_m + tl.arange(0, BLOCK_M)
+    start_m, h, bos, seq_len, stat_base = program_sequence(T, H, CU, True, IS_VARLEN, BLOCK_M)
+    if start_m >= seq_len:  # a packed sequence shorter than the longest
+        return
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q_off, m_ok = feature_offsets(h, bos, offs_m, T, KW, N)
+    stat = stat_base + offs_m
+    q_off, m_ok = feature_offsets(h, bos, offs_m, seq_len, KW, N)
     q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
 
     # Row state at the diagonal, closed form: m = s_tt (base 2), l = 1. Its value K z_t
@@ -95,12 +100,12 @@ def _fwd_kernel(
     l_i = tl.full([BLOCK_M], 1.0, tl.float32)
     acc = tl.zeros([BLOCK_M, VW], tl.float32)
     band = (start_m // BLOCK_N) * BLOCK_N
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, 0, band, T, N,
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, 0, band, seq_len, N,
                                BLOCK_N, KW, VW, False, DOT)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, T), T, N,
-                               BLOCK_N, KW, VW, True, DOT)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, seq_len),
+                               seq_len, N, BLOCK_N, KW, VW, True, DOT)
 
-    o_off, _ = feature_offsets(h, bos, offs_m, T, VW, N)
+    o_off, _ = feature_offsets(h, bos, offs_m, seq_len, VW, N)
     tl.store(OPART + o_off, acc / l_i[:, None], mask=m_ok[:, None])  # sum_{u<t} A[t,u] v^_u
     tl.store(LSE + stat, (m_i + tl.log2(l_i)) * LN2, mask=m_ok)
 
@@ -114,7 +119,8 @@ def _demodulate_kernel(
     """Per token: O = O_partial + A[t,t] K z_t, G = exp(-i n theta_t) O,
     dtheta = sum_n Im G, R = Re G."""
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    h, rows, _, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, BLOCK_T, BLOCK_D)
+    h, rows, _, _, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, None, None, BLOCK_T, BLOCK_D,
+                                                                          False)
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     st, ct = sincos(theta)
     zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
@@ -134,7 +140,8 @@ def _demodulate_kernel(
     tl.store(ORDER + order_off, g_re, mask=in_mask[:, None, :] & (offs_h[None, :, None] < NH))
 
 
-def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=None, block_n=None):
+def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=None, block_n=None,
+                  cu_seqlens=None, max_seqlen=None):
     """Launch the feature pass and the flash forward.
 
     Args:
@@ -144,6 +151,8 @@ def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=No
         scale: float, the score scale.
         dot: matmul operand mode (``common.DOT_*`` value); default from theta's dtype.
         block_m, block_n: tile overrides (powers of two >= 16); default: the configs.
+        cu_seqlens, max_seqlen: packed sequences (validated by the caller): int32
+            (S + 1,) boundaries in the T axis of a B = 1 batch, and the longest length.
     Returns:
         dtheta (B, T, H, D) in theta's dtype, lse (B, H, T) fp32 natural log,
         order R (B, T, H, NH, D) fp32.
@@ -158,12 +167,14 @@ def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=No
     dot = dot_mode(theta.dtype) if dot is None else dot
     nh_p, n_bits = padded_harmonics(NH)
     block_d = padded_head_dim(D)
-    q, k, v, s_diag = compute_features(theta, gate, coupling_real, omega, scale, dot)
+    pack = packing(B, T, cu_seqlens, max_seqlen)
+    q, k, v, s_diag = compute_features(theta, gate, coupling_real, omega, scale, dot, pack=pack)
     o_partial = torch.empty(v.shape, device=v.device, dtype=torch.float32)
     configs = forward_configs(block_d, nh_p, dot)
     cfg = None if block_m is None and block_n is None else fixed_config(configs, block_m, block_n)
-    launch(_fwd_kernel, lambda bm, bn: (triton.cdiv(T, bm), H, B),
-           (q, k, v, s_diag, o_partial, lse, B * T, T, H), dict(BLOCK_D=block_d, NH_P=nh_p, DOT=dot), configs, cfg)
+    launch(_fwd_kernel, lambda bm, bn: (triton.cdiv(pack.max_len, bm), H, pack.num_seqs),
+           (q, k, v, s_diag, o_partial, lse, pack.cu_seqlens, B * T, T, H), dict(BLOCK_D=block_d, NH_P=nh_p, DOT=dot),
+           configs, cfg)
     block_t, warps = token_block(block_d, nh_p)
     _demodulate_kernel[(triton.cdiv(B * T, block_t), H)](
         theta, coupling_real, s_diag, o_partial, lse, out, order, B * T, T, H, D, NH,

@@ -17,19 +17,21 @@ from .backward import attention_bwd
 from .common import DOT_IEEE, dot_mode
 from .forward import attention_fwd
 from .naive import naive_frustrated_attention
-from .validation import check_inputs, check_kernel_limits
+from .validation import check_cu_seqlens, check_inputs, check_kernel_limits
 
 
 # --------------------------------------------------------------------------- custom ops
 @torch.library.custom_op("fsn::frustrated_attention_fwd", mutates_args=())
 def _fwd_op(
-    theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float, dot: int
+    theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float, dot: int,
+    cu_seqlens: Optional[Tensor] = None, max_seqlen: int = 0,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    return attention_fwd(theta, gate, coupling_real, omega, scale, dot=dot)
+    return attention_fwd(theta, gate, coupling_real, omega, scale, dot=dot, cu_seqlens=cu_seqlens,
+                         max_seqlen=max_seqlen)
 
 
 @_fwd_op.register_fake
-def _(theta, gate, coupling_real, omega, scale, dot):
+def _(theta, gate, coupling_real, omega, scale, dot, cu_seqlens=None, max_seqlen=0):
     B, T, H, D = theta.shape
     NH = coupling_real.shape[2]
     return (
@@ -43,12 +45,14 @@ def _(theta, gate, coupling_real, omega, scale, dot):
 def _bwd_op(
     grad_out: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor],
     out: Tensor, lse: Tensor, order: Tensor, scale: float, dot: int,
+    cu_seqlens: Optional[Tensor] = None, max_seqlen: int = 0,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    return attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=dot)
+    return attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=dot,
+                         cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
 
 
 @_bwd_op.register_fake
-def _(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot):
+def _(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot, cu_seqlens=None, max_seqlen=0):
     return torch.empty_like(theta), torch.empty_like(gate), torch.empty_like(coupling_real)
 
 
@@ -58,21 +62,21 @@ class FrustratedAttentionFunction(torch.autograd.Function):
     saved lse (no T x T tensor is ever stored)."""
 
     @staticmethod
-    def forward(ctx, theta, gate, coupling_real, omega, scale, dot):
-        out, lse, order = _fwd_op(theta, gate, coupling_real, omega, scale, dot)
-        ctx.save_for_backward(theta, gate, coupling_real, omega, out, lse, order)
-        ctx.scale, ctx.dot = scale, dot
+    def forward(ctx, theta, gate, coupling_real, omega, scale, dot, cu_seqlens=None, max_seqlen=0):
+        out, lse, order = _fwd_op(theta, gate, coupling_real, omega, scale, dot, cu_seqlens, max_seqlen)
+        ctx.save_for_backward(theta, gate, coupling_real, omega, out, lse, order, cu_seqlens)
+        ctx.scale, ctx.dot, ctx.max_seqlen = scale, dot, max_seqlen
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
-        theta, gate, coupling_real, omega, out, lse, order = ctx.saved_tensors
+        theta, gate, coupling_real, omega, out, lse, order, cu_seqlens = ctx.saved_tensors
         dtheta, dgate, dcoupling = _bwd_op(
             grad_out.contiguous(), theta, gate, coupling_real, omega, out, lse, order,
-            ctx.scale, ctx.dot,
+            ctx.scale, ctx.dot, cu_seqlens, ctx.max_seqlen,
         )
-        return dtheta, dgate, dcoupling, None, None, None
+        return dtheta, dgate, dcoupling, None, None, None, None, None
 
 
 # ------------------------------------------------------------------------ public API
@@ -107,6 +111,7 @@ def frustrated_attention(
     omega: Optional[Tensor] = None,
     scale: Optional[float] = None,
     *,
+    cu_seqlens: Optional[Tensor] = None,
     return_lse: bool = False,
     backend: str = "auto",
     deterministic: bool = True,
@@ -123,6 +128,12 @@ def frustrated_attention(
             ``[..., n-1, 1]`` is L_n (one-step delay).
         omega: (H, D) real rotary drift per position, or None. Takes no gradient.
         scale: positive finite score scale; None means ``D ** -0.5``.
+        cu_seqlens: packed variable-length sequences: int32 (S + 1,) boundaries, starting
+            at 0, non-decreasing, ending at T, with B = 1; sequence ``s`` is
+            ``theta[0, cu_seqlens[s]:cu_seqlens[s+1]]``. Each sequence attends only
+            within itself, its rotary positions start at 0 and its last token has no
+            successor: the result equals the op on each sequence separately. (Validating
+            it reads it on the host once per call.)
         return_lse: also return the row log-sum-exp of the scores.
         backend: "auto" (Triton kernels on CUDA for float32/bf16/fp16, the reference
             otherwise), "triton" (the kernels; CUDA, or CPU under ``TRITON_INTERPRET=1``),
@@ -151,9 +162,10 @@ def frustrated_attention(
         dtheta = (exp(-1j * n * theta) * O).imag.sum(n)
     """
     scale = check_inputs(theta, gate, coupling, omega, scale, backend)
+    max_seqlen = check_cu_seqlens(cu_seqlens, theta)
     impl = _resolve_impl(backend, theta.device, (theta.dtype, gate.dtype))
     if impl == "torch":
-        out, lse, _ = naive_frustrated_attention(theta, gate, coupling, omega, scale)
+        out, lse = _reference_packed(theta, gate, coupling, omega, scale, cu_seqlens)
         out = out.to(theta.dtype)
     else:
         dot = _matmul_dot_mode(theta)
@@ -161,6 +173,17 @@ def frustrated_attention(
         coupling_real = torch.view_as_real(coupling.resolve_conj()).float().contiguous()
         out, lse = FrustratedAttentionFunction.apply(
             theta.contiguous(), gate.contiguous(), coupling_real,
-            None if omega is None else omega.float().contiguous(), scale, dot,
+            None if omega is None else omega.float().contiguous(), scale, dot, cu_seqlens, max_seqlen or 0,
         )
     return (out, lse) if return_lse else out
+
+
+def _reference_packed(theta, gate, coupling, omega, scale, cu_seqlens):
+    """The reference, sequence by sequence when packed: (dtheta, lse)."""
+    if cu_seqlens is None:
+        out, lse, _ = naive_frustrated_attention(theta, gate, coupling, omega, scale)
+        return out, lse
+    bounds = cu_seqlens.tolist()
+    parts = [naive_frustrated_attention(theta[:, a:b], gate[:, a:b], coupling, omega, scale)
+             for a, b in zip(bounds[:-1], bounds[1:])]
+    return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 2)

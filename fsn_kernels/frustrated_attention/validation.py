@@ -102,6 +102,38 @@ def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
     return scale
 
 
+def check_cu_seqlens(cu_seqlens, theta):
+    """Validate packed-sequence boundaries; returns the longest sequence's length (None
+    without packing). Reads cu_seqlens on the host once."""
+    if cu_seqlens is None:
+        return None
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise TypeError(f"cu_seqlens must be an int32 torch.Tensor or None, got {_describe(cu_seqlens)}")
+    if cu_seqlens.dtype != torch.int32:
+        raise ValueError(f"cu_seqlens must be int32 (like flash-attn's), got {_describe(cu_seqlens)}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
+        raise ValueError(f"cu_seqlens must have shape (S + 1,) for S sequences, got {_describe(cu_seqlens)}")
+    if cu_seqlens.device != theta.device:
+        raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but theta is on {theta.device}")
+    if theta.shape[0] != 1:
+        raise ValueError(
+            f"with cu_seqlens, theta and gate hold the packed sequences end to end as (1, T, H, D): "
+            f"B must be 1, got theta of shape {tuple(theta.shape)}"
+        )
+    bounds = cu_seqlens.tolist()
+    T = theta.shape[1]
+    if bounds[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got cu_seqlens[0] = {bounds[0]}")
+    steps = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    if any(s < 0 for s in steps):
+        i = next(i for i, s in enumerate(steps) if s < 0)
+        raise ValueError(f"cu_seqlens must be non-decreasing, got cu_seqlens[{i}] = {bounds[i]} > "
+                         f"cu_seqlens[{i + 1}] = {bounds[i + 1]}")
+    if bounds[-1] != T:
+        raise ValueError(f"cu_seqlens must end at T = {T} (theta's length), got cu_seqlens[-1] = {bounds[-1]}")
+    return max(steps, default=0)
+
+
 MAX_FP32_VALUE_WIDTH = 512
 
 
