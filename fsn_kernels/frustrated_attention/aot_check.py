@@ -6,7 +6,7 @@ real backend, register spills (stack bytes) and shared memory over the limit. Ev
 kernel is compiled as the runtime specializes it (16-byte divisibility of pointers and of
 sizes that are multiples of 16) in every configuration that is launched: operand modes
 bf16, fp16, fp32 (IEEE), the training case (fp32 tensors, bf16 operands under
-autocast), with and without omega, each autotune candidate. Usage::
+autocast), with and without omega, packed sequences or not, each autotune candidate. Usage::
 
     python -m fsn_kernels.frustrated_attention.aot_check                 # all shapes
     python -m fsn_kernels.frustrated_attention.aot_check --quick --dtypes bf16 \\
@@ -62,12 +62,13 @@ DTYPES = {
 OPERAND = {DOT_IEEE.value: "fp32", DOT_BF16.value: "bf16", DOT_FP16.value: "fp16"}
 INPUT_POINTERS = {"THETA", "GATE", "GRAD", "OUT", "DTHETA", "DGATE"}  # the rest: features, or fp32
 FEATURE_POINTERS = {"Q", "K", "V", "DO"}
+PACKING_POINTERS = {"CU", "POS", "SEQ_END"}  # int32, None unless the sequences are packed
 INTS = {"N", "T", "H", "D", "NH"}
 NOT_SPECIALIZED = {"N", "T"}  # do_not_specialize: any length reuses one binary
 OMEGA_AGNOSTIC_ROLES = {"forward", "demodulate", "backward-kv", "backward-q"}  # omega enters through the features
 
 
-def _jobs(shapes, dtypes, omegas=(True, False)):
+def _jobs(shapes, dtypes, omegas=(True, False), varlens=(False, True)):
     """Every (kernel, role, constexprs, warps, stages, ...) the runtime launches."""
     jobs = []
     for dname in dtypes:
@@ -75,31 +76,33 @@ def _jobs(shapes, dtypes, omegas=(True, False)):
         for nh, d in shapes:
             nh_p, n_bits = padded_harmonics(nh)
             bd = padded_head_dim(d)
-            base = dict(dtype=dname, tensor_dtype=tensor_dtype, dot=dot, NH=nh, D=d)
             bt, warps = token_block(bd, nh_p)
-            for has_omega in omegas:
-                for with_grad in (False, True):
-                    jobs.append(dict(base, kernel="_features_kernel", role="feature-bwd" if with_grad else "feature",
-                                     has_omega=has_omega, block_m=bt, block_n=0, num_warps=warps, num_stages=3,
-                                     consts=dict(HAS_OMEGA=has_omega, WITH_GRAD=with_grad, BLOCK_T=bt,
-                                                 BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
-                jobs.append(dict(base, kernel="_chain_kernel", role="chain", has_omega=has_omega, block_m=bt,
-                                 block_n=0, num_warps=warps, num_stages=3,
-                                 consts=dict(HAS_OMEGA=has_omega, BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
-            jobs.append(dict(base, kernel="_demodulate_kernel", role="demodulate", has_omega=True, block_m=bt,
-                             block_n=0, num_warps=warps, num_stages=3,
-                             consts=dict(BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
-            for name, role, configs, consts in (
-                ("_fwd_kernel", "forward", forward_configs(bd, nh_p, dot), dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
-                ("_bwd_kv_kernel", "backward-kv", backward_kv_configs(bd, nh_p, dot),
-                 dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
-                ("_bwd_q_kernel", "backward-q", backward_q_configs(bd, nh_p, dot),
-                 dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot)),
-            ):
-                for i, c in enumerate(configs):
-                    jobs.append(dict(base, kernel=name, role=role, has_omega=True, block_m=c.block_m,
-                                     block_n=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages,
-                                     config_index=i, consts=dict(consts, BLOCK_M=c.block_m, BLOCK_N=c.block_n)))
+            for varlen in varlens:
+                base = dict(dtype=dname, tensor_dtype=tensor_dtype, dot=dot, NH=nh, D=d, varlen=varlen)
+                token = dict(base, block_m=bt, block_n=0, num_warps=warps, num_stages=3)
+                for has_omega in omegas:
+                    for with_grad in (False, True):
+                        role = "feature-bwd" if with_grad else "feature"
+                        jobs.append(dict(token, kernel="_features_kernel", role=role, has_omega=has_omega,
+                                         consts=dict(HAS_OMEGA=has_omega, WITH_GRAD=with_grad, IS_VARLEN=varlen,
+                                                     BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
+                    jobs.append(dict(token, kernel="_chain_kernel", role="chain", has_omega=has_omega,
+                                     consts=dict(HAS_OMEGA=has_omega, IS_VARLEN=varlen, BLOCK_T=bt, BLOCK_D=bd,
+                                                 NH_P=nh_p, N_BITS=n_bits)))
+                if not varlen:  # the demodulation pass does not see the packing
+                    jobs.append(dict(token, kernel="_demodulate_kernel", role="demodulate", has_omega=True,
+                                     consts=dict(BLOCK_T=bt, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits)))
+                for name, role, configs in (
+                    ("_fwd_kernel", "forward", forward_configs(bd, nh_p, dot)),
+                    ("_bwd_kv_kernel", "backward-kv", backward_kv_configs(bd, nh_p, dot)),
+                    ("_bwd_q_kernel", "backward-q", backward_q_configs(bd, nh_p, dot)),
+                ):
+                    for i, c in enumerate(configs):
+                        jobs.append(dict(base, kernel=name, role=role, has_omega=True, block_m=c.block_m,
+                                         block_n=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages,
+                                         config_index=i,
+                                         consts=dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot, IS_VARLEN=varlen,
+                                                     BLOCK_M=c.block_m, BLOCK_N=c.block_n)))
     return jobs
 
 
@@ -120,7 +123,8 @@ def _source(job):
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             sig[name] = "constexpr"
-        elif name == "OMEGA" and not consts.get("HAS_OMEGA", True):
+        elif (name == "OMEGA" and not consts.get("HAS_OMEGA", True)) or (
+                name in PACKING_POINTERS and not consts.get("IS_VARLEN", True)):
             sig[name], consts[name] = "constexpr", None
         elif name in INTS:
             value = {"D": job["D"], "NH": job["NH"]}.get(name)
@@ -130,6 +134,8 @@ def _source(job):
         elif name.isupper():
             if name in INPUT_POINTERS:
                 sig[name] = f"*{job['tensor_dtype']}"
+            elif name in PACKING_POINTERS:
+                sig[name] = "*i32"
             elif name in FEATURE_POINTERS:
                 sig[name] = f"*{OPERAND[job['dot']]}"
             else:
@@ -162,7 +168,7 @@ def compile_job(job, arch: int = 90, out_dir: str | None = None):
         return rec
     out_dir = out_dir or tempfile.mkdtemp(prefix="fsn-aot-")
     os.makedirs(out_dir, exist_ok=True)
-    stem = "{kernel}-{dtype}-nh{NH}-d{D}-{role}-m{block_m}n{block_n}w{num_warps}s{num_stages}-om{has_omega}"
+    stem = "{kernel}-{dtype}-nh{NH}-d{D}-{role}-m{block_m}n{block_n}w{num_warps}s{num_stages}-om{has_omega}-vl{varlen}"
     stem = stem.format(**rec)
     paths = {"cubin": os.path.join(out_dir, stem + ".cubin"), "ttgir": os.path.join(out_dir, stem + ".ttgir")}
     with open(paths["cubin"], "wb") as f:
@@ -220,11 +226,11 @@ def main(argv=None) -> int:
             records.append(rec)
             if rec["role"] in OMEGA_AGNOSTIC_ROLES:  # one binary serves both
                 records.append(dict(rec, has_omega=False))
-    print(f"{'kernel':16} {'role':12} {'dtype':9} {'NH':>2} {'D':>4} {'om':>3} {'bm':>4} {'bn':>4} {'w':>2} {'s':>2} "
-          f"{'regs':>4} {'stack':>6} {'smem':>7}")
+    print(f"{'kernel':18} {'role':12} {'dtype':9} {'NH':>2} {'D':>4} {'om':>3} {'vl':>3} {'bm':>4} {'bn':>4} {'w':>2} "
+          f"{'s':>2} {'regs':>4} {'stack':>6} {'smem':>7}")
     for r in records:
-        head = (f"{r['kernel']:16} {r['role']:12} {r['dtype']:9} {r['NH']:>2} {r['D']:>4} "
-                f"{'y' if r['has_omega'] else 'n':>3} {r['block_m']:>4} "
+        head = (f"{r['kernel']:18} {r['role']:12} {r['dtype']:9} {r['NH']:>2} {r['D']:>4} "
+                f"{'y' if r['has_omega'] else 'n':>3} {'y' if r['varlen'] else 'n':>3} {r['block_m']:>4} "
                 f"{r['block_n']:>4} {r['num_warps']:>2} {r['num_stages']:>2}")
         if "error" in r:
             print(f"{head} FAILED: {r['error']}")

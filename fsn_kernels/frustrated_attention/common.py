@@ -132,7 +132,7 @@ def backward_kv_configs(block_d: int, nh_p: int, dot: int):
     if dot == DOT_IEEE.value:
         return [TileConfig(16, 32, 4, 1)] if width <= 256 else [TileConfig(16, 16, 4, 1)]
     if width <= 128:
-        return [TileConfig(32, 128, 8, 2), TileConfig(32, 64, 8, 2), TileConfig(64, 64, 8, 2)]
+        return [TileConfig(32, 128, 8, 2), TileConfig(32, 64, 4, 2)]
     if width <= 256:
         return [TileConfig(16, 32, 4, 1)]
     if width <= 512:
