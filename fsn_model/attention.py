@@ -145,12 +145,16 @@ class FrustratedAttention(nn.Module):
         g = F.softplus(self.gate_proj(phase_features(theta)))
         return g.view(*theta.shape[:-1], self.n_heads, self.head_dim)
 
-    def forward(self, theta: Tensor) -> Tensor:
-        """(B, T, dim) phases -> (B, T, dim) increments dtheta, in theta's dtype."""
+    def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
+        """(B, T, dim) phases -> (B, T, dim) increments dtheta, in theta's dtype.
+
+        ``cu_seqlens`` (int32 (S + 1,), with B = 1): packed sequences that attend only
+        within themselves (see ``fsn_kernels.frustrated_attention``)."""
         B, T, _ = theta.shape
         th = theta.view(B, T, self.n_heads, self.head_dim)
         gate = self.gate(theta).to(theta.dtype)
-        out = frustrated_attention(th, gate, self.coupling, self.omega, self.scale, backend=self.backend)
+        out = frustrated_attention(th, gate, self.coupling, self.omega, self.scale, cu_seqlens=cu_seqlens,
+                                   backend=self.backend)
         return out.reshape(B, T, self.dim)
 
     def decode(self, theta_new: Tensor, cache: Optional[Tensor]) -> Tensor:

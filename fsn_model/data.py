@@ -150,3 +150,40 @@ def eval_windows(data: np.ndarray, seq_len: int, n_windows: int) -> torch.Tensor
                          f"seq_len + 1 = {seq_len + 1} bytes, fewer than eval_windows = {n_windows}")
     starts = np.unique(np.linspace(0, n_max, num=n_windows).astype(np.int64))
     return torch.from_numpy(np.stack([np.asarray(data[s: s + seq_len + 1]) for s in starts]).astype(np.int64))
+
+
+def separator_bytes(text: str) -> bytes:
+    """A document separator from the command line: backslash escapes (``\\n``, ``\\x00``)
+    are understood, then the text is UTF-8 encoded. Raises ValueError when empty."""
+    import codecs
+
+    try:
+        sep = codecs.decode(text, "unicode_escape").encode("utf-8") if "\\" in text else text.encode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"pack_documents: cannot read the separator {text!r}: {e}") from None
+    if not sep:
+        raise ValueError("pack_documents must be a non-empty separator, e.g. '\\n\\n' or '\\x00'")
+    return sep
+
+
+def document_boundaries(x: torch.Tensor, separator: bytes):
+    """Pack a (B, T) batch of byte windows into one row of B*T tokens, split into documents.
+
+    A document ends with ``separator`` (which belongs to it; matches are found left to
+    right without overlap) and at every window's end. Returns ``(cu_seqlens, crosses)``:
+    int32 (S + 1,) boundaries of the S documents in the flattened batch, and a (B, T)
+    bool mask of the tokens whose next byte starts another document (their targets cannot
+    be predicted from their document and are ignored)."""
+    B, T = x.shape
+    crosses = torch.zeros(B, T, dtype=torch.bool)
+    starts = [0]
+    for b, row in enumerate(x.tolist()):
+        text, at = bytes(row), 0
+        while (hit := text.find(separator, at)) >= 0:
+            end = hit + len(separator)  # the document is text[.. end)
+            crosses[b, end - 1] = True
+            if end < T:
+                starts.append(b * T + end)
+            at = end
+        starts.append((b + 1) * T)
+    return torch.tensor(starts, dtype=torch.int32, device=x.device), crosses.to(x.device)

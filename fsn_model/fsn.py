@@ -29,9 +29,9 @@ class FSNBlock(nn.Module):
         else:
             self.mix = MeanFieldCoupling(c.dim, c.n_heads, c.n_modes, c.n_harmonics)
 
-    def forward(self, theta: Tensor) -> Tensor:
-        """(B, T, dim) -> (B, T, dim)."""
-        theta = theta + self.attn(theta)
+    def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
+        """(B, T, dim) -> (B, T, dim); ``cu_seqlens``: packed sequences (B = 1)."""
+        theta = theta + self.attn(theta, cu_seqlens)
         return theta + self.mix(theta)
 
     def decode(self, theta: Tensor, cache: Optional[Tensor]) -> Tensor:
@@ -67,19 +67,23 @@ class FSNLM(nn.Module):
         """Readout: (B, T, dim) phases -> (B, T, vocab) float32 logits."""
         return self.readout(phase_features(theta)).float()
 
-    def phases(self, idx: Tensor, cache: Optional[List[Tensor]] = None) -> Tensor:
+    def phases(self, idx: Tensor, cache: Optional[List[Tensor]] = None, cu_seqlens: Optional[Tensor] = None) -> Tensor:
         """Embed ``idx`` (B, T) and run every block: final phases (B, T, dim). When ``cache``
         is a list, each layer's attention input (B, T, dim) is appended to it."""
         theta = self.embed(idx)
         for block in self.blocks:
             if cache is not None:
                 cache.append(theta)
-            theta = block(theta)
+            theta = block(theta, cu_seqlens)
         return theta
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """(B, T) int64 -> (B, T, vocab) float32 logits."""
-        return self.logits(self.phases(idx))
+    def forward(self, idx: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
+        """(B, T) int64 -> (B, T, vocab) float32 logits.
+
+        ``cu_seqlens`` (int32 (S + 1,), B = 1): ``idx[0]`` holds S documents end to end;
+        attention never crosses a document boundary (the mixers are per token), so the
+        logits equal those of each document run alone."""
+        return self.logits(self.phases(idx, cu_seqlens=cu_seqlens))
 
     def prefill(self, idx: Tensor) -> Tuple[Tensor, List[Tensor]]:
         """The forward pass that also returns the phase cache: (logits (B, T, vocab), a list of

@@ -62,7 +62,7 @@ from .checkpoint import (
 )
 from .cli import OneLineParser, run_cli
 from .config import config_to_dict
-from .data import eval_windows, get_batch, load_corpus
+from .data import document_boundaries, eval_windows, get_batch, load_corpus, separator_bytes
 from .evaluate import bits_per_byte
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -96,12 +96,13 @@ class TrainConfig:
     stop_at: Optional[int] = None  # stop (and checkpoint) after this many steps, as if interrupted
     progress: bool = True
     model_overrides: Dict[str, Any] = field(default_factory=dict)
+    pack_documents: Optional[str] = None  # separator: attention never crosses a document boundary
 
 
 # Fields that describe where and how this process runs, not the run itself.
 RUNTIME_FIELDS = ("device", "out", "resume", "overwrite", "progress")
 # Fields a resumed run cannot change: the saved weights and batches depend on them.
-FIXED_ON_RESUME = ("model", "params", "model_overrides", "data")
+FIXED_ON_RESUME = ("model", "params", "model_overrides", "data", "pack_documents")
 
 
 class TrainingInterrupted(Exception):
@@ -163,6 +164,11 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stop_at must be >= 1 when set, got {cfg.stop_at}")
     if not str(cfg.out).strip():
         raise ValueError(f"out must name a run directory, got {cfg.out!r}")
+    if cfg.pack_documents is not None:
+        separator_bytes(cfg.pack_documents)
+        if cfg.model == "transformer":
+            raise ValueError("pack_documents: the transformer baseline has no packed attention; "
+                             "use it with the FSN models (fsn, fsn-meanfield)")
 
 
 def _saved_config(ckpt: Dict[str, Any]) -> TrainConfig:
@@ -335,6 +341,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
               flush=True)
 
     # the loop: one optimizer step per iteration; losses stay on the device until logged
+    separator = None if cfg.pack_documents is None else separator_bytes(cfg.pack_documents)
     tokens_per_step = cfg.batch_size * cfg.seq_len * world
     bar = _progress_bar(stop, step, f"{cfg.model} {cfg.params}", rank == 0 and cfg.progress)
     pending: List[Tuple[int, float, torch.Tensor]] = []
@@ -351,8 +358,13 @@ def train(config: TrainConfig) -> Dict[str, Any]:
                                                          rank))
                 # forward, backward, clip, update
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    logits = ddp(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                    if separator is None:
+                        logits = ddp(x)
+                    else:  # documents packed in one row; a target across a boundary is ignored
+                        cu_seqlens, crosses = document_boundaries(x, separator)
+                        logits = ddp(x.reshape(1, -1), cu_seqlens=cu_seqlens).view(*x.shape, -1)
+                        y = y.masked_fill(crosses, -100)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -415,6 +427,9 @@ def _parser() -> OneLineParser:
                       ("eval_every", int), ("eval_windows", int), ("warmup", int), ("log_every", int),
                       ("stop_at", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name), help=helps[name])
+    p.add_argument("--pack-documents", default=None, metavar="SEP",
+                   help="split each training window into documents ending with SEP (backslash escapes allowed, "
+                   "e.g. '\\n\\n'); attention never crosses a document (FSN models)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--out", default=d.out, help="run directory (checkpoint.pt, log.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings; "
