@@ -25,7 +25,7 @@ from .common import (
     backward_q_configs,
     deinterleave,
     dot_mode,
-    feature_offsets,
+    feature_tile,
     fixed_config,
     harmonics,
     launch,
@@ -59,10 +59,10 @@ def _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, lo
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        q_off, m_ok = feature_offsets(h, bos, offs_m, seq_len, KW, N)
-        do_off, _ = feature_offsets(h, bos, offs_m, seq_len, VW, N)
-        q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
-        do = tl.load(DO + do_off, mask=m_ok[:, None], other=0.0)  # [BM, VW]
+        q_ptrs, m_ok = feature_tile(Q, h, bos, offs_m, seq_len, KW, N)
+        do_ptrs, _ = feature_tile(DO, h, bos, offs_m, seq_len, VW, N)
+        q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, KW]
+        do = tl.load(do_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, VW]
         lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
         p_t = tl.exp2(mm(k, tl.trans(q), None, DOT) - lse2[None, :])  # [BN, BM]
         if MASKED:
@@ -89,10 +89,10 @@ def _bwd_kv_kernel(
     if start_n >= seq_len:  # a packed sequence shorter than the longest
         return
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    k_off, n_ok = feature_offsets(h, bos, offs_n, seq_len, KW, N)
-    v_off, _ = feature_offsets(h, bos, offs_n, seq_len, VW, N)
-    k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
-    v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
+    k_ptrs, n_ok = feature_tile(K, h, bos, offs_n, seq_len, KW, N)
+    v_ptrs, _ = feature_tile(V, h, bos, offs_n, seq_len, VW, N)
+    k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, KW]
+    v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, VW]
     dk = tl.zeros([BLOCK_N, KW], tl.float32)
     dv = tl.zeros([BLOCK_N, VW], tl.float32)
     band_lo = (start_n // BLOCK_M) * BLOCK_M
@@ -101,8 +101,10 @@ def _bwd_kv_kernel(
                            BLOCK_M, KW, VW, True, DOT)
     dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_hi, seq_len, seq_len, N,
                            BLOCK_M, KW, VW, False, DOT)
-    tl.store(DK + k_off, dk, mask=n_ok[:, None])
-    tl.store(DV + v_off, dv, mask=n_ok[:, None])
+    dk_ptrs, _ = feature_tile(DK, h, bos, offs_n, seq_len, KW, N)
+    dv_ptrs, _ = feature_tile(DV, h, bos, offs_n, seq_len, VW, N)
+    tl.store(dk_ptrs, dk, mask=n_ok[:, None])
+    tl.store(dv_ptrs, dv, mask=n_ok[:, None])
 
 
 @triton.jit
@@ -114,14 +116,14 @@ def _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, lo, hi, seq_len, 
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_off, n_ok = feature_offsets(h, bos, offs_n, seq_len, KW, N)
-        v_off, _ = feature_offsets(h, bos, offs_n, seq_len, VW, N)
+        k_ptrs, n_ok = feature_tile(K, h, bos, offs_n, seq_len, KW, N)
+        v_ptrs, _ = feature_tile(V, h, bos, offs_n, seq_len, VW, N)
         if MASKED:
-            k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
-            v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
+            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, KW]
+            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, VW]
         else:
-            k = tl.load(K + k_off)
-            v = tl.load(V + v_off)
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
         p = tl.exp2(mm(q, tl.trans(k), None, DOT) - lse2[:, None])  # [BM, BN]
         if MASKED:
             p = tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)
@@ -146,10 +148,10 @@ def _bwd_q_kernel(
     if start_m >= seq_len:  # a packed sequence shorter than the longest
         return
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q_off, m_ok = feature_offsets(h, bos, offs_m, seq_len, KW, N)
-    do_off, _ = feature_offsets(h, bos, offs_m, seq_len, VW, N)
-    q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
-    do = tl.load(DO + do_off, mask=m_ok[:, None], other=0.0)  # [BM, VW]
+    q_ptrs, m_ok = feature_tile(Q, h, bos, offs_m, seq_len, KW, N)
+    do_ptrs, _ = feature_tile(DO, h, bos, offs_m, seq_len, VW, N)
+    q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, KW]
+    do = tl.load(do_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, VW]
     lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
     dq = tl.zeros([BLOCK_M, KW], tl.float32)
     band = (start_m // BLOCK_N) * BLOCK_N
@@ -157,7 +159,8 @@ def _bwd_q_kernel(
                       BLOCK_N, KW, VW, False, DOT)
     dq = _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, seq_len),
                       seq_len, N, BLOCK_N, KW, VW, True, DOT)
-    tl.store(DQ + q_off, dq, mask=m_ok[:, None])
+    dq_ptrs, _ = feature_tile(DQ, h, bos, offs_m, seq_len, KW, N)
+    tl.store(dq_ptrs, dq, mask=m_ok[:, None])
 
 
 @triton.jit
@@ -187,7 +190,7 @@ def _chain_kernel(
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
     part = tl.program_id(0)
     h, rows, pos, _, row_ok, offs_d, in_off, in_mask, stat = token_program(
-        N, T, H, D, POS, POS, BLOCK_T, BLOCK_D, IS_VARLEN)
+        N, T, H, D, POS, POS, BLOCK_T, BLOCK_D, IS_VARLEN)  # (the sequence ends are not needed here)
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gd = tl.load(GRAD + in_off, mask=in_mask, other=0.0).to(tl.float32)
@@ -204,13 +207,15 @@ def _chain_kernel(
     lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)
     n = (tl.arange(0, NH_P) + 1).to(tl.float32)[None, :, None]
 
-    k_off, _ = feature_offsets(h, 0, rows, N, KW, N)  # [BT, KW]
-    v_off, _ = feature_offsets(h, 0, rows, N, VW, N)  # [BT, VW]
-    dqc, dqs = tl.split(tl.reshape(tl.load(DQ + k_off, mask=row_ok[:, None], other=0.0), (BLOCK_T, BLOCK_D, 2)))
-    dkc, dks = tl.split(tl.reshape(tl.load(DK + k_off, mask=row_ok[:, None], other=0.0), (BLOCK_T, BLOCK_D, 2)))
-    dvr, dvi = deinterleave(tl.load(DV + v_off, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
+    first, offs_t = tl.program_id(0).to(tl.int64) * BLOCK_T, tl.arange(0, BLOCK_T)
+    dq_ptrs, _ = feature_tile(DQ, h, first, offs_t, BLOCK_T, KW, N)  # [BT, KW]
+    dk_ptrs, _ = feature_tile(DK, h, first, offs_t, BLOCK_T, KW, N)
+    dv_ptrs, _ = feature_tile(DV, h, first, offs_t, BLOCK_T, VW, N)  # [BT, VW]
+    dqc, dqs = tl.split(tl.reshape(tl.load(dq_ptrs, mask=row_ok[:, None], other=0.0), (BLOCK_T, BLOCK_D, 2)))
+    dkc, dks = tl.split(tl.reshape(tl.load(dk_ptrs, mask=row_ok[:, None], other=0.0), (BLOCK_T, BLOCK_D, 2)))
+    dvr, dvi = deinterleave(tl.load(dv_ptrs, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
     has_prev = row_ok & (pos >= 1)  # the predecessor's delay value holds z_t
-    dpr, dpi = deinterleave(tl.load(DV + v_off - VW, mask=has_prev[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
+    dpr, dpi = deinterleave(tl.load(dv_ptrs - VW, mask=has_prev[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
 
     # Diagonal u = t: s_tt = scale sum_d gate, value K z_t; dP_tt = sum_{n,d} Gd Im K.
     lse2, delta = _row_stats(LSE, DELTA, stat, row_ok)

@@ -283,11 +283,12 @@ def deinterleave(x, R: tl.constexpr, NH_P: tl.constexpr, BD: tl.constexpr):
 
 
 @triton.jit
-def feature_offsets(head, bos, offs, T, WIDTH: tl.constexpr, N):
-    """Element offsets [R, WIDTH] and row mask [R] of rows ``offs`` (relative to ``bos``)
-    of one head's features, stored (H, N, WIDTH)."""
-    rows = bos + offs
-    return (head.to(tl.int64) * N + rows[:, None].to(tl.int64)) * WIDTH + tl.arange(0, WIDTH)[None, :], offs < T
+def feature_tile(PTR, head, first_row, offs, n_rows, WIDTH: tl.constexpr, N):
+    """Pointers [R, WIDTH] to rows ``first_row + offs`` of one head's features, stored
+    (H, N, WIDTH), and the row mask ``offs < n_rows`` [R]. The base is 64-bit, the offsets
+    within the tile's rows 32-bit (fewer registers than 64-bit offsets per element)."""
+    base = PTR + (head.to(tl.int64) * N + first_row) * WIDTH
+    return base + offs[:, None] * WIDTH + tl.arange(0, WIDTH)[None, :], offs < n_rows
 
 
 @triton.jit

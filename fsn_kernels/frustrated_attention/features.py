@@ -24,7 +24,7 @@ from .common import (
     FEATURE_DTYPES,
     LOG2E,
     cmul,
-    feature_offsets,
+    feature_tile,
     harmonics,
     interleave,
     load_coupling,
@@ -81,11 +81,13 @@ def _features_kernel(
 
     dtype = Q.dtype.element_ty
     q_scaled = gate * qk_scale
-    k_off, _ = feature_offsets(h, 0, rows, N, KW, N)  # [BT, KW]
-    v_off, _ = feature_offsets(h, 0, rows, N, VW, N)  # [BT, VW]
-    tl.store(Q + k_off, interleave(q_scaled * cp, q_scaled * sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
-    tl.store(K + k_off, interleave(cp, sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
-    tl.store(V + v_off, interleave(vr, vi, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
+    first, offs_t = tl.program_id(0).to(tl.int64) * BLOCK_T, tl.arange(0, BLOCK_T)
+    q_ptrs, _ = feature_tile(Q, h, first, offs_t, BLOCK_T, KW, N)  # [BT, KW]
+    k_ptrs, _ = feature_tile(K, h, first, offs_t, BLOCK_T, KW, N)
+    v_ptrs, _ = feature_tile(V, h, first, offs_t, BLOCK_T, VW, N)  # [BT, VW]
+    tl.store(q_ptrs, interleave(q_scaled * cp, q_scaled * sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
+    tl.store(k_ptrs, interleave(cp, sp, BLOCK_T, KW).to(dtype), mask=row_ok[:, None])
+    tl.store(v_ptrs, interleave(vr, vi, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
     tl.store(SDIAG + stat, tl.sum(q_scaled, 1), mask=row_ok)
 
     if WITH_GRAD:
@@ -94,7 +96,8 @@ def _features_kernel(
         real_harmonic = (tl.arange(0, NH_P) < NH)[None, :, None]
         g3 = tl.where(real_harmonic, gd[:, None, :], 0.0)
         # dO = i Gd exp(i n theta) = -Gd sin(n theta) + i Gd cos(n theta)
-        tl.store(DO + v_off, interleave(-g3 * zi, g3 * zr, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
+        do_ptrs, _ = feature_tile(DO, h, first, offs_t, BLOCK_T, VW, N)
+        tl.store(do_ptrs, interleave(-g3 * zi, g3 * zr, BLOCK_T, VW).to(dtype), mask=row_ok[:, None])
         tl.store(DELTA + stat, tl.sum(gd * out, 1), mask=row_ok)
 
 

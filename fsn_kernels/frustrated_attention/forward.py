@@ -27,7 +27,7 @@ from .common import (
     cmul,
     deinterleave,
     dot_mode,
-    feature_offsets,
+    feature_tile,
     fixed_config,
     forward_configs,
     harmonics,
@@ -55,14 +55,14 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, seq_len, N,
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_off, n_ok = feature_offsets(h, bos, offs_n, seq_len, KW, N)
-        v_off, _ = feature_offsets(h, bos, offs_n, seq_len, VW, N)
+        k_ptrs, n_ok = feature_tile(K, h, bos, offs_n, seq_len, KW, N)
+        v_ptrs, _ = feature_tile(V, h, bos, offs_n, seq_len, VW, N)
         if MASKED:
-            k = tl.load(K + k_off, mask=n_ok[:, None], other=0.0)  # [BN, KW]
-            v = tl.load(V + v_off, mask=n_ok[:, None], other=0.0)  # [BN, VW]
+            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, KW]
+            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, VW]
         else:
-            k = tl.load(K + k_off)
-            v = tl.load(V + v_off)
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
         s = mm(q, tl.trans(k), None, DOT)  # [BM, BN], base-2 scores
         if MASKED:
             s = tl.where(offs_n[None, :] < offs_m[:, None], s, float("-inf"))
@@ -91,8 +91,8 @@ def _fwd_kernel(
         return
     offs_m = start_m + tl.arange(0, BLOCK_M)
     stat = stat_base + offs_m
-    q_off, m_ok = feature_offsets(h, bos, offs_m, seq_len, KW, N)
-    q = tl.load(Q + q_off, mask=m_ok[:, None], other=0.0)  # [BM, KW]
+    q_ptrs, m_ok = feature_tile(Q, h, bos, offs_m, seq_len, KW, N)
+    q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, KW]
 
     # Row state at the diagonal, closed form: m = s_tt (base 2), l = 1. Its value K z_t
     # is added by the demodulation pass, with weight exp(s_tt - lse).
@@ -105,8 +105,8 @@ def _fwd_kernel(
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, band, tl.minimum(start_m + BLOCK_M, seq_len),
                                seq_len, N, BLOCK_N, KW, VW, True, DOT)
 
-    o_off, _ = feature_offsets(h, bos, offs_m, seq_len, VW, N)
-    tl.store(OPART + o_off, acc / l_i[:, None], mask=m_ok[:, None])  # sum_{u<t} A[t,u] v^_u
+    o_ptrs, _ = feature_tile(OPART, h, bos, offs_m, seq_len, VW, N)
+    tl.store(o_ptrs, acc / l_i[:, None], mask=m_ok[:, None])  # sum_{u<t} A[t,u] v^_u
     tl.store(LSE + stat, (m_i + tl.log2(l_i)) * LN2, mask=m_ok)
 
 
@@ -127,8 +127,9 @@ def _demodulate_kernel(
     kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
     lse2 = tl.load(LSE + stat, mask=row_ok, other=0.0) * LOG2E
     p_tt = tl.exp2(tl.load(SDIAG + stat, mask=row_ok, other=0.0) - lse2)[:, None, None]  # A[t, t]
-    o_off, _ = feature_offsets(h, 0, rows, N, VW, N)  # [BT, VW]
-    o_re, o_im = deinterleave(tl.load(OPART + o_off, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
+    o_ptrs, _ = feature_tile(OPART, h, tl.program_id(0).to(tl.int64) * BLOCK_T, tl.arange(0, BLOCK_T), BLOCK_T, VW,
+                             N)  # [BT, VW]
+    o_re, o_im = deinterleave(tl.load(o_ptrs, mask=row_ok[:, None], other=0.0), BLOCK_T, NH_P, BLOCK_D)
     w_re, w_im = cmul(kr, ki, zr, zi)
     o_re += p_tt * w_re
     o_im += p_tt * w_im
