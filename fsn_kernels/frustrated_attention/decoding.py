@@ -54,17 +54,19 @@ MIN_SPLIT_ROWS = 256  # a split covers at least this many cache rows (on CUDA's 
 
 
 def decode_config(block_d: int, nh_p: int):
-    """(BLOCK_N, num_warps, ROW_PARTIALS) of the split kernel.
+    """(BLOCK_N, num_warps, ROW_PARTIALS) of the split kernel, chosen by compiling for
+    sm_90 (``aot_check --roles decode``) and counting the loop's SASS per cached token.
 
     With ROW_PARTIALS the two value accumulators are per-row partials [BLOCK_N, NH_P,
-    BLOCK_D] (re and im each), reduced over rows once after the loop: no cross-thread
-    reduction of values per block. Up to NH_P * BLOCK_D = 256 they take <= 64 registers per
-    thread; wider values reduce over the rows per block ([NH_P, BLOCK_D] accumulators)."""
+    BLOCK_D] (re and im each), reduced over rows once after the loop; wide values reduce
+    over the rows per block ([NH_P, BLOCK_D] accumulators) to stay in registers. Fewer
+    warps per program means fewer cross-warp exchanges per block (the score's row sum, the
+    running max, the shifted probabilities); the split count fills the GPU instead."""
     width = nh_p * block_d
     if width <= 64:
-        return 16, 4, True
+        return 16, 2, True
     if width <= 256:
-        return 16, 8, True
+        return 16, 4, True
     return 16, 8, False
 
 
@@ -79,6 +81,25 @@ def _scores(theta, pos, phi_t, q, OMEGA_ROW, HAS_OMEGA: tl.constexpr):
         phi = theta
     _, c = sincos(phi_t - phi)  # the sine is dead code
     return q * c
+
+
+@triton.jit
+def harmonics_doubling(c1, s1, R: tl.constexpr, BD: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr):
+    """exp(i n theta), n = 1..NH_P (a power of two), from (cos theta, sin theta) [R, BD]:
+    the harmonics 1..k times exp(i k theta) give k+1..2k. NH_P - 1 complex products and
+    log2(NH_P) - 1 squarings per element, no selects (``common.harmonics`` evaluates every
+    bit for every harmonic). Returns (re, im), each [R, NH_P, BD] fp32."""
+    re = c1[:, None, :]
+    im = s1[:, None, :]
+    pr = c1
+    pi = s1
+    for k in tl.static_range(N_BITS - 1):
+        nr = re * pr[:, None, :] - im * pi[:, None, :]
+        ni = re * pi[:, None, :] + im * pr[:, None, :]
+        re = tl.reshape(tl.permute(tl.join(re, nr), (0, 3, 1, 2)), (R, 2 << k, BD))
+        im = tl.reshape(tl.permute(tl.join(im, ni), (0, 3, 1, 2)), (R, 2 << k, BD))
+        pr, pi = pr * pr - pi * pi, 2.0 * pr * pi
+    return re, im
 
 
 @triton.heuristics({"HAS_OMEGA": lambda args: args["OMEGA"] is not None})
@@ -132,13 +153,28 @@ def _decode_split_kernel(
         ad_im = tl.zeros([NH_P, BLOCK_D], tl.float32)
     offs_n0 = tl.arange(0, BLOCK_N)
     prev_idx = tl.maximum(offs_n0 - 1, 0)
+    # Scores without trig per element: cos(phi_t - phi_u) = Re(a_u exp(-i theta_u)) with the
+    # rotated query a_u = exp(i (phi_t - omega u)) = exp(i (theta_t + omega (t - start)))
+    # exp(-i omega j), u = start + j: one sincos per block [BD] and a table [BN, BD] per program.
+    if HAS_OMEGA:
+        rot_s, rot_c = sincos(omega[None, :] * offs_n0[:, None].to(tl.float32))  # exp(i omega j)
+    else:
+        st_t, ct_t = sincos(theta_t)
+        q_re = (q * ct_t)[None, :]
+        q_im = (q * st_t)[None, :]
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + offs_n0
         n_ok = offs_n < hi
         off = ((row0 + offs_n[:, None]) * H + h) * D + offs_d[None, :]
         theta = tl.load(CACHE + off, mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)  # [BN, BD]
-        s = tl.sum(_scores(theta, offs_n[:, None].to(tl.float32), phi_t[None, :], q[None, :], omega[None, :],
-                           HAS_OMEGA), 1)
+        st, ct = sincos(theta)
+        if HAS_OMEGA:
+            sb, cb = sincos(theta_t[None, :] + omega[None, :] * (t - start).to(tl.float32))  # [1, BD]
+            qbr = q[None, :] * cb
+            qbi = q[None, :] * sb
+            q_re = qbr * rot_c + qbi * rot_s  # a_u = q exp(i (phi_t - omega start)) exp(-i omega j)
+            q_im = qbi * rot_c - qbr * rot_s
+        s = tl.sum(q_re * ct + q_im * st, 1)
         s = tl.where(n_ok, s, float("-inf"))  # [BN]
         m_blk = tl.max(s, 0)
         if m_blk > m_i:  # scalar: rescale only when the running max grows
@@ -156,8 +192,7 @@ def _decode_split_kernel(
         l_i += tl.sum(p, 0)
         s_carry = tl.max(tl.where(offs_n0 == BLOCK_N - 1, s, float("-inf")), 0)
 
-        st, ct = sincos(theta)
-        zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BN, NH_P, BD]
+        zr, zi = harmonics_doubling(ct, st, BLOCK_N, BLOCK_D, NH_P, N_BITS)  # [BN, NH_P, BD]
         p3 = p[:, None, None]
         pp3 = p_prev[:, None, None]
         if ROW_PARTIALS:
