@@ -59,7 +59,8 @@ def decode_config(block_d: int, nh_p: int):
 
     With ROW_PARTIALS the two value accumulators are per-row partials [BLOCK_N, NH_P,
     BLOCK_D] (re and im each), reduced over rows once after the loop; wide values reduce
-    over the rows per block ([NH_P, BLOCK_D] accumulators) to stay in registers. Fewer
+    over the rows per block ([NH_P, BLOCK_D] accumulators) and take fewer rows per block
+    to stay in registers (0 stack bytes at every aot_check shape). Fewer
     warps per program means fewer cross-warp exchanges per block (the score's row sum, the
     running max, the shifted probabilities); the split count fills the GPU instead."""
     width = nh_p * block_d
@@ -67,7 +68,9 @@ def decode_config(block_d: int, nh_p: int):
         return 16, 2, True
     if width <= 256:
         return 16, 4, True
-    return 16, 8, False
+    if width <= 512:
+        return 8, 8, False
+    return 2, 8, False  # NH_P * BLOCK_D = 1024: fewer rows per block keep the [BN, NH_P, BD] tiles in registers
 
 
 # ------------------------------------------------------------------------------ kernels
@@ -84,21 +87,21 @@ def _scores(theta, pos, phi_t, q, OMEGA_ROW, HAS_OMEGA: tl.constexpr):
 
 
 @triton.jit
-def harmonics_doubling(c1, s1, R: tl.constexpr, BD: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr):
-    """exp(i n theta), n = 1..NH_P (a power of two), from (cos theta, sin theta) [R, BD]:
-    the harmonics 1..k times exp(i k theta) give k+1..2k. NH_P - 1 complex products and
-    log2(NH_P) - 1 squarings per element, no selects (``common.harmonics`` evaluates every
-    bit for every harmonic). Returns (re, im), each [R, NH_P, BD] fp32."""
-    re = c1[:, None, :]
-    im = s1[:, None, :]
+def harmonics_select(c1, s1, NH_P: tl.constexpr):
+    """exp(i n theta), n = 1..NH_P, from (cos theta, sin theta) [R, 1, BD] as [R, NH_P, BD]:
+    powers by NH_P - 1 complex products on [R, 1, BD], placed by selects on the harmonic
+    index, which is a constant per register when a thread holds all harmonics of an
+    element (the broadcast of a size-1 axis): no data moves between threads, and the
+    selects fold away. Returns (re, im) fp32."""
+    n3 = (tl.arange(0, NH_P) + 1)[None, :, None]
     pr = c1
     pi = s1
-    for k in tl.static_range(N_BITS - 1):
-        nr = re * pr[:, None, :] - im * pi[:, None, :]
-        ni = re * pi[:, None, :] + im * pr[:, None, :]
-        re = tl.reshape(tl.permute(tl.join(re, nr), (0, 3, 1, 2)), (R, 2 << k, BD))
-        im = tl.reshape(tl.permute(tl.join(im, ni), (0, 3, 1, 2)), (R, 2 << k, BD))
-        pr, pi = pr * pr - pi * pi, 2.0 * pr * pi
+    re = tl.where(n3 == 1, pr, 0.0)
+    im = tl.where(n3 == 1, pi, 0.0)
+    for k in tl.static_range(2, NH_P + 1):
+        pr, pi = pr * c1 - pi * s1, pr * s1 + pi * c1
+        re = tl.where(n3 == k, pr, re)
+        im = tl.where(n3 == k, pi, im)
     return re, im
 
 
@@ -151,32 +154,40 @@ def _decode_split_kernel(
         as_im = tl.zeros([NH_P, BLOCK_D], tl.float32)
         ad_re = tl.zeros([NH_P, BLOCK_D], tl.float32)
         ad_im = tl.zeros([NH_P, BLOCK_D], tl.float32)
-    offs_n0 = tl.arange(0, BLOCK_N)
-    prev_idx = tl.maximum(offs_n0 - 1, 0)
+    # The loop works on [BLOCK_N, 1, BLOCK_D] tiles (rows, harmonic, oscillator): broadcasting
+    # to [BLOCK_N, NH_P, BLOCK_D] then keeps every harmonic of an element in its thread, so
+    # no value crosses threads except the score's row sum, the max and the shifted p.
+    offs_n2 = tl.arange(0, BLOCK_N)[:, None]  # [BN, 1]
+    offs_n3 = offs_n2[:, :, None]  # [BN, 1, 1]
+    d3 = offs_d[None, None, :]  # [1, 1, BD]
+    d3_ok = d3 < D
+    prev_idx = tl.maximum(offs_n2 - 1, 0)
     # Scores without trig per element: cos(phi_t - phi_u) = Re(a_u exp(-i theta_u)) with the
     # rotated query a_u = exp(i (phi_t - omega u)) = exp(i (theta_t + omega (t - start)))
     # exp(-i omega j), u = start + j: one sincos per block [BD] and a table [BN, BD] per program.
+    theta_t3 = theta_t[None, None, :]
+    q3 = q[None, None, :]
+    omega3 = omega[None, None, :]
     if HAS_OMEGA:
-        rot_s, rot_c = sincos(omega[None, :] * offs_n0[:, None].to(tl.float32))  # exp(i omega j)
+        rot_s, rot_c = sincos(omega3 * offs_n3.to(tl.float32))  # exp(i omega j), [BN, 1, BD]
     else:
-        st_t, ct_t = sincos(theta_t)
-        q_re = (q * ct_t)[None, :]
-        q_im = (q * st_t)[None, :]
+        st_t, ct_t = sincos(theta_t3)
+        q_re = q3 * ct_t
+        q_im = q3 * st_t
     for start in range(lo, hi, BLOCK_N):
-        offs_n = start + offs_n0
-        n_ok = offs_n < hi
-        off = ((row0 + offs_n[:, None]) * H + h) * D + offs_d[None, :]
-        theta = tl.load(CACHE + off, mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)  # [BN, BD]
+        n_ok = start + offs_n2 < hi  # [BN, 1]
+        off = ((row0 + start + offs_n3) * H + h) * D + d3
+        theta = tl.load(CACHE + off, mask=n_ok[:, :, None] & d3_ok, other=0.0).to(tl.float32)  # [BN, 1, BD]
         st, ct = sincos(theta)
         if HAS_OMEGA:
-            sb, cb = sincos(theta_t[None, :] + omega[None, :] * (t - start).to(tl.float32))  # [1, BD]
-            qbr = q[None, :] * cb
-            qbi = q[None, :] * sb
+            sb, cb = sincos(theta_t3 + omega3 * (t - start).to(tl.float32))  # [1, 1, BD]
+            qbr = q3 * cb
+            qbi = q3 * sb
             q_re = qbr * rot_c + qbi * rot_s  # a_u = q exp(i (phi_t - omega start)) exp(-i omega j)
             q_im = qbi * rot_c - qbr * rot_s
-        s = tl.sum(q_re * ct + q_im * st, 1)
-        s = tl.where(n_ok, s, float("-inf"))  # [BN]
-        m_blk = tl.max(s, 0)
+        s = tl.sum(q_re * ct + q_im * st, 2)  # [BN, 1]
+        s = tl.where(n_ok, s, float("-inf"))
+        m_blk = tl.max(tl.max(s, 1), 0)
         if m_blk > m_i:  # scalar: rescale only when the running max grows
             alpha = tl.exp2(m_i - m_blk)
             l_i = l_i * alpha
@@ -185,16 +196,16 @@ def _decode_split_kernel(
             ad_re = ad_re * alpha
             ad_im = ad_im * alpha
             m_i = m_blk
-        p = tl.exp2(s - m_i)  # [BN]; 0 past hi
+        p = tl.exp2(s - m_i)  # [BN, 1]; 0 past hi
         p_carry = tl.exp2(s_carry - m_i)
-        p_prev = tl.where(offs_n0 == 0, p_carry, tl.gather(p, prev_idx, 0))
+        p_prev = tl.where(offs_n2 == 0, p_carry, tl.gather(p, prev_idx, 0))
         p_prev = tl.where(n_ok, p_prev, 0.0)
-        l_i += tl.sum(p, 0)
-        s_carry = tl.max(tl.where(offs_n0 == BLOCK_N - 1, s, float("-inf")), 0)
+        l_i += tl.sum(tl.sum(p, 1), 0)
+        s_carry = tl.max(tl.max(tl.where(offs_n2 == BLOCK_N - 1, s, float("-inf")), 1), 0)
 
-        zr, zi = harmonics_doubling(ct, st, BLOCK_N, BLOCK_D, NH_P, N_BITS)  # [BN, NH_P, BD]
-        p3 = p[:, None, None]
-        pp3 = p_prev[:, None, None]
+        zr, zi = harmonics_select(ct, st, NH_P)  # [BN, NH_P, BD]
+        p3 = p[:, :, None]
+        pp3 = p_prev[:, :, None]
         if ROW_PARTIALS:
             as_re += p3 * zr
             as_im += p3 * zi

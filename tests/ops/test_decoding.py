@@ -71,6 +71,8 @@ def _check_cache(c, cache):
     (16, 2, None, [38, 1, 16], 1),
     (32, 1, "rope", [17, 0, 31], 2),
     (5, 2, "random", [39, 39, 0], 5),
+    (40, 5, "rope", [21, 3, 9], 2),  # wide values: 8 rows per block, reduced per block
+    (100, 8, None, [12, 0, 39], 3),  # the widest: 2 rows per block
 ])
 def test_decode_equals_last_row_of_full_op(backend, D, NH, omega, lens, num_splits):
     c = _case(3, 40, 2, D, NH, lens, omega=omega, seed=D + NH)
