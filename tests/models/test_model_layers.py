@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fsn_kernels.frustrated_attention.naive import kuramoto_closed_form
-from fsn_kernels.testing import backend_params
+from fsn_kernels.testing import DEVICE, backend_params
 from fsn_model import (
     FSNLM,
     FrustratedAttention,
@@ -65,12 +65,13 @@ def test_attention_decode_equals_forward(backend):
     """Step by step over a preallocated cache (written in place, never copied) equals the
     full forward; ragged lengths decode each sequence at its own position."""
     torch.manual_seed(1)
-    layer = FrustratedAttention(16, 2, n_harmonics=3, backend=backend)
+    dev = DEVICE if backend == "triton" else "cpu"
+    layer = FrustratedAttention(16, 2, n_harmonics=3, backend=backend).to(dev)
     _randomise_coupling(layer)  # nonzero delay L_n and harmonics exercised
-    theta = torch.randn(2, 11, 16) * 2
+    theta = torch.randn(2, 11, 16, device=dev) * 2
     full = layer(theta)
-    cache = torch.zeros(2, 16, 16)
-    lens = torch.zeros(2, dtype=torch.int32)
+    cache = torch.zeros(2, 16, 16, device=dev)
+    lens = torch.zeros(2, dtype=torch.int32, device=dev)
     ptr = cache.data_ptr()
     steps = []
     for t in range(11):
@@ -79,7 +80,7 @@ def test_attention_decode_equals_forward(backend):
     assert cache.data_ptr() == ptr and torch.equal(cache[:, :11], theta)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-5, rtol=1e-4)
     # ragged: sequence 0 at position 3, sequence 1 at position 10
-    lens = torch.tensor([3, 10], dtype=torch.int32)
+    lens = torch.tensor([3, 10], dtype=torch.int32, device=dev)
     new = torch.stack([theta[0, 3], theta[1, 10]])[:, None]
     ragged = layer.decode(new, cache, lens)
     torch.testing.assert_close(ragged[0, 0], full[0, 3], atol=2e-5, rtol=1e-4)
@@ -165,10 +166,11 @@ def test_lm_cached_decoding_equals_full_forward(backend):
     torch.manual_seed(4)
     for mixer in ("swiglu", "meanfield"):
         cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6)
-        model = FSNLM(cfg, backend=backend).eval()
+        dev = DEVICE if backend == "triton" else "cpu"
+        model = FSNLM(cfg, backend=backend).to(dev).eval()
         for block in model.blocks:
             _randomise_coupling(block.attn)
-        idx = torch.randint(0, 256, (2, 13))
+        idx = torch.randint(0, 256, (2, 13), device=dev)
         with torch.no_grad():
             full = model(idx)
             logits, cache = model.prefill(idx[:, :5], capacity=9)

@@ -25,7 +25,7 @@ def _case(B, T_max, H, D, NH, lens, omega="random", seed=0, dtype=torch.float32)
     """Cache (B, T_max, H, D) with NaN in every row >= the length (they must not be read),
     the new token, and the inputs of the full op per sequence."""
     theta, gate, coupling, om = make_inputs(B, T_max + 1, H, D, NH, omega=omega, seed=seed, dtype=dtype)
-    lens = torch.tensor(lens, dtype=torch.int32)
+    lens = torch.tensor(lens, dtype=torch.int32, device=theta.device)
     cache = theta[:, :T_max].clone()
     for b, t in enumerate(lens.tolist()):
         cache[b, t:] = float("nan")
@@ -101,8 +101,8 @@ def test_decoding_a_sequence_step_by_step_reproduces_the_full_op():
     B, T, H, D, NH = 2, 9, 2, 8, 2
     theta, gate, coupling, omega = make_inputs(B, T, H, D, NH, seed=5)
     full = frustrated_attention(theta, gate, coupling, omega, backend="triton")
-    cache = torch.zeros(B, 16, H, D)
-    lens = torch.zeros(B, dtype=torch.int32)
+    cache = torch.zeros(B, 16, H, D, device=theta.device)
+    lens = torch.zeros(B, dtype=torch.int32, device=theta.device)
     rows = []
     for t in range(T):
         rows.append(frustrated_attention_decode(theta[:, t:t + 1], gate[:, t:t + 1], coupling, omega,
@@ -129,7 +129,8 @@ def test_decode_low_precision_phases(dtype):
 def _good():
     theta, gate, coupling, omega = make_inputs(2, 1, 2, 4, 2, seed=1)
     return dict(theta_new=theta, gate_new=gate, coupling=coupling, omega=omega,
-                phase_cache=torch.zeros(2, 6, 2, 4), cache_seqlens=torch.tensor([0, 3], dtype=torch.int32))
+                phase_cache=torch.zeros(2, 6, 2, 4, device=theta.device),
+                cache_seqlens=torch.tensor([0, 3], dtype=torch.int32, device=theta.device))
 
 
 def _call(kw, backend="torch"):
@@ -158,8 +159,8 @@ BAD = [
     ("phase_cache", lambda g: g["phase_cache"].to("meta"), ValueError, "phase_cache is on meta but theta_new is on"),
     ("cache_seqlens", lambda g: g["cache_seqlens"].to("meta"), ValueError, "cache_seqlens is on meta"),
     ("coupling", lambda g: g["coupling"].to("meta"), ValueError, "coupling is on meta"),
-    ("cache_seqlens", lambda g: torch.tensor([0, 6], dtype=torch.int32), ValueError, r"\[0, 5\]"),
-    ("cache_seqlens", lambda g: torch.tensor([-1, 2], dtype=torch.int32), ValueError, "cache_seqlens must be in"),
+    ("cache_seqlens", lambda g: g["cache_seqlens"] + 3, ValueError, r"\[0, 5\].*\[3, 6\]"),
+    ("cache_seqlens", lambda g: g["cache_seqlens"] - 1, ValueError, "cache_seqlens must be in"),
     ("cache_seqlens", lambda g: [0, 3], TypeError, "cache_seqlens must be an int32 torch.Tensor"),
     ("scale", lambda g: -1.0, ValueError, "scale must be finite and positive"),
     ("scale", lambda g: "big", TypeError, "scale must be a real number"),
