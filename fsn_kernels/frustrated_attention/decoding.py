@@ -10,16 +10,21 @@ recomputed per cached token and step with ``common.sincos`` (FMAs only). Per row
 of the full op (README, "The math") reads, with the new token's query
 ``q = scale * log2(e) * gate_t``:
 
-* score ``s_u = sum_d q_d cos(phi_t - phi_u)`` (one cos of the phase difference per
-  element; ``u = t`` is the diagonal, ``s_t = sum_d q_d``);
+* score ``s_u = sum_d q_d cos(phi_t - phi_u) = sum_d Re(a_u exp(-i theta_u))`` with the
+  rotated query ``a_u = q exp(i (theta_t + omega (t - u)))``, built per block of keys from
+  one sincos per oscillator and a per-program table ``exp(-i omega j)``: no trig per
+  element beyond the ``exp(i theta_u)`` the values need anyway (``u = t`` is the
+  diagonal, ``s_t = sum_d q_d``);
 * values: static ``K z_u`` for ``u <= t`` and delay ``L z_{u+1}`` for ``u < t``. The delay
   value of row ``u - 1`` is the static value's ``z_u`` again, so each cached row ``u``
   carries ``p_u K z_u + p_{u-1} L z_u``: one ``z = exp(i n theta)`` per cached token, and
   ``p_{u-1}`` is the previous row's probability, shifted in registers (``tl.gather``).
 
 ``_decode_split_kernel``, grid (splits, H, B): rows ``u < t`` of one split, an online
-softmax in base 2 with a scalar running max (one query row), per-row partial accumulators
-reduced over rows once at the end; it writes ``(m, l, o)``, ``o = K sum p z + L sum p' z``
+softmax in base 2 with a scalar running max (one query row, rescaled only when it grows),
+on [rows, 1, oscillators] tiles that keep every harmonic of an element in its thread;
+per-row partial accumulators reduced over rows once at the end (wide values: reduced per
+block); it writes ``(m, l, o)``, ``o = K sum p z + L sum p' z``
 unnormalised. Splits past ``t`` write ``m = -inf, l = 0, o = 0``.
 
 ``_decode_combine_kernel``, grid (H, B): merges the splits in a fixed order, adds the new
@@ -76,8 +81,8 @@ def decode_config(block_d: int, nh_p: int):
 # ------------------------------------------------------------------------------ kernels
 @triton.jit
 def _scores(theta, pos, phi_t, q, OMEGA_ROW, HAS_OMEGA: tl.constexpr):
-    """Per element ``q_d cos(phi_t - phi_u)``, ``phi_u = theta_u + omega * u`` (shapes
-    broadcast: a [BN, BD] block with positions [BN, 1], or one [BD] row with a scalar)."""
+    """Per element ``q_d cos(phi_t - phi_u)``, ``phi_u = theta_u + omega * u``, for single
+    rows outside the loop (row ``lo - 1`` of a split, row ``t - 1`` in the combine)."""
     if HAS_OMEGA:
         phi = theta + OMEGA_ROW * pos
     else:
