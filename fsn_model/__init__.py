@@ -2,6 +2,7 @@
 
 Public API:
     FrustratedAttention, MeanFieldCoupling, PhaseSwiGLU, FSNBlock, FSNLM, TransformerLM,
+    PhaseCache, KVCache (the preallocated decode caches),
     FSNConfig, TransformerConfig (the model shapes), build_model, model_from_config,
     parse_params, load_model, TrainConfig.
     Training: ``fsn_model.train.train(TrainConfig(...)) -> log dict`` (``fsn_model.train`` is
@@ -11,14 +12,14 @@ from .attention import FrustratedAttention
 from .build import MODEL_NAMES, build_model, count_params, model_from_config, parse_params
 from .checkpoint import load_model
 from .config import FSNConfig, TransformerConfig
-from .fsn import FSNLM, FSNBlock
+from .fsn import FSNLM, FSNBlock, PhaseCache
 from .mixers import MeanFieldCoupling, PhaseSwiGLU
-from .transformer import TransformerLM
+from .transformer import KVCache, TransformerLM
 
 __all__ = [
     "FrustratedAttention", "MeanFieldCoupling", "PhaseSwiGLU", "FSNBlock", "FSNLM", "TransformerLM",
     "FSNConfig", "TransformerConfig", "MODEL_NAMES", "build_model", "count_params", "model_from_config", "parse_params",
-    "TrainConfig", "load_model",
+    "TrainConfig", "load_model", "PhaseCache", "KVCache",
 ]
 
 

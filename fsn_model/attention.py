@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsn_kernels import frustrated_attention
+from fsn_kernels import frustrated_attention, frustrated_attention_decode
 
 GATE_BIAS_INIT = math.log(math.e - 1.0)  # softplus(GATE_BIAS_INIT) == 1
 
@@ -38,42 +38,6 @@ def init_coupling(param: Tensor, k1: float, std: float) -> None:
     with torch.no_grad():
         param.normal_(0.0, std)
         param[:, :, 0, 0, 0] += k1
-
-
-def decode_frustrated_attention(
-    theta_hist: Tensor, gate_t: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float
-) -> Tensor:
-    """dtheta of the LAST token of ``theta_hist`` given all earlier ones (one row of the op).
-
-    Pure PyTorch, O(T) per token: scores of token t against u <= t, static values
-    ``exp(i n theta_u)`` for u <= t and delay values ``exp(i n theta_{u+1})`` for u < t.
-
-    Args:
-        theta_hist: (B, t+1, H, D) phases of tokens 0..t (the cache plus the new token).
-        gate_t: (B, H, D) gate of token t.
-        coupling: complex (H, D, NH, 2).
-        omega: (H, D) rotary drift or None.
-        scale: score scale.
-
-    Returns:
-        dtheta (B, H, D) float32.
-    """
-    th = theta_hist.float()
-    T = th.shape[1]
-    pos = torch.arange(T, device=th.device, dtype=th.dtype)
-    phi = th if omega is None else th + omega.float()[None, None] * pos[None, :, None, None]
-    diff = phi[:, -1:] - phi  # (B, T, H, D): phi_t - phi_u
-    scores = scale * (gate_t.float()[:, None] * torch.cos(diff)).sum(-1)  # (B, T, H)
-    attn = torch.softmax(scores, dim=1)
-    n = torch.arange(1, coupling.shape[2] + 1, device=th.device, dtype=th.dtype)
-    ang = th[..., None, :] * n[:, None]  # (B, T, H, NH, D)
-    z = torch.polar(torch.ones_like(ang), ang)
-    a = attn.to(z.dtype)[..., None, None]  # (B, T, H, 1, 1)
-    cpl = coupling.to(torch.complex64).permute(0, 2, 1, 3)  # (H, NH, D, 2)
-    static = (a * z).sum(1) * cpl[..., 0]
-    delay = (a[:, :-1] * z[:, 1:]).sum(1) * cpl[..., 1]  # u < t, successor u+1
-    demod = (static + delay) * z[:, -1].conj()  # (B, H, NH, D)
-    return demod.imag.sum(2)
 
 
 class FrustratedAttention(nn.Module):
@@ -157,20 +121,28 @@ class FrustratedAttention(nn.Module):
                                    backend=self.backend)
         return out.reshape(B, T, self.dim)
 
-    def decode(self, theta_new: Tensor, cache: Optional[Tensor]) -> Tensor:
-        """One incremental step. Equal to ``forward(cat(cache, theta_new))[:, -1:]``.
+    def decode(self, theta_new: Tensor, phase_cache: Tensor, cache_seqlens: Tensor,
+               check_seqlens: bool = True) -> Tensor:
+        """One incremental step over a preallocated phase cache: equal to
+        ``forward(cat(phase_cache[b, :t], theta_new[b]))[:, -1:]`` with
+        ``t = cache_seqlens[b]``, and writes ``theta_new`` into ``phase_cache[:, t]`` in place
+        (no copy of the cache). cache_seqlens is not advanced. Not differentiable.
 
         Args:
             theta_new: (B, 1, dim) phases of the new token.
-            cache: (B, t, dim) phases of earlier tokens (this layer's attention inputs),
-                or None for t = 0.
+            phase_cache: (B, T_max, dim) contiguous, theta_new's dtype: this layer's
+                attention inputs of earlier tokens in rows ``< cache_seqlens[b]``.
+            cache_seqlens: (B,) int32, tokens cached per sequence (ragged allowed).
+            check_seqlens: check ``0 <= cache_seqlens < T_max`` (one device sync).
 
         Returns:
             dtheta (B, 1, dim) in theta_new's dtype.
         """
-        B = theta_new.shape[0]
-        hist = theta_new if cache is None else torch.cat([cache, theta_new], dim=1)
-        hist = hist.view(B, hist.shape[1], self.n_heads, self.head_dim)
-        gate_t = self.gate(theta_new)[:, 0]
-        out = decode_frustrated_attention(hist, gate_t, self.coupling, self.omega, self.scale)
-        return out.reshape(B, 1, self.dim).to(theta_new.dtype)
+        B, _, C = phase_cache.shape
+        gate_t = self.gate(theta_new).to(theta_new.dtype)  # (B, 1, H, D)
+        th = theta_new.reshape(B, 1, self.n_heads, self.head_dim)
+        cache = phase_cache.view(B, phase_cache.shape[1], self.n_heads, self.head_dim)
+        out = frustrated_attention_decode(th, gate_t, self.coupling, self.omega, self.scale, phase_cache=cache,
+                                          cache_seqlens=cache_seqlens, backend=self.backend,
+                                          check_seqlens=check_seqlens)
+        return out.reshape(B, 1, self.dim)

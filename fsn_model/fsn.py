@@ -1,6 +1,7 @@
 """The FSN language model (fsn_model/README.md, "The model"): phase embedding, blocks on the torus, readout."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
@@ -9,6 +10,49 @@ from torch import Tensor, nn
 from .attention import FrustratedAttention, phase_features
 from .config import FSNConfig
 from .mixers import MeanFieldCoupling, PhaseSwiGLU
+
+
+@dataclass
+class PhaseCache:
+    """Preallocated decode state of an :class:`FSNLM`: per layer the attention inputs of past
+    tokens, ``phases[l]`` (B, T_max, dim) (``dim`` floats per token per layer: half of a
+    transformer's K + V), and ``seqlens`` (B,) int32 tokens cached, on the model's device.
+    Every sequence of the batch has the same length, ``length`` (a host int, so no step
+    reads a length back from the device). Decoding writes each new token in place;
+    :meth:`reserve` doubles the capacity when it runs out (a copy per doubling, none per
+    step)."""
+
+    phases: List[Tensor]
+    seqlens: Tensor
+    length: int
+
+    @property
+    def capacity(self) -> int:
+        return self.phases[0].shape[1]
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Cache bytes per token, all layers and heads."""
+        return sum(p.shape[2] * p.element_size() for p in self.phases)
+
+    @classmethod
+    def empty(cls, n_layers: int, batch: int, capacity: int, dim: int, device=None,
+              dtype=torch.float32) -> "PhaseCache":
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        return cls([torch.zeros(batch, capacity, dim, device=device, dtype=dtype) for _ in range(n_layers)],
+                   torch.zeros(batch, dtype=torch.int32, device=device), 0)
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more tokens (capacity at least doubles when it grows)."""
+        need = self.length + n
+        if need <= self.capacity:
+            return
+        cap = max(need, 2 * self.capacity)
+        for i, p in enumerate(self.phases):
+            grown = p.new_zeros(p.shape[0], cap, p.shape[2])
+            grown[:, : self.length] = p[:, : self.length]
+            self.phases[i] = grown
 
 
 class FSNBlock(nn.Module):
@@ -34,9 +78,10 @@ class FSNBlock(nn.Module):
         theta = theta + self.attn(theta, cu_seqlens)
         return theta + self.mix(theta)
 
-    def decode(self, theta: Tensor, cache: Optional[Tensor]) -> Tensor:
-        """One new token (B, 1, dim) given this layer's cached attention inputs (B, t, dim)."""
-        theta = theta + self.attn.decode(theta, cache)
+    def decode(self, theta: Tensor, phase_cache: Tensor, cache_seqlens: Tensor, check_seqlens: bool = True) -> Tensor:
+        """One new token (B, 1, dim) given this layer's preallocated phase cache (B, T_max,
+        dim), holding ``cache_seqlens[b]`` tokens; theta is written into it in place."""
+        theta = theta + self.attn.decode(theta, phase_cache, cache_seqlens, check_seqlens)
         return theta + self.mix(theta)
 
 
@@ -46,8 +91,9 @@ class FSNLM(nn.Module):
     Embedding: learned phases theta_0 = E[idx] (init uniform on [-pi, pi)); L FSN blocks;
     readout logits = W [cos theta_L, sin theta_L] + b.
 
-    Generation keeps a phase cache: a list with, per layer, the attention inputs
-    (B, t, dim), i.e. C = dim floats per token per layer (see :meth:`prefill`, :meth:`decode`).
+    Generation keeps a preallocated phase cache (:class:`PhaseCache`): per layer the
+    attention inputs (B, T_max, dim), i.e. C = dim floats per token per layer, written in
+    place one token per step (see :meth:`prefill`, :meth:`decode`).
     """
 
     def __init__(self, config: FSNConfig = FSNConfig(), backend: str = "auto"):
@@ -67,14 +113,19 @@ class FSNLM(nn.Module):
         """Readout: (B, T, dim) phases -> (B, T, vocab) float32 logits."""
         return self.readout(phase_features(theta)).float()
 
-    def phases(self, idx: Tensor, cache: Optional[List[Tensor]] = None, cu_seqlens: Optional[Tensor] = None) -> Tensor:
-        """Embed ``idx`` (B, T) and run every block: final phases (B, T, dim). When ``cache``
-        is a list, each layer's attention input (B, T, dim) is appended to it."""
+    def phases(self, idx: Tensor, cache: Optional[PhaseCache] = None, cu_seqlens: Optional[Tensor] = None) -> Tensor:
+        """Embed ``idx`` (B, T) and run every block: final phases (B, T, dim). With ``cache``
+        (empty, capacity >= T), each layer's attention input is written into it.
+        ``cu_seqlens``: packed sequences (B = 1), see :meth:`forward`."""
         theta = self.embed(idx)
-        for block in self.blocks:
+        T = idx.shape[1]
+        for i, block in enumerate(self.blocks):
             if cache is not None:
-                cache.append(theta)
+                cache.phases[i][:, :T] = theta
             theta = block(theta, cu_seqlens)
+        if cache is not None:
+            cache.length = T
+            cache.seqlens.fill_(T)
         return theta
 
     def forward(self, idx: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
@@ -85,21 +136,30 @@ class FSNLM(nn.Module):
         logits equal those of each document run alone."""
         return self.logits(self.phases(idx, cu_seqlens=cu_seqlens))
 
-    def prefill(self, idx: Tensor) -> Tuple[Tensor, List[Tensor]]:
-        """The forward pass that also returns the phase cache: (logits (B, T, vocab), a list of
-        n_layers tensors (B, T, dim))."""
-        cache: List[Tensor] = []
+    def new_cache(self, batch: int, capacity: int) -> PhaseCache:
+        """An empty :class:`PhaseCache` for ``batch`` sequences of up to ``capacity`` tokens
+        (it grows by doubling past that), float32 on the model's device."""
+        return PhaseCache.empty(len(self.blocks), batch, capacity, self.dim, device=self.embed.weight.device)
+
+    def prefill(self, idx: Tensor, capacity: Optional[int] = None) -> Tuple[Tensor, PhaseCache]:
+        """The forward pass that also fills a new phase cache: (logits (B, T, vocab), a
+        :class:`PhaseCache` holding the T tokens, room for ``capacity`` (default 2 T))."""
+        B, T = idx.shape
+        capacity = max(capacity or 2 * T, T, 1)
+        cache = self.new_cache(B, capacity)
         return self.logits(self.phases(idx, cache)), cache
 
     @torch.no_grad()
-    def decode(self, idx_new: Tensor, cache: List[Optional[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
-        """Next-token step: idx_new (B,) or (B, 1) -> logits (B, vocab), updated cache.
-
-        ``cache`` is the list from :meth:`prefill` (or ``[None] * n_layers`` to start empty).
-        """
+    def decode(self, idx_new: Tensor, cache: PhaseCache) -> Tuple[Tensor, PhaseCache]:
+        """Next-token step: idx_new (B,) or (B, 1) -> logits (B, vocab), and ``cache`` advanced
+        by one token in place (returned for convenience). Start from :meth:`prefill` or
+        from :meth:`new_cache` (empty)."""
+        if not isinstance(cache, PhaseCache):
+            raise TypeError(f"cache must be a PhaseCache (from prefill or new_cache), got {type(cache).__name__}")
+        cache.reserve(1)
         theta = self.embed(idx_new.view(-1, 1))
-        new_cache = []
-        for block, c in zip(self.blocks, cache):
-            new_cache.append(theta if c is None else torch.cat([c, theta], dim=1))
-            theta = block.decode(theta, c)
-        return self.logits(theta)[:, 0], new_cache
+        for block, phases in zip(self.blocks, cache.phases):
+            theta = block.decode(theta, phases, cache.seqlens, check_seqlens=False)  # lengths tracked on the host
+        cache.length += 1
+        cache.seqlens += 1
+        return self.logits(theta)[:, 0], cache

@@ -1,5 +1,6 @@
-"""Sampling: temperature + top-k; FSN decodes through its phase cache, the transformer
-recomputes its (truncated) context each step. ``fsn-generate CHECKPOINT --prompt TEXT``."""
+"""Sampling: temperature + top-k. Both models decode through preallocated caches, one
+token per step: FSN through its phase cache (``dim`` floats per token per layer), the
+transformer through its KV cache (``2 * dim``). ``fsn-generate CHECKPOINT --prompt TEXT``."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,6 @@ from torch import Tensor, nn
 
 from .checkpoint import load_model, resolve_device
 from .cli import OneLineParser, run_cli
-from .fsn import FSNLM
 
 
 def check_sampling(temperature: float, top_k: int) -> None:
@@ -39,26 +39,23 @@ def sample(model: nn.Module, prompt: Sequence[int], max_new: int, temperature: f
     """Continue ``prompt`` (token ids, may be empty) by ``max_new`` tokens.
 
     temperature 0 means greedy; top_k = 0 means no top-k cut. ``context`` bounds the
-    transformer's recomputed window (the FSN cache is unbounded). Raises ValueError for a
-    negative or non-finite temperature or a negative top_k.
+    prompt (its last ``context`` tokens are prefilled); the caches are preallocated for the
+    prompt plus ``max_new`` tokens, and generation attends to all of them. Raises
+    ValueError for a negative or non-finite temperature or a negative top_k.
     """
     check_sampling(temperature, top_k)
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    ids = list(prompt) or [10]  # an empty prompt starts from a newline byte
+    ids = (list(prompt) or [10])[-context:]  # an empty prompt starts from a newline byte
     out: List[int] = []
-    if isinstance(model, FSNLM):
-        logits, cache = model.prefill(torch.tensor([ids], device=device))
-        nxt = logits[0, -1]
-        for _ in range(max_new):
-            out.append(_pick(nxt, temperature, top_k, gen))
+    logits, cache = model.prefill(torch.tensor([ids], device=device), capacity=len(ids) + max_new)
+    nxt = logits[0, -1]
+    for i in range(max_new):
+        out.append(_pick(nxt, temperature, top_k, gen))
+        if i + 1 < max_new:
             nxt, cache = model.decode(torch.tensor([out[-1]], device=device), cache)
             nxt = nxt[0]
-    else:
-        for _ in range(max_new):
-            ctx = torch.tensor([(ids + out)[-context:]], device=device)
-            out.append(_pick(model(ctx)[0, -1], temperature, top_k, gen))
     return out
 
 

@@ -1,5 +1,9 @@
-"""Baseline: RoPE + SwiGLU + RMSNorm pre-norm transformer LM on torch SDPA."""
+"""Baseline: RoPE + SwiGLU + RMSNorm pre-norm transformer LM on torch SDPA, with a
+preallocated KV cache for decoding (``prefill`` / ``decode``, like FSNLM's phase cache)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,11 +12,12 @@ from torch import Tensor, nn
 from .config import TransformerConfig
 
 
-def apply_rope(x: Tensor, base: float = 10000.0) -> Tensor:
-    """Rotary embedding (half-split layout) of x (B, H, T, Dh), Dh even."""
+def apply_rope(x: Tensor, base: float = 10000.0, offset: int = 0) -> Tensor:
+    """Rotary embedding (half-split layout) of x (B, H, T, Dh), Dh even, at positions
+    ``offset .. offset + T - 1``."""
     T, Dh = x.shape[-2], x.shape[-1]
     inv = base ** (-torch.arange(0, Dh // 2, device=x.device, dtype=torch.float32) / (Dh // 2))
-    ang = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv[None]
+    ang = torch.arange(offset, offset + T, device=x.device, dtype=torch.float32)[:, None] * inv[None]
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., : Dh // 2], x[..., Dh // 2:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -27,11 +32,28 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, kv: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        """(B, T, dim) -> (B, T, dim); with ``kv`` (two (B, H, T_max, Dh) buffers) the keys
+        (after RoPE) and values of positions 0..T-1 are also written into them."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(apply_rope(q), apply_rope(k), v, is_causal=True)
+        k = apply_rope(k)
+        if kv is not None:
+            kv[0][:, :, :T] = k
+            kv[1][:, :, :T] = v
+        y = F.scaled_dot_product_attention(apply_rope(q), k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def decode(self, x: Tensor, kv: Tuple[Tensor, Tensor], pos: int) -> Tensor:
+        """One new token x (B, 1, dim) at position ``pos``: its key and value are written into
+        the preallocated cache ``kv`` at ``pos`` in place, and it attends to positions
+        0..pos (SDPA over a view of the cache, no copy)."""
+        B, _, C = x.shape
+        q, k, v = self.qkv(x).view(B, 1, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
+        kv[0][:, :, pos: pos + 1] = apply_rope(k, offset=pos)
+        kv[1][:, :, pos: pos + 1] = v
+        y = F.scaled_dot_product_attention(apply_rope(q, offset=pos), kv[0][:, :, : pos + 1], kv[1][:, :, : pos + 1])
+        return self.proj(y.transpose(1, 2).reshape(B, 1, C))
 
 
 class SwiGLU(nn.Module):
@@ -53,9 +75,45 @@ class TransformerBlock(nn.Module):
         self.norm1, self.attn = nn.RMSNorm(dim), CausalSelfAttention(dim, n_heads)
         self.norm2, self.mlp = nn.RMSNorm(dim), SwiGLU(dim, hidden)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, kv: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), kv)
         return x + self.mlp(self.norm2(x))
+
+    def decode(self, x: Tensor, kv: Tuple[Tensor, Tensor], pos: int) -> Tensor:
+        x = x + self.attn.decode(self.norm1(x), kv, pos)
+        return x + self.mlp(self.norm2(x))
+
+
+@dataclass
+class KVCache:
+    """Preallocated decode state of a :class:`TransformerLM`: per layer keys (after RoPE) and
+    values (B, H, T_max, Dh), ``2 * dim`` numbers per token per layer, and ``length``
+    tokens cached (every sequence of the batch alike). Grows by doubling, like
+    ``fsn_model.fsn.PhaseCache``."""
+
+    k: List[Tensor]
+    v: List[Tensor]
+    length: int
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Cache bytes per token, all layers and heads."""
+        return sum(x.shape[1] * x.shape[3] * x.element_size() for x in self.k + self.v)
+
+    def reserve(self, n: int) -> None:
+        need = self.length + n
+        if need <= self.capacity:
+            return
+        cap = max(need, 2 * self.capacity)
+        for buf in (self.k, self.v):
+            for i, x in enumerate(buf):
+                grown = x.new_zeros(x.shape[0], x.shape[1], cap, x.shape[3])
+                grown[:, :, : self.length] = x[:, :, : self.length]
+                buf[i] = grown
 
 
 class TransformerLM(nn.Module):
@@ -83,3 +141,38 @@ class TransformerLM(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x)).float()
+
+    def new_cache(self, batch: int, capacity: int, dtype: Optional[torch.dtype] = None) -> KVCache:
+        """An empty :class:`KVCache` for ``batch`` sequences of up to ``capacity`` tokens, in
+        the model's dtype (or ``dtype``) on its device."""
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        w = self.embed.weight
+        H = self.config.n_heads
+        shape = (batch, H, capacity, self.dim // H)
+        make = [torch.zeros(shape, device=w.device, dtype=dtype or w.dtype) for _ in range(2 * len(self.blocks))]
+        return KVCache(make[: len(self.blocks)], make[len(self.blocks):], 0)
+
+    def prefill(self, idx: Tensor, capacity: Optional[int] = None) -> Tuple[Tensor, KVCache]:
+        """The forward pass that also fills a new KV cache: (logits (B, T, vocab), the cache
+        holding the T tokens, room for ``capacity`` (default 2 T))."""
+        B, T = idx.shape
+        x = self.embed(idx)
+        cache = self.new_cache(B, max(capacity or 2 * T, T, 1), dtype=x.dtype)
+        for block, k, v in zip(self.blocks, cache.k, cache.v):
+            x = block(x, (k, v))
+        cache.length = T
+        return self.head(self.norm(x)).float(), cache
+
+    @torch.no_grad()
+    def decode(self, idx_new: Tensor, cache: KVCache) -> Tuple[Tensor, KVCache]:
+        """Next-token step: idx_new (B,) or (B, 1) -> logits (B, vocab), ``cache`` advanced by
+        one token in place (returned for convenience)."""
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache (from prefill or new_cache), got {type(cache).__name__}")
+        cache.reserve(1)
+        x = self.embed(idx_new.view(-1, 1))
+        for block, k, v in zip(self.blocks, cache.k, cache.v):
+            x = block.decode(x, (k, v), cache.length)
+        cache.length += 1
+        return self.head(self.norm(x)).float()[:, 0], cache

@@ -1,7 +1,10 @@
 """The frustrated-synchronization attention op: reference (``naive``), fused Triton
-forward and backward kernels, and the public function (``op``). The math is in
+forward and backward kernels, the public function (``op``) and the decode step
+(``decoding``). The math is in
 README.md beside this file."""
+from .decoding import frustrated_attention_decode
 from .naive import naive_frustrated_attention
 from .op import FrustratedAttentionFunction, frustrated_attention
 
-__all__ = ["frustrated_attention", "naive_frustrated_attention", "FrustratedAttentionFunction"]
+__all__ = ["frustrated_attention", "frustrated_attention_decode", "naive_frustrated_attention",
+           "FrustratedAttentionFunction"]

@@ -12,6 +12,8 @@ autocast), with and without omega, packed sequences or not, each autotune candid
     python -m fsn_kernels.frustrated_attention.aot_check --quick --dtypes bf16 \\
         --json report.json --out-dir build/aot                           # NH=2, D=32
     python -m fsn_kernels.frustrated_attention.aot_check --assert-clean  # CI's check
+    python -m fsn_kernels.frustrated_attention.aot_check --quick --dtypes bf16 \\
+        --roles decode,decode-combine --out-dir build/aot                # the decode step
 
 ``--assert-clean`` exits 1 unless every bf16/fp16 kernel for D in {16, 32, 64} and NH
 in {1, 2, 4} has 0 stack bytes and fits 227 KiB of shared memory; any compile failure
@@ -46,6 +48,7 @@ from .common import (  # noqa: E402
     padded_head_dim,
     token_block,
 )
+from .decoding import _decode_combine_kernel, _decode_split_kernel, decode_config  # noqa: E402
 from .features import _features_kernel  # noqa: E402
 from .forward import _demodulate_kernel, _fwd_kernel  # noqa: E402
 
@@ -60,11 +63,12 @@ DTYPES = {
     "fp32-bf16": ("fp32", DOT_BF16.value),
 }
 OPERAND = {DOT_IEEE.value: "fp32", DOT_BF16.value: "bf16", DOT_FP16.value: "fp16"}
-INPUT_POINTERS = {"THETA", "GATE", "GRAD", "OUT", "DTHETA", "DGATE"}  # the rest: features, or fp32
+INPUT_POINTERS = {"THETA", "GATE", "GRAD", "OUT", "DTHETA", "DGATE", "CACHE"}  # the rest: features, or fp32
 FEATURE_POINTERS = {"Q", "K", "V", "DO"}
 PACKING_POINTERS = {"CU", "POS", "SEQ_END"}  # int32, None unless the sequences are packed
-INTS = {"N", "T", "H", "D", "NH"}
-NOT_SPECIALIZED = {"N", "T"}  # do_not_specialize: any length reuses one binary
+INT_POINTERS = {"SEQLENS"} | PACKING_POINTERS  # int32 tensors
+INTS = {"N", "T", "H", "D", "NH", "T_MAX", "SPLIT_LEN", "N_SPLIT"}
+NOT_SPECIALIZED = {"N", "T", "T_MAX", "SPLIT_LEN", "N_SPLIT"}  # do_not_specialize: any length reuses one binary
 OMEGA_AGNOSTIC_ROLES = {"forward", "demodulate", "backward-kv", "backward-q"}  # omega enters through the features
 
 
@@ -103,11 +107,30 @@ def _jobs(shapes, dtypes, omegas=(True, False), varlens=(False, True)):
                                          config_index=i,
                                          consts=dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot, IS_VARLEN=varlen,
                                                      BLOCK_M=c.block_m, BLOCK_N=c.block_n)))
+            jobs += _decode_jobs(dict(dtype=dname, tensor_dtype=tensor_dtype, dot=dot, NH=nh, D=d, varlen=False),
+                                 bd, nh_p, n_bits)
+    return jobs
+
+
+def _decode_jobs(base, bd, nh_p, n_bits):
+    """Role "decode": the split kernel (its loop recomputes the trig of every cached token)
+    with and without omega, and "decode-combine", the merge of the splits."""
+    bn, warps, row_partials = decode_config(bd, nh_p)
+    jobs = [dict(base, kernel="_decode_split_kernel", role="decode", has_omega=has_omega, block_m=1, block_n=bn,
+                 num_warps=warps, num_stages=1,
+                 consts=dict(HAS_OMEGA=has_omega, ROW_PARTIALS=row_partials, BLOCK_N=bn, BLOCK_D=bd, NH_P=nh_p,
+                             N_BITS=n_bits))
+            for has_omega in (True, False)]
+    jobs += [dict(base, kernel="_decode_combine_kernel", role="decode-combine", has_omega=has_omega, block_m=1,
+                  block_n=0, num_warps=4 if nh_p * bd <= 512 else 8, num_stages=1,
+                  consts=dict(HAS_OMEGA=has_omega, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits))
+             for has_omega in (True, False)]
     return jobs
 
 
 KERNELS = {k.__name__ if hasattr(k, "__name__") else k.fn.__name__: k for k in
-           (_features_kernel, _fwd_kernel, _demodulate_kernel, _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel)}
+           (_features_kernel, _fwd_kernel, _demodulate_kernel, _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel,
+            _decode_split_kernel, _decode_combine_kernel)}
 
 
 def _jit_function(kernel):
@@ -134,7 +157,7 @@ def _source(job):
         elif name.isupper():
             if name in INPUT_POINTERS:
                 sig[name] = f"*{job['tensor_dtype']}"
-            elif name in PACKING_POINTERS:
+            elif name in INT_POINTERS:
                 sig[name] = "*i32"
             elif name in FEATURE_POINTERS:
                 sig[name] = f"*{OPERAND[job['dot']]}"
@@ -202,6 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", default="bf16,fp16,fp32,fp32-bf16", help=f"any of {', '.join(DTYPES)}")
     p.add_argument("--quick", action="store_true", help="only NH=2, D=32")
     p.add_argument("--shapes", default=None, help="NH:D pairs, e.g. 2:32,4:64 (default: all, or --quick)")
+    p.add_argument("--roles", default=None, help="only these roles, e.g. decode,decode-combine (default: all)")
     p.add_argument("--assert-clean", action="store_true",
                    help="compile the asserted shapes (bf16, fp16) and exit 1 on any stack byte or shared overflow")
     p.add_argument("--json", default=None, help="write the records to this file")
@@ -220,6 +244,8 @@ def main(argv=None) -> int:
         shapes = [(2, 32)] if args.quick else ALL_SHAPES
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="fsn-aot-")
     jobs = _jobs(shapes, dtypes)
+    if args.roles:
+        jobs = [j for j in jobs if j["role"] in args.roles.split(",")]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         records = []
         for rec in pool.map(_compile_star, [(j, args.arch, out_dir) for j in jobs]):

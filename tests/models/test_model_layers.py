@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from fsn_kernels.frustrated_attention.naive import kuramoto_closed_form
+from fsn_kernels.testing import DEVICE, backend_params
 from fsn_model import (
     FSNLM,
     FrustratedAttention,
@@ -59,14 +60,31 @@ def test_attention_without_delay_never_uses_or_trains_L():
     assert layer.coupling_real.grad[..., 0, :].abs().sum() > 0
 
 
-def test_attention_decode_equals_forward():
+@pytest.mark.parametrize("backend", backend_params())
+def test_attention_decode_equals_forward(backend):
+    """Step by step over a preallocated cache (written in place, never copied) equals the
+    full forward; ragged lengths decode each sequence at its own position."""
     torch.manual_seed(1)
-    layer = FrustratedAttention(16, 2, n_harmonics=3)
+    dev = DEVICE if backend == "triton" else "cpu"
+    layer = FrustratedAttention(16, 2, n_harmonics=3, backend=backend).to(dev)
     _randomise_coupling(layer)  # nonzero delay L_n and harmonics exercised
-    theta = torch.randn(2, 11, 16) * 2
+    theta = torch.randn(2, 11, 16, device=dev) * 2
     full = layer(theta)
-    steps = [layer.decode(theta[:, t: t + 1], theta[:, :t] if t else None) for t in range(11)]
+    cache = torch.zeros(2, 16, 16, device=dev)
+    lens = torch.zeros(2, dtype=torch.int32, device=dev)
+    ptr = cache.data_ptr()
+    steps = []
+    for t in range(11):
+        steps.append(layer.decode(theta[:, t: t + 1], cache, lens))
+        lens += 1
+    assert cache.data_ptr() == ptr and torch.equal(cache[:, :11], theta)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-5, rtol=1e-4)
+    # ragged: sequence 0 at position 3, sequence 1 at position 10
+    lens = torch.tensor([3, 10], dtype=torch.int32, device=dev)
+    new = torch.stack([theta[0, 3], theta[1, 10]])[:, None]
+    ragged = layer.decode(new, cache, lens)
+    torch.testing.assert_close(ragged[0, 0], full[0, 3], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(ragged[1, 0], full[1, 10], atol=2e-5, rtol=1e-4)
 
 
 def test_meanfield_closed_form_and_grads():
@@ -141,26 +159,59 @@ def test_transformer_is_causal():
     torch.testing.assert_close(model(idx)[:, :8], model(idx2)[:, :8])
 
 
-def test_lm_cached_decoding_equals_full_forward():
+@pytest.mark.parametrize("backend", backend_params())
+def test_lm_cached_decoding_equals_full_forward(backend):
+    """prefill + decode through the preallocated phase cache (in place, growing by doubling
+    past its capacity) equals the full forward; so does decoding from an empty cache."""
     torch.manual_seed(4)
     for mixer in ("swiglu", "meanfield"):
-        model = FSNLM(FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6)).eval()
+        cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6)
+        dev = DEVICE if backend == "triton" else "cpu"
+        model = FSNLM(cfg, backend=backend).to(dev).eval()
         for block in model.blocks:
             _randomise_coupling(block.attn)
-        idx = torch.randint(0, 256, (2, 13))
+        idx = torch.randint(0, 256, (2, 13), device=dev)
         with torch.no_grad():
             full = model(idx)
-            logits, cache = model.prefill(idx[:, :5])
-            assert len(cache) == 3 and cache[0].shape == (2, 5, 16)  # C = dim floats / token / layer
+            logits, cache = model.prefill(idx[:, :5], capacity=9)
+            assert len(cache.phases) == 3 and cache.phases[0].shape == (2, 9, 16)  # C = dim floats / token / layer
+            assert cache.length == 5 and cache.seqlens.tolist() == [5, 5] and cache.bytes_per_token == 3 * 16 * 4
+            ptrs = [p.data_ptr() for p in cache.phases]
             steps = [logits]
             for t in range(5, 13):
                 step_logits, cache = model.decode(idx[:, t], cache)
                 steps.append(step_logits[:, None])
-            # decode from an empty cache as well
-            empty = [None] * 3
-            first, _ = model.decode(idx[:, 0], empty)
+                if t < 8:  # within capacity: written in place, no new tensors
+                    assert [p.data_ptr() for p in cache.phases] == ptrs
+            assert cache.length == 13 and cache.capacity == 18  # doubled once
+            empty = model.new_cache(2, 4)
+            first, empty = model.decode(idx[:, 0], empty)
+            second, _ = model.decode(idx[:, 1], empty)
         torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(first, full[:, 0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(second, full[:, 1], atol=1e-4, rtol=1e-4)
+    with pytest.raises(TypeError, match="PhaseCache"):
+        model.decode(idx[:, 0], [None] * 3)
+
+
+def test_transformer_kv_cache_decoding_equals_full_forward():
+    """The baseline's preallocated KV cache: prefill + decode (SDPA over a view of the cache)
+    equals the full forward, within capacity and past it (doubling)."""
+    torch.manual_seed(5)
+    model = TransformerLM(TransformerConfig(dim=16, n_layers=2, n_heads=2, hidden=24)).eval()
+    idx = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        full = model(idx)
+        logits, cache = model.prefill(idx[:, :4], capacity=8)
+        assert cache.k[0].shape == (2, 2, 8, 8) and cache.bytes_per_token == 2 * 2 * 16 * 4  # K + V, 2 layers
+        steps = [logits]
+        for t in range(4, 12):
+            step_logits, cache = model.decode(idx[:, t], cache)
+            steps.append(step_logits[:, None])
+        assert cache.length == 12 and cache.capacity == 16
+        first, _ = model.decode(idx[:, 0], model.new_cache(2, 3))
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first, full[:, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_forward_does_not_go_through_prefill(monkeypatch):
@@ -169,7 +220,7 @@ def test_forward_does_not_go_through_prefill(monkeypatch):
     expected, cache = model.prefill(idx)
     monkeypatch.setattr(FSNLM, "prefill", lambda *args, **kwargs: pytest.fail("forward called prefill"))
     torch.testing.assert_close(model(idx), expected, atol=0, rtol=0)
-    assert len(cache) == 2
+    assert len(cache.phases) == 2
 
 
 def test_models_take_their_config_type():

@@ -23,3 +23,11 @@ def test_the_drop_in_layer_snippet_runs(path, heading):
     exec(compile(block, f"{path} ({heading})", "exec"), namespace)
     result = namespace.get("h", namespace.get("theta"))
     assert tuple(result.shape) == (2, 16, 256)
+
+
+@pytest.mark.parametrize("path,heading", [("README.md", "### Decoding"),
+                                          ("fsn_kernels/frustrated_attention/README.md", "## Decoding")])
+def test_the_decoding_snippets_run(path, heading):
+    """The decoding examples (model-level and op-level) run and assert what they claim."""
+    (block,) = _python_blocks(ROOT / path, heading)
+    exec(compile(block, f"{path} ({heading})", "exec"), {})

@@ -25,7 +25,8 @@ def test_every_bf16_fp16_kernel_compiles_for_sm90_without_spills(tmp_path):
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
     records = json.loads(report.read_text())
     roles = {r["role"] for r in records}
-    assert roles == {"feature", "feature-bwd", "forward", "demodulate", "backward-kv", "backward-q", "chain"}
+    assert roles == {"feature", "feature-bwd", "forward", "demodulate", "backward-kv", "backward-q", "chain",
+                     "decode", "decode-combine"}
     assert {(r["NH"], r["D"]) for r in records} == {(nh, d) for nh in (1, 2, 4) for d in (16, 32, 64)}
     assert {r["dot"] for r in records} == {"bf16", "fp16"}
     for r in records:
