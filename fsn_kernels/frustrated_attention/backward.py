@@ -34,8 +34,8 @@ from .common import (
     packing,
     padded_harmonics,
     padded_head_dim,
+    phase_trig,
     program_sequence,
-    sincos,
     token_block,
     token_program,
 )
@@ -194,14 +194,7 @@ def _chain_kernel(
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gd = tl.load(GRAD + in_off, mask=in_mask, other=0.0).to(tl.float32)
-    st, ct = sincos(theta)
-    if HAS_OMEGA:
-        omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
-        phi = theta + omega[None, :] * pos[:, None].to(tl.float32)
-        sp, cp = sincos(phi)
-    else:
-        cp = ct
-        sp = st
+    ct, st, cp, sp = phase_trig(theta, OMEGA, h, D, offs_d, pos, HAS_OMEGA)
     zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
     kr, ki = load_coupling(CPL, h, D, NH, offs_d, NH_P, 0)
     lr, li = load_coupling(CPL, h, D, NH, offs_d, NH_P, 1)

@@ -231,6 +231,20 @@ def sincos(x):
 
 
 @triton.jit
+def phase_trig(theta, OMEGA, h, D, offs_d, pos, HAS_OMEGA: tl.constexpr):
+    """(cos theta, sin theta, cos phi, sin phi), each [R, BD] fp32, of theta [R, BD] and
+    the rotary phase ``phi = theta + omega[h] * pos`` (phi = theta without omega)."""
+    st, ct = sincos(theta)
+    if HAS_OMEGA:
+        omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
+        sp, cp = sincos(theta + omega[None, :] * pos[:, None].to(tl.float32))
+    else:
+        cp = ct
+        sp = st
+    return ct, st, cp, sp
+
+
+@triton.jit
 def harmonics(c1, s1, NH_P: tl.constexpr, N_BITS: tl.constexpr):
     """exp(i n theta) for n = 1..NH_P from (cos theta, sin theta), each [R, BD].
 

@@ -30,6 +30,7 @@ from .common import (
     load_coupling,
     padded_harmonics,
     padded_head_dim,
+    phase_trig,
     sincos,
     token_block,
     token_program,
@@ -57,14 +58,7 @@ def _features_kernel(
 
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
-    st, ct = sincos(theta)
-    if HAS_OMEGA:
-        omega = tl.load(OMEGA + h * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
-        phi = theta + omega[None, :] * pos[:, None].to(tl.float32)
-        sp, cp = sincos(phi)
-    else:
-        cp = ct
-        sp = st
+    ct, st, cp, sp = phase_trig(theta, OMEGA, h, D, offs_d, pos, HAS_OMEGA)
     has_next = row_ok & (rows + 1 < seq_end)  # the delay never crosses a sequence's end
     theta_next = tl.load(THETA + in_off + H * D, mask=has_next[:, None] & in_mask, other=0.0).to(tl.float32)
 
