@@ -138,12 +138,13 @@ MAX_FP32_VALUE_WIDTH = 512
 
 
 def check_kernel_limits(D: int, NH: int, fp32_matmuls: bool, on_gpu: bool) -> None:
-    """Shapes whose fp32-operand backward does not fit a GPU's shared memory.
+    """Shapes too wide for fp32 matmul operands on a GPU.
 
-    With fp32 matmul operands, the key-block backward stages (16, NH_P * D_P) fp32 tiles
-    (NH_P, D_P: NH and D padded to powers of two, D_P >= 16) and needs more than an H100
-    block's 227 KiB once NH_P * D_P exceeds 512 (416 KiB at NH = 8, D = 128, measured by
-    compiling for sm_90). bf16/fp16 operands fit everywhere. The interpreter has no limit.
+    fp32 operands have no wgmma path and stage fp32 tiles: at NH_P * D_P = 512 (NH and D
+    padded to powers of two, D_P >= 16) the smallest tiles already need 144-161 KiB of
+    shared memory and spill 7.8-13 KB of stack per thread (sm_90 compile report,
+    PERF_LOG.md); wider ones are refused. bf16/fp16 operands fit everywhere. The
+    interpreter has no limit.
     """
     from .common import padded_harmonics, padded_head_dim
 
