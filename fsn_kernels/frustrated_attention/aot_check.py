@@ -41,6 +41,7 @@ from .common import (  # noqa: E402
     DOT_BF16,
     DOT_FP16,
     DOT_IEEE,
+    DOT_NAMES,
     backward_kv_configs,
     backward_q_configs,
     forward_configs,
@@ -181,7 +182,7 @@ def _resources(cubin_path: str):
 def compile_job(job, arch: int = 90, out_dir: str | None = None):
     """Compile one job for sm_<arch>; returns its record (the ``--json`` schema)."""
     rec = {k: v for k, v in job.items() if k not in ("consts", "tensor_dtype")}
-    rec["dot"] = {DOT_IEEE.value: "ieee", DOT_BF16.value: "bf16", DOT_FP16.value: "fp16"}[job["dot"]]
+    rec["dot"] = DOT_NAMES[job["dot"]]
     try:
         compiled = triton.compile(_source(job), target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": job["num_warps"], "num_stages": job["num_stages"],
