@@ -31,5 +31,5 @@ def test_every_bf16_fp16_kernel_compiles_for_sm90_without_spills(tmp_path):
     assert {r["dot"] for r in records} == {"bf16", "fp16"}
     for r in records:
         assert RECORD_KEYS <= set(r), sorted(RECORD_KEYS - set(r))
-        assert r["stack_bytes"] == 0 and 0 < r["shared"] <= 227 * 1024, r
+        assert r["stack_bytes"] == 0 and 0 <= r["shared"] <= 227 * 1024, r
         assert os.path.exists(r["cubin"]) and os.path.exists(r["ttgir"])
