@@ -22,6 +22,10 @@ from .transformer import TransformerLM
 MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
 TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "backend", "delay"}
+# FSN init / readout knobs (the tuning study's): passed through to FSNLM only when given,
+# so configs without them rebuild exactly as before
+FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm")
+_OVERRIDES |= set(FSN_KNOBS)
 
 
 def parse_params(params: Union[int, str]) -> int:
@@ -68,6 +72,7 @@ def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]
         cfg["hidden"] = fine
     else:
         cfg.update(n_harmonics=o.get("n_harmonics", 2), backend=o.get("backend", "auto"), delay=o.get("delay", True))
+        cfg.update({k: o[k] for k in FSN_KNOBS if k in o})
         cfg["hidden" if name == "fsn" else "n_modes"] = fine
     return cfg
 
@@ -80,7 +85,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, **ove
         params: target count, an int or a string like "250k", "1M", "10M".
         vocab_size: tokens (256 for bytes).
         **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, backend,
-            delay (FSN names: False removes the one-step delay term, the ablation).
+            delay (FSN names: False removes the one-step delay term, the ablation), and for
+            FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool).
 
     Returns:
         The model, with ``model.config`` (dict, the resolved shape plus "name" and
@@ -96,6 +102,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, **ove
     bad = set(overrides) - _OVERRIDES
     if bad:
         raise ValueError(f"unknown build_model overrides {sorted(bad)}; allowed: {sorted(_OVERRIDES)}")
+    if name == "transformer" and set(overrides) & set(FSN_KNOBS):
+        raise ValueError(f"overrides {sorted(set(overrides) & set(FSN_KNOBS))} apply to FSN models only")
     o = dict(overrides)
     o.setdefault("n_layers", 4 if target < 2e6 else 6 if target < 8e6 else 8)
     o.setdefault("head_dim", 16 if target < 2e6 else 32)

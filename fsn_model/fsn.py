@@ -19,9 +19,11 @@ class FSNBlock(nn.Module):
     """
 
     def __init__(self, dim: int, n_heads: int, n_harmonics: int = 2, mixer: str = "swiglu",
-                 hidden: int = 0, n_modes: int = 0, backend: str = "auto", delay: bool = True):
+                 hidden: int = 0, n_modes: int = 0, backend: str = "auto", delay: bool = True,
+                 k1_init: float = 0.5, coupling_std: float = 0.02, gate_std: float = 0.02):
         super().__init__()
-        self.attn = FrustratedAttention(dim, n_heads, n_harmonics, backend=backend, delay=delay)
+        self.attn = FrustratedAttention(dim, n_heads, n_harmonics, backend=backend, delay=delay, k1_init=k1_init,
+                                        coupling_std=coupling_std, gate_std=gate_std)
         if mixer == "swiglu":
             self.mix = PhaseSwiGLU(dim, hidden)
         elif mixer == "meanfield":
@@ -44,7 +46,9 @@ class FSNLM(nn.Module):
     """Byte/token LM on phases. idx (B, T) int64 -> logits (B, T, vocab) float32.
 
     Embedding: learned phases theta_0 = E[idx] (init uniform on [-pi, pi)); L FSN blocks;
-    readout logits = W [cos theta_L, sin theta_L] + b.
+    readout logits = W [cos theta_L, sin theta_L] + b (``readout_norm=True``: a LayerNorm on
+    those features first, the normalised readout of the tuning study; default norm-free).
+    ``k1_init``, ``coupling_std``, ``gate_std`` go to every attention layer.
 
     Generation keeps a phase cache: a list with, per layer, the attention inputs
     (B, t, dim), i.e. C = dim floats per token per layer (see :meth:`prefill`, :meth:`decode`).
@@ -52,20 +56,23 @@ class FSNLM(nn.Module):
 
     def __init__(self, vocab_size: int = 256, dim: int = 64, n_layers: int = 4, n_heads: int = 4,
                  n_harmonics: int = 2, mixer: str = "swiglu", hidden: int = 128, n_modes: int = 64,
-                 backend: str = "auto", delay: bool = True):
+                 backend: str = "auto", delay: bool = True, k1_init: float = 0.5, coupling_std: float = 0.02,
+                 gate_std: float = 0.02, readout_norm: bool = False):
         super().__init__()
         self.vocab_size, self.dim = vocab_size, dim
         self.embed = nn.Embedding(vocab_size, dim)
         nn.init.uniform_(self.embed.weight, -torch.pi, torch.pi)
         self.blocks = nn.ModuleList(
-            FSNBlock(dim, n_heads, n_harmonics, mixer, hidden, n_modes, backend, delay) for _ in range(n_layers)
+            FSNBlock(dim, n_heads, n_harmonics, mixer, hidden, n_modes, backend, delay, k1_init, coupling_std, gate_std)
+            for _ in range(n_layers)
         )
+        self.readout_norm = nn.LayerNorm(2 * dim) if readout_norm else nn.Identity()
         self.readout = nn.Linear(2 * dim, vocab_size)
         nn.init.normal_(self.readout.weight, 0.0, 0.02)
         nn.init.zeros_(self.readout.bias)
 
     def logits(self, theta: Tensor) -> Tensor:
-        return self.readout(phase_features(theta)).float()
+        return self.readout(self.readout_norm(phase_features(theta))).float()
 
     def forward(self, idx: Tensor) -> Tensor:
         """(B, T) int64 -> (B, T, vocab) float32 logits."""
