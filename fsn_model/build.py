@@ -24,7 +24,7 @@ TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "backend", "delay"}
 # FSN init / readout knobs (the tuning study's): passed through to FSNLM only when given,
 # so configs without them rebuild exactly as before
-FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm")
+FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale")
 _OVERRIDES |= set(FSN_KNOBS)
 
 
@@ -86,7 +86,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, **ove
         vocab_size: tokens (256 for bytes).
         **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, backend,
             delay (FSN names: False removes the one-step delay term, the ablation), and for
-            FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool).
+            FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
+            embed_scale (phase-embedding multiplier: its Adam step size relative to the rest).
 
     Returns:
         The model, with ``model.config`` (dict, the resolved shape plus "name" and

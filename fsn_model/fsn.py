@@ -48,7 +48,10 @@ class FSNLM(nn.Module):
     Embedding: learned phases theta_0 = E[idx] (init uniform on [-pi, pi)); L FSN blocks;
     readout logits = W [cos theta_L, sin theta_L] + b (``readout_norm=True``: a LayerNorm on
     those features first, the normalised readout of the tuning study; default norm-free).
-    ``k1_init``, ``coupling_std``, ``gate_std`` go to every attention layer.
+    ``k1_init``, ``coupling_std``, ``gate_std`` go to every attention layer. ``embed_scale`` s:
+    theta_0 = s * E[idx] with E uniform on [-pi/s, pi/s), the same phases at init; under Adam
+    (whose steps do not depend on a weight's scale) the embedding phases then move s times
+    faster than the other weights.
 
     Generation keeps a phase cache: a list with, per layer, the attention inputs
     (B, t, dim), i.e. C = dim floats per token per layer (see :meth:`prefill`, :meth:`decode`).
@@ -57,11 +60,12 @@ class FSNLM(nn.Module):
     def __init__(self, vocab_size: int = 256, dim: int = 64, n_layers: int = 4, n_heads: int = 4,
                  n_harmonics: int = 2, mixer: str = "swiglu", hidden: int = 128, n_modes: int = 64,
                  backend: str = "auto", delay: bool = True, k1_init: float = 0.5, coupling_std: float = 0.02,
-                 gate_std: float = 0.02, readout_norm: bool = False):
+                 gate_std: float = 0.02, readout_norm: bool = False, embed_scale: float = 1.0):
         super().__init__()
         self.vocab_size, self.dim = vocab_size, dim
         self.embed = nn.Embedding(vocab_size, dim)
-        nn.init.uniform_(self.embed.weight, -torch.pi, torch.pi)
+        self.embed_scale = float(embed_scale)
+        nn.init.uniform_(self.embed.weight, -torch.pi / self.embed_scale, torch.pi / self.embed_scale)
         self.blocks = nn.ModuleList(
             FSNBlock(dim, n_heads, n_harmonics, mixer, hidden, n_modes, backend, delay, k1_init, coupling_std, gate_std)
             for _ in range(n_layers)
@@ -80,7 +84,7 @@ class FSNLM(nn.Module):
 
     def prefill(self, idx: Tensor, return_cache: bool = True) -> Tuple[Tensor, Optional[List[Tensor]]]:
         """Full forward that also returns the per-layer phase cache (list of (B, T, dim))."""
-        theta = self.embed(idx)
+        theta = self.embed(idx) * self.embed_scale
         cache = [] if return_cache else None
         for block in self.blocks:
             if return_cache:
@@ -94,7 +98,7 @@ class FSNLM(nn.Module):
 
         ``cache`` is the list from :meth:`prefill` (or ``[None] * n_layers`` to start empty).
         """
-        theta = self.embed(idx_new.view(-1, 1))
+        theta = self.embed(idx_new.view(-1, 1)) * self.embed_scale
         new_cache = []
         for block, c in zip(self.blocks, cache):
             new_cache.append(theta if c is None else torch.cat([c, theta], dim=1))

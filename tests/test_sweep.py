@@ -83,6 +83,20 @@ def test_knobs_reach_the_model():
     assert not isinstance(build_model("fsn", "30k").readout_norm, torch.nn.LayerNorm)  # default norm-free
 
 
+def test_embed_scale_same_phases_at_init_and_decode_matches():
+    torch.manual_seed(0)
+    plain = build_model("fsn", "30k")
+    torch.manual_seed(0)
+    scaled = build_model("fsn", "30k", embed_scale=4.0)
+    assert float(scaled.embed.weight.detach().abs().max()) <= torch.pi / 4
+    idx = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(idx), plain(idx), atol=1e-4, rtol=1e-4)  # same function at init
+        _, cache = scaled.prefill(idx[:, :8])
+        step, _ = scaled.decode(idx[:, 8], cache)
+        torch.testing.assert_close(step, scaled(idx)[:, -1], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("argv", [
     ["--trial", "rnn:lr=1e-3"],
     ["--trial", "fsn:lr"],
