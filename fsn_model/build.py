@@ -4,6 +4,7 @@ Aspect rules (any can be overridden by keyword):
   * n_layers = 4 below 2M params, 6 below 8M, 8 above; head_dim = 16 below 2M, else 32.
   * fsn: SwiGLU hidden ~ 2 * dim (on 2*dim features, so ~12 dim^2 per block like the
     transformer); fsn-meanfield: ~64 modes per head; transformer: hidden ~ 8/3 * dim.
+  * fsn: embed_scale 8 (fsn-meanfield: 1, untuned); see fsn_model/README.md, "Tuning study".
 The width is searched over multiples of head_dim, then the hidden size (or mode count)
 is solved exactly, since the parameter count is linear in it. Counts are exact: they
 instantiate the model on the meta device.
@@ -26,6 +27,9 @@ _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes",
 # so configs without them rebuild exactly as before
 FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale")
 _OVERRIDES |= set(FSN_KNOBS)
+# "fsn" default from the 250k tuning study: the phase embedding learns 8x faster under Adam
+# (FSNLM's own default stays 1, so configs saved before this default rebuild unchanged)
+FSN_EMBED_SCALE = 8.0
 
 
 def parse_params(params: Union[int, str]) -> int:
@@ -73,6 +77,8 @@ def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]
     else:
         cfg.update(n_harmonics=o.get("n_harmonics", 2), backend=o.get("backend", "auto"), delay=o.get("delay", True))
         cfg.update({k: o[k] for k in FSN_KNOBS if k in o})
+        if name == "fsn":
+            cfg.setdefault("embed_scale", FSN_EMBED_SCALE)
         cfg["hidden" if name == "fsn" else "n_modes"] = fine
     return cfg
 
