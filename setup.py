@@ -20,6 +20,7 @@ setup(
             "fsn-generate=fsn_model.generate:main",
             "fsn-copy-depth=fsn_model.copy_depth:main",
             "fsn-compare=fsn_model.compare:main",
+            "fsn-sweep=fsn_model.sweep:main",
         ]
     },
 )

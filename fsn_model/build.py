@@ -4,6 +4,7 @@ Aspect rules (any can be overridden by keyword):
   * n_layers = 4 below 2M params, 6 below 8M, 8 above; head_dim = 16 below 2M, else 32.
   * fsn: SwiGLU hidden ~ 2 * dim (on 2*dim features, so ~12 dim^2 per block like the
     transformer); fsn-meanfield: ~64 modes per head; transformer: hidden ~ 8/3 * dim.
+  * fsn: embed_scale 8 (fsn-meanfield: 1, untuned); see fsn_model/README.md, "Tuning study".
 The width is searched over multiples of head_dim, then the hidden size (or mode count)
 is solved exactly, since the parameter count is linear in it. Counts are exact: they
 instantiate the model on the meta device.
@@ -24,6 +25,12 @@ from .transformer import TransformerLM
 MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
 TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "delay"}
+# FSN init / readout knobs (the tuning study's), FSNConfig fields
+FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale")
+_OVERRIDES |= set(FSN_KNOBS)
+# "fsn" default from the 250k tuning study: the phase embedding learns 8x faster under Adam
+# (FSNConfig's own default stays 1, so configs saved before this default rebuild unchanged)
+FSN_EMBED_SCALE = 8.0
 
 
 def parse_params(params: Union[int, str]) -> int:
@@ -68,8 +75,11 @@ def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]
     if name == "transformer":
         return TransformerConfig(**shape, hidden=fine)
     mixer = "swiglu" if name == "fsn" else "meanfield"
+    knobs = {k: o[k] for k in FSN_KNOBS if k in o}
+    if name == "fsn":
+        knobs.setdefault("embed_scale", FSN_EMBED_SCALE)
     return FSNConfig(**shape, n_harmonics=o.get("n_harmonics", 2), mixer=mixer, delay=o.get("delay", True),
-                     **{"hidden" if name == "fsn" else "n_modes": fine})
+                     **{"hidden" if name == "fsn" else "n_modes": fine}, **knobs)
 
 
 def _memory_bytes() -> int:
@@ -91,7 +101,9 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
         backend: compute backend of the FSN attention ("auto", "triton", "torch"); a runtime
             choice, not part of the config.
         **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, delay
-            (FSN names: False removes the one-step delay term, the ablation).
+            (FSN names: False removes the one-step delay term, the ablation), and for
+            FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
+            embed_scale (phase-embedding multiplier: its Adam step size relative to the rest).
 
     Returns:
         The model (fresh weights); ``model.config`` is its :class:`FSNConfig` or
@@ -108,6 +120,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
     bad = set(overrides) - _OVERRIDES
     if bad:
         raise ValueError(f"unknown build_model overrides {sorted(bad)}; allowed: {sorted(_OVERRIDES)}")
+    if name == "transformer" and set(overrides) & set(FSN_KNOBS):
+        raise ValueError(f"overrides {sorted(set(overrides) & set(FSN_KNOBS))} apply to FSN models only")
     o = dict(overrides)
     o.setdefault("n_layers", 4 if target < 2e6 else 6 if target < 8e6 else 8)
     o.setdefault("head_dim", 16 if target < 2e6 else 32)

@@ -34,6 +34,9 @@ Examples::
 
     fsn-compare --params 1M --seeds 0,1,2 --steps 5000 --data enwik8 --transformer-lrs 1e-3,2e-3,3e-3
     fsn-compare --params 200k --seeds 0 --steps 300 --ablations none          # CPU, minutes
+
+Default learning rates are each model's best from the 250k tuning study (``fsn-sweep``):
+1.2e-2 for the FSN models (``--lr``), 6e-3 for the transformer (``--transformer-lrs``).
 """
 from __future__ import annotations
 
@@ -193,7 +196,8 @@ def _parser() -> OneLineParser:
     p.add_argument("--seq-len", type=int, default=d.seq_len)
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the FSN models (and the transformer "
                    "without --transformer-lrs)")
-    p.add_argument("--transformer-lrs", default=None, help="optional LR sweep for the transformer, e.g. 1e-3,3e-3")
+    p.add_argument("--transformer-lrs", default="6e-3", help="the transformer's learning rate(s), e.g. 3e-3,6e-3 "
+                   "(default %(default)s, its best at 250k in the tuning study; '' = the --lr of the FSN models)")
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-windows", type=int, default=d.eval_windows)

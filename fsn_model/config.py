@@ -31,6 +31,11 @@ class FSNConfig:
         hidden: PhaseSwiGLU hidden width (used when mixer == "swiglu").
         n_modes: collective modes per head (used when mixer == "meanfield").
         delay: False removes the one-step delay term of the attention (the ablation).
+        k1_init, coupling_std, gate_std: attention init (K_1 = k1_init; other coupling
+            coefficients and the gate weights ~N(0, std^2)).
+        readout_norm: a LayerNorm on the readout features [cos, sin] (default norm-free).
+        embed_scale: s in theta_0 = s * E[idx], E uniform on [-pi/s, pi/s): the same phases
+            at init, and the phase embedding moves s times faster under Adam.
     """
 
     vocab_size: int = 256
@@ -42,8 +47,15 @@ class FSNConfig:
     hidden: int = 128
     n_modes: int = 64
     delay: bool = True
+    k1_init: float = 0.5
+    coupling_std: float = 0.02
+    gate_std: float = 0.02
+    readout_norm: bool = False
+    embed_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.embed_scale, (int, float)) and self.embed_scale > 0):
+            raise ValueError(f"embed_scale must be a positive number, got {self.embed_scale!r}")
         if self.mixer not in FSN_MIXERS:
             raise ValueError(f"mixer must be one of {sorted(FSN_MIXERS)}, got {self.mixer!r}")
         _check_shape(self)

@@ -67,7 +67,8 @@ class FSNBlock(nn.Module):
     def __init__(self, config: FSNConfig, backend: str = "auto"):
         super().__init__()
         c = config
-        self.attn = FrustratedAttention(c.dim, c.n_heads, c.n_harmonics, backend=backend, delay=c.delay)
+        self.attn = FrustratedAttention(c.dim, c.n_heads, c.n_harmonics, backend=backend, delay=c.delay,
+                                        k1_init=c.k1_init, coupling_std=c.coupling_std, gate_std=c.gate_std)
         if c.mixer == "swiglu":
             self.mix = PhaseSwiGLU(c.dim, c.hidden)
         else:
@@ -89,7 +90,12 @@ class FSNLM(nn.Module):
     """Byte/token LM on phases. idx (B, T) int64 -> logits (B, T, vocab) float32.
 
     Embedding: learned phases theta_0 = E[idx] (init uniform on [-pi, pi)); L FSN blocks;
-    readout logits = W [cos theta_L, sin theta_L] + b.
+    readout logits = W [cos theta_L, sin theta_L] + b (``config.readout_norm``: a LayerNorm on
+    those features first, the normalised readout of the tuning study; default norm-free).
+    ``k1_init``, ``coupling_std``, ``gate_std`` go to every attention layer. ``embed_scale`` s:
+    theta_0 = s * E[idx] with E uniform on [-pi/s, pi/s), the same phases at init; under Adam
+    (whose steps do not depend on a weight's scale) the embedding phases then move s times
+    faster than the other weights.
 
     Generation keeps a preallocated phase cache (:class:`PhaseCache`): per layer the
     attention inputs (B, T_max, dim), i.e. C = dim floats per token per layer, written in
@@ -103,21 +109,23 @@ class FSNLM(nn.Module):
         self.config = config
         self.vocab_size, self.dim = config.vocab_size, config.dim
         self.embed = nn.Embedding(config.vocab_size, config.dim)
-        nn.init.uniform_(self.embed.weight, -torch.pi, torch.pi)
+        self.embed_scale = float(config.embed_scale)
+        nn.init.uniform_(self.embed.weight, -torch.pi / self.embed_scale, torch.pi / self.embed_scale)
         self.blocks = nn.ModuleList(FSNBlock(config, backend) for _ in range(config.n_layers))
+        self.readout_norm = nn.LayerNorm(2 * config.dim) if config.readout_norm else nn.Identity()
         self.readout = nn.Linear(2 * config.dim, config.vocab_size)
         nn.init.normal_(self.readout.weight, 0.0, 0.02)
         nn.init.zeros_(self.readout.bias)
 
     def logits(self, theta: Tensor) -> Tensor:
         """Readout: (B, T, dim) phases -> (B, T, vocab) float32 logits."""
-        return self.readout(phase_features(theta)).float()
+        return self.readout(self.readout_norm(phase_features(theta))).float()
 
     def phases(self, idx: Tensor, cache: Optional[PhaseCache] = None, cu_seqlens: Optional[Tensor] = None) -> Tensor:
         """Embed ``idx`` (B, T) and run every block: final phases (B, T, dim). With ``cache``
         (empty, capacity >= T), each layer's attention input is written into it.
         ``cu_seqlens``: packed sequences (B = 1), see :meth:`forward`."""
-        theta = self.embed(idx)
+        theta = self.embed(idx) * self.embed_scale
         T = idx.shape[1]
         for i, block in enumerate(self.blocks):
             if cache is not None:
@@ -157,7 +165,7 @@ class FSNLM(nn.Module):
         if not isinstance(cache, PhaseCache):
             raise TypeError(f"cache must be a PhaseCache (from prefill or new_cache), got {type(cache).__name__}")
         cache.reserve(1)
-        theta = self.embed(idx_new.view(-1, 1))
+        theta = self.embed(idx_new.view(-1, 1)) * self.embed_scale
         for block, phases in zip(self.blocks, cache.phases):
             theta = block.decode(theta, phases, cache.seqlens, check_seqlens=False)  # lengths tracked on the host
         cache.length += 1

@@ -1,0 +1,241 @@
+"""Tuning sweeps: ``fsn-sweep`` / ``python -m fsn_model.sweep``.
+
+Trains a list of *trials* (an architecture, a learning rate and any ``build_model``
+knobs) for one or more seeds, on the same data, token budget, optimizer and schedule
+(every run goes through :func:`fsn_model.train.train`, so equal seeds see equal
+batches), and writes the files ``fsn-compare`` writes, in its schema:
+
+* ``sweep-<corpus>-<params>-<steps>steps.json``: ``kind`` = "quality", ``study`` = "sweep",
+  ``device``, ``corpus``, ``corpus_info``, ``commit``, ``settings``, ``runs`` (one per trial x
+  seed: ``{model, trial, knobs, params, seed, lr, tokens, final_val_bpc, curve, ...}``),
+  ``summary`` (per trial: mean / std / min of the final val bits per byte over seeds) and
+  ``copy_depth`` (test-window loss per copy-depth bin of each architecture's best run);
+* ``.png``: validation curves, one colour per trial; ``-copy-depth.png``;
+* ``.md``: the sweep table (one row per run), the per-trial summary, the copy-depth table.
+
+A trial is ``MODEL[:key=value,...]``: MODEL in fsn, fsn-meanfield, transformer; keys
+``lr``, ``warmup`` and any ``build_model`` override (``n_layers``, ``head_dim``, ``n_harmonics``,
+``k1_init``, ``coupling_std``, ``gate_std``, ``readout_norm``, ``delay``, ...). Unset keys
+take the command-line defaults (``--lr``, ``--warmup``).
+
+Runs that already finished in ``--runs-dir`` (same trial, seed, size and step count) are
+read back, not retrained, so a study can be extended a few trials at a time and the
+tables rebuilt from everything run so far.
+
+Examples::
+
+    fsn-sweep --params 250k --steps 800 --seeds 0 \\
+        --trial fsn:lr=3e-3 --trial fsn:lr=6e-3 --trial transformer:lr=3e-3 --trial transformer:lr=6e-3
+    fsn-sweep --params 250k --steps 800 --seeds 0,1 --trial fsn:lr=6e-3,k1_init=1.0 --out benchmarks/results
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from . import train as train_mod
+from .build import MODEL_NAMES
+from .checkpoint import resolve_device
+from .cli import OneLineParser, run_cli
+from .compare import _copy_depth, _no_nan, plot_curves
+from .data import load_corpus
+from .provenance import REPO_ROOT, device_name, git_commit
+
+TRAIN_KEYS = ("lr", "warmup")
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_trial(spec: str) -> Dict[str, Any]:
+    """``"fsn:lr=6e-3,k1_init=1.0"`` -> ``{"model": "fsn", "knobs": {"lr": 0.006, "k1_init": 1.0}}``."""
+    model, _, rest = spec.partition(":")
+    if model not in MODEL_NAMES:
+        raise ValueError(f"--trial {spec!r}: model must be one of {', '.join(MODEL_NAMES)}")
+    knobs: Dict[str, Any] = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, val = part.partition("=")
+        if not eq or not key or not val:
+            raise ValueError(f"--trial {spec!r}: expected key=value, got {part!r}")
+        knobs[key.strip()] = _value(val.strip())
+    return {"model": model, "knobs": knobs}
+
+
+def trial_label(trial: Dict[str, Any], lr: float) -> str:
+    """``fsn lr=0.006 k1_init=1`` (knobs in the order given)."""
+    extra = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["knobs"].items() if k != "lr"]
+    return " ".join([trial["model"], f"lr={lr:g}"] + extra)
+
+
+def _plan(a) -> List[Dict[str, Any]]:
+    if not a.trial:
+        raise ValueError("--trial: give at least one, e.g. --trial fsn:lr=3e-3")
+    seeds = [int(s) for s in a.seeds.split(",") if s != ""]
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed, e.g. 0,1")
+    plan = []
+    for spec in a.trial:
+        trial = parse_trial(spec)
+        lr = float(trial["knobs"].get("lr", a.lr))
+        warmup = int(trial["knobs"].get("warmup", min(a.warmup, max(1, a.steps // 10))))
+        overrides = {k: v for k, v in trial["knobs"].items() if k not in TRAIN_KEYS}
+        # fail before any training on a knob build_model does not take
+        from .build import build_model
+
+        with torch.device("meta"):
+            build_model(trial["model"], a.params, **overrides)
+        label = trial_label(trial, lr)
+        for seed in seeds:
+            plan.append(dict(model=trial["model"], trial=label, knobs=trial["knobs"], overrides=overrides,
+                             lr=lr, warmup=warmup, seed=seed))
+    return plan
+
+
+def _run_dir(runs_dir: Path, item: Dict[str, Any], a) -> Path:
+    slug = "".join(ch if ch.isalnum() or ch in ".-_=" else "_" for ch in item["trial"].replace(" ", "_"))
+    return runs_dir / f"{a.params}-{a.steps}steps" / f"{slug}-s{item['seed']}"
+
+
+def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
+    out = _run_dir(runs_dir, item, a)
+    finished_or_started = (out / train_mod.CHECKPOINT_NAME).exists()
+    cfg = train_mod.TrainConfig(
+        model=item["model"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
+        seq_len=a.seq_len, lr=item["lr"], warmup=item["warmup"], seed=item["seed"], device=a.device,
+        out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows, progress=not a.no_progress,
+        model_overrides=dict(item["overrides"]),
+        # a run with a checkpoint is resumed (a finished one is read back, not retrained)
+        resume=finished_or_started, overwrite=not finished_or_started,
+    )
+    log = train_mod.train(cfg)
+    per_step = a.batch_size * a.seq_len
+    return dict(model=item["model"], architecture=item["model"], trial=item["trial"], knobs=item["knobs"],
+                params=log["params"], target_params=str(a.params), seed=item["seed"], lr=item["lr"],
+                warmup=item["warmup"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
+                curve=[[v["step"] * per_step, v["bpb"]] for v in log["val"]], overrides=item["overrides"],
+                wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
+
+
+def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per trial label: model, lr, knobs, params, seeds, mean/std/min final val bits/byte."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(r["trial"], []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        vals = [r["final_val_bpc"] for r in rs]
+        out[key] = dict(model=rs[0]["model"], lr=rs[0]["lr"], knobs=rs[0]["knobs"], params=rs[0]["params"],
+                        seeds=[r["seed"] for r in rs], mean=statistics.fmean(vals),
+                        std=statistics.stdev(vals) if len(vals) > 1 else 0.0, min=min(vals))
+    for model in {s["model"] for s in out.values()}:
+        best = min((k for k in out if out[k]["model"] == model), key=lambda k: out[k]["mean"])
+        for k in out:
+            if out[k]["model"] == model:
+                out[k]["best_of_model"] = k == best
+    return out
+
+
+def tables(runs: List[Dict[str, Any]], summary: Dict[str, Dict[str, Any]]) -> str:
+    lines = ["| model | trial | lr | seed | final val bits/byte | tokens |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        knobs = ", ".join(f"{k}={v}" for k, v in r["knobs"].items() if k != "lr") or "defaults"
+        lines.append(f"| {r['model']} | {knobs} | {r['lr']:g} | {r['seed']} | {r['final_val_bpc']:.4f} | "
+                     f"{r['tokens']:,} |")
+    lines += ["", "| trial | params | seeds | final val bits/byte (mean +/- std) | min |", "|---|---|---|---|---|"]
+    for key, s in sorted(summary.items(), key=lambda kv: (kv[1]["model"], kv[1]["mean"])):
+        lines.append(f"| {key}{' (best of ' + s['model'] + ')' if s.get('best_of_model') else ''} | "
+                     f"{s['params']:,} | {len(s['seeds'])} | {s['mean']:.4f} +/- {s['std']:.4f} | {s['min']:.4f} |")
+    return "\n".join(lines)
+
+
+def _parser() -> OneLineParser:
+    d = train_mod.TrainConfig()
+    p = OneLineParser(prog="fsn-sweep", description="Tuning sweep: train trials (model, lr, build_model knobs) "
+                      "x seeds at one budget; write the quality JSON/PNG/markdown with the sweep table.")
+    p.add_argument("--trial", action="append", default=[], metavar="MODEL[:key=value,...]",
+                   help="repeatable; keys lr, warmup and build_model overrides, e.g. fsn:lr=6e-3,k1_init=1.0")
+    p.add_argument("--params", default="250k", help="parameter target for every trial (default %(default)s)")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--data", default=None, help="byte corpus file; default: Python stdlib sources")
+    p.add_argument("--steps", type=int, default=800, help="steps per run; tokens = steps*batch*seq_len")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seq-len", type=int, default=d.seq_len)
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of trials that set none")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="warmup steps (capped at steps/10)")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-windows", type=int, default=d.eval_windows)
+    p.add_argument("--copy-windows", type=int, default=64, help="test windows for the copy-depth table (0: skip)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default .benchmarks/sweep)")
+    p.add_argument("--name", default=None, help="file stem (default sweep-<corpus>-<params>-<steps>steps)")
+    p.add_argument("--runs-dir", default=None, help="run checkpoints; finished runs here are reused "
+                   "(default runs/sweep/<corpus>)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _main(argv: Sequence[str]) -> int:
+    a = _parser().parse_args(argv)
+    device = resolve_device(a.device)
+    plan = _plan(a)
+    corpus = load_corpus(a.data)
+    out_dir = Path(a.out) if a.out else REPO_ROOT / ".benchmarks" / "sweep"
+    runs_dir = Path(a.runs_dir) if a.runs_dir else Path("runs") / "sweep" / corpus.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in corpus.name)
+    stem = a.name or f"sweep-{slug}-{a.params}-{a.steps}steps"
+    runs = []
+    for i, item in enumerate(plan):
+        print(f"[{i + 1}/{len(plan)}] {item['trial']} seed {item['seed']}", flush=True)
+        runs.append(_run_one(item, a, runs_dir))
+        print(f"    final val {runs[-1]['final_val_bpc']:.4f} bits/byte ({runs[-1]['params']:,} params)", flush=True)
+    summary = summarise(runs)
+    copy = _copy_depth(runs, a, device) if a.copy_windows > 0 else None
+    doc = dict(
+        kind="quality", study="sweep", device=device_name(device), corpus=corpus.name,
+        corpus_info=corpus.describe(), commit=git_commit(), date=_dt.datetime.now().isoformat(timespec="seconds"),
+        torch=torch.__version__, trials=list(a.trial),
+        settings=dict(params=str(a.params), steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len,
+                      default_lr=a.lr, eval_every=a.eval_every, eval_windows=a.eval_windows,
+                      tokens_per_run=a.steps * a.batch_size * a.seq_len, optimizer="AdamW (fsn_model.train)",
+                      schedule="linear warmup + cosine (fsn_model.train)"),
+        runs=runs, summary=summary, copy_depth=copy,
+    )
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(_no_nan(doc), indent=1))
+    plot_curves([dict(r, model=r["trial"]) for r in runs], out_dir / f"{stem}.png",
+                f"{corpus.name}, ~{a.params} params, {a.steps * a.batch_size * a.seq_len:,} tokens/run, "
+                f"{doc['device']}")
+    text = tables(runs, summary)
+    if copy is not None:
+        from .copy_depth import plot
+
+        plot(copy["bins"], str(out_dir / f"{stem}-copy-depth.png"))
+        text += "\n\nCopy depth (mean bits/byte per bin on test windows, best run of each model):\n\n" + copy["table"]
+    (out_dir / f"{stem}.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {json_path} (+ .png, .md{', -copy-depth.png' if copy else ''})")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point ``fsn-sweep``."""
+    return run_cli("fsn-sweep", _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
