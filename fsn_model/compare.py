@@ -240,24 +240,32 @@ def _main(argv: Sequence[str]) -> int:
                       schedule="linear warmup + cosine (fsn_model.train)"),
         runs=runs, summary=summary, copy_depth=copy,
     )
-    json_path = out_dir / f"{stem}.json"
-    json_path.write_text(json.dumps(_no_nan(doc), indent=1))
-    plot_curves(runs, out_dir / f"{stem}.png", f"{corpus.name}, ~{a.params} params, "
-                f"{a.steps * a.batch_size * a.seq_len:,} tokens/run, {doc['device']}")
     lines = ["| model | params | seeds | final val bits/byte (mean +/- std) | min |", "|---|---|---|---|---|"]
     for key, s in summary.items():
         lines.append(f"| {key}{' (best lr)' if s.get('best_lr') else ''} | {s['params']:,} | {len(s['seeds'])} | "
                      f"{s['mean']:.4f} +/- {s['std']:.4f} | {s['min']:.4f} |")
-    table = "\n".join(lines)
+    write_quality_files(out_dir, stem, doc, runs, f"{corpus.name}, ~{a.params} params, "
+                        f"{a.steps * a.batch_size * a.seq_len:,} tokens/run, {doc['device']}", "\n".join(lines))
+    return 0
+
+
+def write_quality_files(out_dir: Path, stem: str, doc: Dict[str, Any], runs: List[Dict[str, Any]], title: str,
+                        table: str) -> None:
+    """Write ``<stem>.json`` (``doc``), the learning curves ``<stem>.png`` (one line per
+    run's ``model``), the copy-depth chart (when ``doc["copy_depth"]``) and ``<stem>.md``
+    (``table`` plus the copy-depth table); print the tables."""
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(_no_nan(doc), indent=1))
+    plot_curves(runs, out_dir / f"{stem}.png", title)
+    copy = doc.get("copy_depth")
     if copy is not None:
         from .copy_depth import plot
 
         plot(copy["bins"], str(out_dir / f"{stem}-copy-depth.png"))
-        table += "\n\nCopy depth (mean bits/byte per bin, best checkpoint of each model):\n\n" + copy["table"]
+        table += "\n\nCopy depth (mean bits/byte per bin on test windows, best run of each model):\n\n" + copy["table"]
     (out_dir / f"{stem}.md").write_text(table + "\n")
     print(table)
     print(f"wrote {json_path} (+ .png, .md{', -copy-depth.png' if copy else ''})")
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

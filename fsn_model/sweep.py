@@ -31,7 +31,6 @@ Examples::
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -42,7 +41,7 @@ from . import train as train_mod
 from .build import MODEL_NAMES
 from .checkpoint import resolve_device
 from .cli import OneLineParser, run_cli
-from .compare import _copy_depth, _no_nan, plot_curves
+from .compare import _copy_depth, write_quality_files
 from .data import load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
 
@@ -215,20 +214,9 @@ def _main(argv: Sequence[str]) -> int:
                       schedule="linear warmup + cosine (fsn_model.train)"),
         runs=runs, summary=summary, copy_depth=copy,
     )
-    json_path = out_dir / f"{stem}.json"
-    json_path.write_text(json.dumps(_no_nan(doc), indent=1))
-    plot_curves([dict(r, model=r["trial"]) for r in runs], out_dir / f"{stem}.png",
-                f"{corpus.name}, ~{a.params} params, {a.steps * a.batch_size * a.seq_len:,} tokens/run, "
-                f"{doc['device']}")
-    text = tables(runs, summary)
-    if copy is not None:
-        from .copy_depth import plot
-
-        plot(copy["bins"], str(out_dir / f"{stem}-copy-depth.png"))
-        text += "\n\nCopy depth (mean bits/byte per bin on test windows, best run of each model):\n\n" + copy["table"]
-    (out_dir / f"{stem}.md").write_text(text + "\n")
-    print(text)
-    print(f"wrote {json_path} (+ .png, .md{', -copy-depth.png' if copy else ''})")
+    write_quality_files(out_dir, stem, doc, [dict(r, model=r["trial"]) for r in runs],
+                        f"{corpus.name}, ~{a.params} params, {a.steps * a.batch_size * a.seq_len:,} tokens/run, "
+                        f"{doc['device']}", tables(runs, summary))
     return 0
 
 
