@@ -110,6 +110,25 @@ def harmonics_select(c1, s1, NH_P: tl.constexpr):
     return re, im
 
 
+@triton.jit
+def _new_token(THETA, GATE, OMEGA, b, h, t, H, D, offs_d, qk_scale, HAS_OMEGA: tl.constexpr):
+    """The new token of sequence b, head h, at position t, each [BD]: its phases as stored
+    and in fp32, the base-2 query ``scale log2(e) gate``, omega (0 without it) and the
+    rotary phase ``phi_t``."""
+    d_ok = offs_d < D
+    tok = (b.to(tl.int64) * H + h) * D  # the new token's row in (B, 1, H, D)
+    theta_raw = tl.load(THETA + tok + offs_d, mask=d_ok, other=0.0)
+    theta_t = theta_raw.to(tl.float32)
+    q = tl.load(GATE + tok + offs_d, mask=d_ok, other=0.0).to(tl.float32) * qk_scale
+    if HAS_OMEGA:
+        omega = tl.load(OMEGA + h * D + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+        phi_t = theta_t + omega * t.to(tl.float32)
+    else:
+        omega = offs_d * 0.0
+        phi_t = theta_t
+    return theta_raw, theta_t, q, omega, phi_t
+
+
 @triton.heuristics({"HAS_OMEGA": lambda args: args["OMEGA"] is not None})
 @triton.jit(do_not_specialize=["T_MAX", "SPLIT_LEN"])
 def _decode_split_kernel(
@@ -126,15 +145,7 @@ def _decode_split_kernel(
     t = tl.load(SEQLENS + b)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    tok = (b.to(tl.int64) * H + h) * D  # the new token's row in (B, 1, H, D)
-    theta_t = tl.load(THETA + tok + offs_d, mask=d_ok, other=0.0).to(tl.float32)
-    q = tl.load(GATE + tok + offs_d, mask=d_ok, other=0.0).to(tl.float32) * qk_scale  # base 2
-    if HAS_OMEGA:
-        omega = tl.load(OMEGA + h * D + offs_d, mask=d_ok, other=0.0).to(tl.float32)
-        phi_t = theta_t + omega * t.to(tl.float32)
-    else:
-        omega = offs_d * 0.0
-        phi_t = theta_t
+    _, theta_t, q, omega, phi_t = _new_token(THETA, GATE, OMEGA, b, h, t, H, D, offs_d, qk_scale, HAS_OMEGA)
 
     lo = split * SPLIT_LEN
     hi = tl.minimum(lo + SPLIT_LEN, t)
@@ -254,16 +265,9 @@ def _decode_combine_kernel(
     t = tl.load(SEQLENS + b)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    tok = (b.to(tl.int64) * H + h) * D
-    theta_raw = tl.load(THETA + tok + offs_d, mask=d_ok, other=0.0)
-    theta_t = theta_raw.to(tl.float32)
-    q = tl.load(GATE + tok + offs_d, mask=d_ok, other=0.0).to(tl.float32) * qk_scale
-    if HAS_OMEGA:
-        omega = tl.load(OMEGA + h * D + offs_d, mask=d_ok, other=0.0).to(tl.float32)
-        phi_t = theta_t + omega * t.to(tl.float32)
-    else:
-        omega = offs_d * 0.0
-        phi_t = theta_t
+    theta_raw, theta_t, q, omega, phi_t = _new_token(THETA, GATE, OMEGA, b, h, t, H, D, offs_d, qk_scale,
+                                                     HAS_OMEGA)
+    tok = (b.to(tl.int64) * H + h) * D  # the new token's row in (B, 1, H, D), for dtheta
     s_tt = tl.sum(q, 0)  # the diagonal: cos 0 = 1
     row0 = b.to(tl.int64) * T_MAX
     has_prev = t >= 1
