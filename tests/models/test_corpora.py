@@ -1,0 +1,90 @@
+"""The prose corpus builder: HTML -> prose blocks, the tree walk with dedupe, and its CLI errors
+(no network: the download step is replaced or made to fail)."""
+from pathlib import Path
+
+import pytest
+
+from fsn_model import corpora
+from fsn_model.corpora import ProseSource, html_blocks, prose_from_tree
+
+PAGE = """<html><head><title>Ignored title in head</title><style>p {color: red}</style></head>
+<body><nav>Home &gt; Chapter</nav>
+<h2>A heading that is long enough to be kept as a block</h2>
+<p>First paragraph, with <code>inline code</code> and an entity &amp; a
+line break kept as one line of text.</p>
+<pre>$ apt-get install something
+this is a code block and must go</pre>
+<table><tr><td>a table cell that is long enough but sits in a table</td></tr></table>
+<ul><li>A list item that says something in plain English words.</li></ul>
+<p>short</p>
+</body></html>"""
+
+
+def test_html_blocks_keep_prose_and_drop_code_tables_and_navigation():
+    blocks = html_blocks(PAGE)
+    assert "A heading that is long enough to be kept as a block" in blocks
+    assert ("First paragraph, with inline code and an entity & a line break kept as one line of text."
+            in blocks)
+    assert "A list item that says something in plain English words." in blocks
+    text = "\n".join(blocks)
+    for dropped in ("apt-get install", "table cell", "Home", "color", "Ignored title"):
+        assert dropped not in text
+
+
+def test_prose_from_tree_filters_short_blocks_and_dedupes_across_pages(tmp_path):
+    pages = tmp_path / "doc"
+    pages.mkdir()
+    (pages / "a.html").write_text(PAGE, encoding="utf-8")
+    (pages / "b.html").write_text(PAGE + "<p>Only on the second page, and long enough to stay.</p>",
+                                  encoding="utf-8")
+    text = prose_from_tree(tmp_path, (ProseSource("pkg", "doc/*.html"),))
+    lines = text.splitlines()
+    assert len(lines) == len(set(lines)) == 4
+    assert lines[-1] == "Only on the second page, and long enough to stay."
+    assert all(len(line) >= corpora.MIN_BLOCK_CHARS for line in lines)
+    assert text.endswith("\n")
+
+
+def test_cli_missing_tools_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: None)
+    assert corpora.main(["prose", "--out", str(tmp_path / "p.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "apt-get and dpkg-deb" in err
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_cli_download_failure_and_directory_out(tmp_path, monkeypatch, capsys):
+    def failing(workdir, packages):
+        raise RuntimeError("apt-get download debian-handbook failed: E: Unable to locate package")
+
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(corpora, "_download_and_unpack", failing)
+    assert corpora.main(["prose", "--out", str(tmp_path / "p.txt")]) == 2
+    assert "Unable to locate package" in capsys.readouterr().err
+    assert corpora.main(["prose", "--out", str(tmp_path)]) == 2
+    assert "must be a file path" in capsys.readouterr().err
+
+
+def test_build_prose_writes_file_and_provenance(tmp_path, monkeypatch):
+    def fake(workdir, packages):
+        root = Path(workdir) / "root" / "doc"
+        root.mkdir(parents=True)
+        (root / "a.html").write_text(PAGE, encoding="utf-8")
+        return {p: "1.0" for p in packages}
+
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(corpora, "_download_and_unpack", fake)
+    out = tmp_path / "sub" / "prose.txt"
+    info = corpora.build_prose(out, (ProseSource("pkg", "doc/*.html"),))
+    data = out.read_bytes()
+    assert info["bytes"] == len(data) > 0 and info["packages"] == {"pkg": "1.0"}
+    import hashlib
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("argv", [["poetry", "--out", "x"], ["prose"]])
+def test_cli_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        corpora.main(argv)
+    assert exc.value.code == 2
