@@ -56,7 +56,7 @@ def check_shape(shape, dtype, device):
     fused = testing.output_and_grads(lambda *a: frustrated_attention(*a, backend="triton"), x_th, x_g, coupling,
                                      omega, upstream)
     if dtype == torch.float32:
-        base = testing.output_and_grads(lambda *a: frustrated_attention(*a, backend="torch"), x_th, x_g, coupling,
+        base = testing.output_and_grads(lambda *a: frustrated_attention(*a, backend="reference"), x_th, x_g, coupling,
                                         omega, upstream)
         base_name = "torch reference, fp32"
     else:

@@ -31,7 +31,7 @@ def _fused(theta, gate, coupling, omega):
 
 
 def _reference(theta, gate, coupling, omega):
-    return frustrated_attention(theta, gate, coupling, omega, backend="torch")
+    return frustrated_attention(theta, gate, coupling, omega, backend="reference")
 
 
 def _composition(split):

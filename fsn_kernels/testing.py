@@ -141,8 +141,8 @@ def needs_triton():
 
 
 def backend_params():
-    """pytest parameters for the backends: "torch" always, "triton" skipped with its
-    reason where the kernels cannot run."""
+    """pytest parameters for the backends: "reference" and "sdpa" always, "triton"
+    skipped with its reason where the kernels cannot run."""
     import pytest
 
-    return ["torch", pytest.param("triton", marks=needs_triton())]
+    return ["reference", "sdpa", pytest.param("triton", marks=needs_triton())]

@@ -52,8 +52,9 @@ from .common import (
     padded_head_dim,
     sincos,
 )
+from .decode_stock import decode_stock
 from .naive import naive_frustrated_attention
-from .validation import BACKENDS, MAX_GRID_DIM, MAX_HARMONICS, MAX_HEAD_DIM, _check_real_tensor, _describe
+from .validation import MAX_GRID_DIM, MAX_HARMONICS, MAX_HEAD_DIM, _check_real_tensor, _describe, resolve_backend
 
 MIN_SPLIT_ROWS = 256  # a split covers at least this many cache rows (on CUDA's heuristic)
 
@@ -416,17 +417,15 @@ def _check_decode_inputs(theta_new, gate_new, coupling, omega, scale, phase_cach
         if x is not None and x.device != theta_new.device:
             raise ValueError(f"{name} is on {x.device} but theta_new is on {theta_new.device}; all tensors must "
                              "be on one device")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     wide = torch.float64 in (theta_new.dtype, gate_new.dtype)
+    uses_kernels = resolve_backend(backend, theta_new.device, wide) == "triton"
     if backend == "triton" and wide:
         raise ValueError(f"the Triton backend computes in float32; got theta_new {theta_new.dtype} and gate_new "
-                         f"{gate_new.dtype}: use backend='torch' (or 'auto') for float64")
-    uses_kernels = backend == "triton" or (backend == "auto" and theta_new.device.type == "cuda" and not wide)
+                         f"{gate_new.dtype}: use backend='sdpa' or 'reference' (or 'auto') for float64")
     if uses_kernels and max(B, H) > MAX_GRID_DIM:
         raise ValueError(f"B and H must be <= {MAX_GRID_DIM} for the Triton kernels, got B={B}, H={H}")
     if uses_kernels and D > MAX_HEAD_DIM:
-        raise ValueError(f"the Triton backend supports D from 1 to {MAX_HEAD_DIM}, got D={D}; use backend='torch'")
+        raise ValueError(f"the Triton backend supports D from 1 to {MAX_HEAD_DIM}, got D={D}; use backend='sdpa'")
     if check_seqlens and cache_seqlens.numel():
         lo, hi = int(cache_seqlens.min()), int(cache_seqlens.max())  # one device sync
         t_max = phase_cache.shape[1]
@@ -468,7 +467,7 @@ def frustrated_attention_decode(
 
     Args:
         theta_new, gate_new: (B, 1, H, D) real (float32 / bfloat16 / float16; float64 on
-            the torch backend), the new token's phases and gate.
+            the "sdpa" and "reference" backends), the new token's phases and gate.
         coupling: complex (H, D, NH, 2), 1 <= NH <= 8, as in :func:`frustrated_attention`.
         omega: (H, D) real rotary drift or None.
         scale: positive score scale; None means ``D ** -0.5``.
@@ -476,9 +475,11 @@ def frustrated_attention_decode(
             anything (they are not read).
         cache_seqlens: (B,) int32, tokens already cached per sequence (ragged batches),
             each in ``[0, T_max - 1]``.
-        backend: "auto" (the kernels on CUDA for float32/bf16/fp16, the reference
-            otherwise), "triton" (CUDA, or CPU under ``TRITON_INTERPRET=1``), "torch"
-            (the reference, :func:`naive_frustrated_attention` on each prefix).
+        backend: "auto" (the kernels on CUDA for float32/bf16/fp16 where Triton is
+            usable, "sdpa" otherwise), "triton" (CUDA, or CPU under ``TRITON_INTERPRET=1``),
+            "sdpa" (stock PyTorch over the phase cache, O(cache length) per step:
+            ``decode_stock.py``), "reference" (:func:`naive_frustrated_attention` on each
+            prefix, O(length^2) per step).
         num_splits: splits of the cache length (flash-decoding); default: about 4
             programs per SM, one split off CUDA. Results do not depend on it beyond rounding.
         check_seqlens: check the range of cache_seqlens (one device sync); a caller that
@@ -492,17 +493,15 @@ def frustrated_attention_decode(
     if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
                                    or num_splits < 1):
         raise ValueError(f"num_splits must be an int >= 1 or None, got {num_splits!r}")
-    wide = torch.float64 in (theta_new.dtype, gate_new.dtype)
-    if backend == "torch" or (backend == "auto" and (theta_new.device.type != "cuda" or wide)):
-        impl = "torch"
-    else:
-        if theta_new.device.type != "cuda" and not interpreting():
-            raise ValueError(f"backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is "
-                             f"imported; got tensors on {theta_new.device}")
-        impl = "triton"
+    impl = resolve_backend(backend, theta_new.device, torch.float64 in (theta_new.dtype, gate_new.dtype))
+    if impl == "triton" and theta_new.device.type != "cuda" and not interpreting():
+        raise ValueError(f"backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is "
+                         f"imported; got tensors on {theta_new.device}")
     with torch.no_grad():
-        if impl == "torch":
+        if impl == "reference":
             return decode_reference(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens)
+        if impl == "sdpa":
+            return decode_stock(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens)
         coupling_real = torch.view_as_real(coupling.resolve_conj()).float().contiguous()
         return decode_fwd(theta_new.contiguous(), gate_new.contiguous(), coupling_real,
                           None if omega is None else omega.float().contiguous(), scale, phase_cache,

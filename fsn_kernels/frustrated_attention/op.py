@@ -3,8 +3,9 @@
 ``fsn::frustrated_attention_fwd`` and ``fsn::frustrated_attention_bwd`` are opaque
 ``torch.library.custom_op``s with fake (meta) implementations that launch the fused
 Triton kernels (on CUDA, or on the CPU under ``TRITON_INTERPRET=1``), so
-``torch.compile`` sees no graph break. The "torch" backend is the plain-PyTorch
-reference, differentiated by torch autograd.
+``torch.compile`` sees no graph break. The "sdpa" backend is the stock-PyTorch
+composition (``sdpa.py``) and "reference" the T x T float64-capable reference
+(``naive.py``), both differentiated by torch autograd.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .backward import attention_bwd
 from .common import DOT_IEEE, dot_mode
 from .forward import attention_fwd
 from .naive import naive_frustrated_attention
-from .validation import check_cu_seqlens, check_inputs, check_kernel_limits
+from .sdpa import sdpa_frustrated_attention
+from .validation import check_cu_seqlens, check_inputs, check_kernel_limits, resolve_backend
 
 
 # --------------------------------------------------------------------------- custom ops
@@ -81,9 +83,8 @@ class FrustratedAttentionFunction(torch.autograd.Function):
 
 # ------------------------------------------------------------------------ public API
 def _resolve_impl(backend: str, device: torch.device, dtypes) -> str:
-    if backend == "torch":
-        return "torch"
-    if backend == "triton":
+    impl = resolve_backend(backend, device, torch.float64 in dtypes)
+    if impl == "triton":
         from .common import interpreting
 
         if device.type != "cuda" and not interpreting():
@@ -91,8 +92,7 @@ def _resolve_impl(backend: str, device: torch.device, dtypes) -> str:
                 f"backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton "
                 f"is imported to run the kernels on the CPU; got tensors on {device}"
             )
-        return "triton"
-    return "triton" if device.type == "cuda" and torch.float64 not in dtypes else "torch"
+    return impl
 
 
 def _matmul_dot_mode(theta: Tensor) -> int:
@@ -121,8 +121,8 @@ def frustrated_attention(
 
     Args:
         theta: (B, T, H, D) real phases, float32 / bfloat16 / float16, or float64 (the
-            torch backend computes it in float64; "auto" routes float64 there, "triton"
-            refuses it). Any real number is an angle.
+            "sdpa" and "reference" backends compute it in float64; "auto" routes float64
+            to "sdpa", "triton" refuses it). Any real number is an angle.
         gate: (B, T, H, D) real query gate g.
         coupling: complex (H, D, NH, 2), 1 <= NH <= 8: ``[..., n-1, 0]`` is K_n (static),
             ``[..., n-1, 1]`` is L_n (one-step delay).
@@ -135,16 +135,20 @@ def frustrated_attention(
             successor: the result equals the op on each sequence separately. (Validating
             it reads it on the host once per call.)
         return_lse: also return the row log-sum-exp of the scores.
-        backend: "auto" (Triton kernels on CUDA for float32/bf16/fp16, the reference
-            otherwise), "triton" (the kernels; CUDA, or CPU under ``TRITON_INTERPRET=1``),
-            "torch" (the reference).
+        backend: "auto" (the Triton kernels on CUDA for float32/bf16/fp16 where Triton
+            is usable, "sdpa" everywhere else), "triton" (the kernels; CUDA, or CPU under
+            ``TRITON_INTERPRET=1``), "sdpa" (stock PyTorch: per-token features and one
+            causal SDPA call, memory linear in T where PyTorch's SDPA kernel is),
+            "reference" (the T x T reference of ``naive.py``, the tests' ground truth).
+            The old name "torch" raises a ValueError naming "reference" and "sdpa".
         deterministic: accepted for flash-attn compatibility. The backward uses no atomics
             and reduces coupling partials in a fixed order, so it is always
             deterministic; the flag changes nothing and costs nothing.
 
     Returns:
         dtheta (B, T, H, D) in theta's dtype, the phase increment; with ``return_lse``
-        the pair (dtheta, lse), lse (B, H, T) float32 in natural log.
+        the pair (dtheta, lse), lse (B, H, T) in natural log, float32 (float64 from the
+        "sdpa" and "reference" backends for float64 inputs).
 
     Precision: in the kernels phases, trig, the softmax and all accumulation are fp32.
     Matmul operands are fp32 with IEEE products for float32 inputs, bf16 for bfloat16
@@ -164,9 +168,11 @@ def frustrated_attention(
     scale = check_inputs(theta, gate, coupling, omega, scale, backend)
     max_seqlen = check_cu_seqlens(cu_seqlens, theta)
     impl = _resolve_impl(backend, theta.device, (theta.dtype, gate.dtype))
-    if impl == "torch":
+    if impl == "reference":
         out, lse = _reference_packed(theta, gate, coupling, omega, scale, cu_seqlens)
         out = out.to(theta.dtype)
+    elif impl == "sdpa":
+        out, lse = sdpa_frustrated_attention(theta, gate, coupling, omega, scale, cu_seqlens, need_lse=return_lse)
     else:
         dot = _matmul_dot_mode(theta)
         check_kernel_limits(theta.shape[3], coupling.shape[2], dot == DOT_IEEE, theta.device.type == "cuda")

@@ -11,7 +11,10 @@ MAX_HEAD_DIM = 128
 MAX_HARMONICS = 8
 MAX_GRID_DIM = 65535
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "sdpa", "reference")
+RENAMED_BACKENDS = {"torch": "'reference' (the T x T reference it meant) or 'sdpa' (the memory-linear stock-PyTorch "
+                              "path that 'auto' now uses off the kernels)"}
+MIN_TRITON_CAPABILITY = (7, 0)
 
 
 def _describe(x) -> str:
@@ -72,16 +75,14 @@ def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
                 f"{name} is on {x.device} but theta is on {theta.device}; all tensors must "
                 "be on one device"
             )
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     wide = torch.float64 in (theta.dtype, gate.dtype)
+    uses_kernels = resolve_backend(backend, theta.device, wide) == "triton"
     if backend == "triton" and wide:
         raise ValueError(
             f"the Triton backend computes in float32 and would silently lose float64's precision; got theta "
-            f"{theta.dtype} and gate {gate.dtype}: use backend='torch' (or 'auto', which routes float64 there) "
-            "for float64, or cast the inputs to float32"
+            f"{theta.dtype} and gate {gate.dtype}: use backend='sdpa' or 'reference' (or 'auto', which routes "
+            "float64 to 'sdpa') for float64, or cast the inputs to float32"
         )
-    uses_kernels = backend == "triton" or (backend == "auto" and theta.device.type == "cuda" and not wide)
     if uses_kernels and max(B, H) > MAX_GRID_DIM:
         raise ValueError(
             f"the Triton kernels launch one grid row per batch and head: B and H must be <= "
@@ -90,7 +91,7 @@ def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
     if uses_kernels and D > MAX_HEAD_DIM:
         raise ValueError(
             f"the Triton backend supports D (oscillators per head) from 1 to {MAX_HEAD_DIM}, "
-            f"got D={D}; use backend='torch' for larger D"
+            f"got D={D}; use backend='sdpa' for larger D"
         )
     if scale is None:
         return D ** -0.5
@@ -100,6 +101,43 @@ def check_inputs(theta, gate, coupling, omega, scale, backend) -> float:
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be finite and positive, got {scale}")
     return scale
+
+
+def check_backend(backend) -> None:
+    """A known backend name; a renamed one gets an error naming its replacement."""
+    if isinstance(backend, str) and backend in RENAMED_BACKENDS:
+        raise ValueError(f"backend={backend!r} was renamed: use {RENAMED_BACKENDS[backend]}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+_TRITON_USABLE = {}
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Whether the Triton kernels can run on a CUDA ``device``: triton imports and the GPU
+    has compute capability >= 7.0 (cached per device)."""
+    if device.type != "cuda":
+        return False
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    if key not in _TRITON_USABLE:
+        try:
+            import triton  # noqa: F401
+
+            _TRITON_USABLE[key] = torch.cuda.get_device_capability(key) >= MIN_TRITON_CAPABILITY
+        except ImportError:
+            _TRITON_USABLE[key] = False
+    return _TRITON_USABLE[key]
+
+
+def resolve_backend(backend: str, device: torch.device, wide: bool) -> str:
+    """The implementation a (checked) backend name runs: "triton", "sdpa" or "reference".
+    "auto" is the kernels on a CUDA device where Triton is usable, for non-float64 inputs
+    (``wide`` False), and the stock-PyTorch "sdpa" path everywhere else."""
+    check_backend(backend)
+    if backend != "auto":
+        return backend
+    return "triton" if not wide and triton_usable(device) else "sdpa"
 
 
 def check_cu_seqlens(cu_seqlens, theta):
@@ -153,5 +191,5 @@ def check_kernel_limits(D: int, NH: int, fp32_matmuls: bool, on_gpu: bool) -> No
         raise ValueError(
             f"the Triton backend with float32 matmuls supports NH_P * D_P <= {MAX_FP32_VALUE_WIDTH} "
             f"(NH and D padded to powers of two), got NH={NH}, D={D} -> {nh_p} * {d_p} = {nh_p * d_p}; "
-            "use bfloat16/float16 inputs or torch.autocast, fewer harmonics, or backend='torch'"
+            "use bfloat16/float16 inputs or torch.autocast, fewer harmonics, or backend='sdpa'"
         )

@@ -133,7 +133,7 @@ def _good():
                 cache_seqlens=torch.tensor([0, 3], dtype=torch.int32, device=theta.device))
 
 
-def _call(kw, backend="torch"):
+def _call(kw, backend="reference"):
     kw = dict(kw)
     return frustrated_attention_decode(kw.pop("theta_new"), kw.pop("gate_new"), kw.pop("coupling"), kw.pop("omega"),
                                        kw.pop("scale", None), backend=backend, **kw)
