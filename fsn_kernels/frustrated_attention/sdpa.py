@@ -2,39 +2,44 @@
 attention call per sequence (the ``"sdpa"`` backend; README beside this file, "How it runs").
 
 Memory is linear in T where PyTorch's SDPA kernel is (the CPU flash kernel saves only
-its inputs, output and log-sum-exp for the backward), and it is differentiable by torch
-autograd. Any float dtype: float64 inputs are computed in float64, every other dtype in
-float32.
+its inputs, output and log-sum-exp for the backward). Any float dtype: float64 inputs are
+computed in float64, every other dtype in float32. An autograd Function with a written-out
+backward (README, "Backward"), so the per-token work of each direction is a handful of
+fused tensor operations.
 
 **The folded composition.** For row ``t`` the pair ``u = t`` is special (the delay must not
 pair ``t`` with ``t + 1``) but its score is known in closed form, ``s_tt = scale sum_d
-gate_t`` (``cos 0 = 1``). Keys are shifted one slot right and slot 0 holds a "diagonal"
-key whose score for query ``t`` is ``s_tt`` (an extra query channel ``scale sum_d gate_t``
-meets a key channel 1). Under a plain causal mask query ``t`` then sees the diagonal key
-and keys ``u = j - 1 < t``, with exactly the op's softmax normaliser, so SDPA's
-log-sum-exp is the op's. Slot ``j`` carries the folded value ``K z_u + L z_{u+1}``
-(``u = j - 1``; the successor ``z_{u+1}`` is at most token ``t``: causal) as ``2 NH D``
-real channels and a last channel 0; the diagonal key carries ``[0, ..., 0, 1]``, so the
-last output channel is ``A[t,t]`` and the static diagonal term ``A[t,t] K z_t`` is added
-after the call. Then demodulation, ``dtheta = sum_n Im(exp(-i n theta_t) O_n)``.
+gate_t`` (``cos 0 = 1``). Keys are shifted one slot right and slot 0 of each sequence
+holds a "diagonal" key whose score for query ``t`` is ``s_tt`` (a query channel
+``scale sum_d gate_t`` meets a key channel 1). Under a plain causal mask query ``t`` then
+sees the diagonal key and keys ``u = j - 1 < t``, with exactly the op's softmax
+normaliser, so SDPA's log-sum-exp is the op's. Slot ``j`` carries the folded value
+``K z_u + L z_{u+1}`` (``u = j - 1``; ``z_{u+1}`` is at most token ``t``: causal) and the
+diagonal key the value ``e_W`` (one channel 1), so output channel ``W`` is ``A[t,t]``.
+With ``o`` the other output channels (complex, ``(NH, D)``) the op's ``O = o + A[t,t] K z_t``
+and, since ``|z| = 1``,
 
-Widths: queries and keys ``2 D + 1`` used channels, values ``2 NH D + 1``; the flash
-kernels want one head width, so queries and keys are zero-padded to the value width.
+    dtheta = sum_n Im(exp(-i n theta_t) O_n) = sum_n Im(conj(z_n) o_n) + A[t,t] sum_n Im K_n.
 
-Packed sequences (``cu_seqlens``): the features are computed once for all tokens (rotary
-positions restart at each sequence); the attention runs per sequence, sequences of equal
-length batched into one call. The last token of a sequence has no key slot (its folded
-value would hold the next sequence's first token), so nothing crosses a boundary.
+Widths: values ``W = 2 NH D`` channels (re/im interleaved per harmonic and oscillator),
+the diagonal channel ``W`` and one zero channel (an even width keeps complex views of
+every row); queries and keys ``[cos phi, sin phi]`` (and the diagonal channel) padded to
+the same width ``W + 2``, which the flash kernels want.
+
+Packed sequences (``cu_seqlens``): features for all tokens at once (rotary positions
+restart at each sequence; a sequence's first slot is its diagonal key, so no key or value
+crosses a boundary); the attention runs once per sequence, on views.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LSE_CHUNK = 256  # query rows per chunk of the log-sum-exp recomputation (non-CPU devices)
+LSE_CHUNK = 256  # query rows per chunk of the log-sum-exp recomputation (devices without the CPU kernel)
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
@@ -59,71 +64,45 @@ def harmonics(theta: Tensor, n_harmonics: int) -> Tuple[Tensor, Tensor]:
     return torch.cos(angle), torch.sin(angle)
 
 
-def features(theta, gate, coupling, omega, scale, pos):
-    """Per-token queries, keys and folded values, in (B, H, T, width) layout.
-
-    Args:
-        theta, gate: (B, T, H, D) in the compute dtype.
-        coupling: complex (H, D, NH, 2) of the compute dtype's complex type.
-        omega: (H, D) or None. scale: float. pos: (T,) positions in the compute dtype.
-
-    Returns:
-        ``(q, k, v, z_re, z_im, K)``: q and k (B, H, T, W + 1) with ``W = 2 NH D``
-        (channels ``[cos, sin, diag, 0...]``; k's diag channel is 0: only the shifted-in
-        diagonal key has it), v (B, H, T, W + 1) the folded value ``K z_u + L z_{u+1}`` of
-        token u as ``[re, im, 0]`` (the last token's successor is taken as 0), the
-        harmonics ``z`` (B, H, T, NH, D) and ``K`` (H, 1, NH, D) complex.
-    """
-    B, T, H, D = theta.shape
-    NH = coupling.shape[2]
-    th = theta.transpose(1, 2)  # (B, H, T, D)
-    gs = gate.transpose(1, 2) * scale
-    z_re, z_im = harmonics(th, NH)  # (B, H, T, NH, D)
-    if omega is None:
-        c, s = z_re[..., 0, :], z_im[..., 0, :]
-    else:
-        phi = th + omega[None, :, None, :] * pos[:, None]
-        c, s = torch.cos(phi), torch.sin(phi)
-    width = 2 * NH * D + 1
-    q = torch.cat([gs * c, gs * s, gs.sum(-1, keepdim=True)], -1)
-    k = torch.cat([c, s], -1)
-    q, k = F.pad(q, (0, width - q.shape[-1])), F.pad(k, (0, width - k.shape[-1]))
-
-    cpl = coupling.permute(0, 2, 1, 3)  # (H, NH, D, 2)
-    K, L = cpl[:, None, ..., 0], cpl[:, None, ..., 1]  # (H, 1, NH, D): broadcast over tokens
-    k_re, k_im, l_re, l_im = K.real, K.imag, L.real, L.imag
-    nz_re, nz_im = F.pad(z_re[:, :, 1:], (0, 0, 0, 0, 0, 1)), F.pad(z_im[:, :, 1:], (0, 0, 0, 0, 0, 1))
-    v_re = k_re * z_re - k_im * z_im + l_re * nz_re - l_im * nz_im
-    v_im = k_re * z_im + k_im * z_re + l_re * nz_im + l_im * nz_re
-    v = torch.cat([v_re.flatten(-2), v_im.flatten(-2), v_re.new_zeros(B, H, T, 1)], -1)
-    return q, k, v, z_re, z_im, K
+def _harmonics_complex(theta: Tensor, n_harmonics: int) -> Tensor:
+    """``exp(i n theta)``, n = 1..NH: (..., D) real -> (..., NH, D) complex (one cos and
+    one sin per element, written into one buffer)."""
+    n = torch.arange(1, n_harmonics + 1, device=theta.device, dtype=theta.dtype)
+    angle = theta.unsqueeze(-2) * n[:, None]
+    buf = theta.new_empty(*angle.shape, 2)
+    torch.cos(angle, out=buf[..., 0])
+    torch.sin(angle, out=buf[..., 1])
+    return torch.view_as_complex(buf)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, diag_channel: int) -> Tuple[Tensor, Optional[Tensor]]:
-    """Causal attention of queries (N, H, T, W) over the diagonal key and the shifted
-    token keys: ``(o, lse)``, o (N, H, T, W), lse (N, H, T) natural log (None where the
-    SDPA kernel does not return it)."""
-    N, H, T, W = q.shape
-    one_k = q.new_zeros(N, H, 1, W)
-    one_k[..., diag_channel] = 1.0
-    one_v = q.new_zeros(N, H, 1, W)
-    one_v[..., -1] = 1.0
-    k = torch.cat([one_k, k[:, :, : T - 1]], 2)
-    v = torch.cat([one_v, v[:, :, : T - 1]], 2)
-    if q.device.type == "cpu":
-        o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=1.0)
-        return o, lse
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0), None
+# ----------------------------------------------------------------------------- SDPA
+def _attention_forward(q: Tensor, k: Tensor, v: Tensor):
+    """Causal SDPA, scale 1, of (N, H, T, W) views: ``(o, lse, state)``; lse is None where
+    the kernel does not return it; ``state`` is what :func:`_attention_backward` needs."""
+    if _CPU_FLASH is not None and q.device.type == "cpu":
+        o, lse = _CPU_FLASH(q, k, v, 0.0, True, scale=1.0)
+        return o, lse, (q, k, v, o, lse)
+    leaves = [x.detach().requires_grad_(True) for x in (q, k, v)]
+    with torch.enable_grad():
+        o = F.scaled_dot_product_attention(*leaves, is_causal=True, scale=1.0)
+    return o.detach(), None, (leaves, o)
+
+
+def _attention_backward(state, grad_o: Tensor):
+    """(dq, dk, dv) of :func:`_attention_forward`."""
+    if len(state) == 5:
+        q, k, v, o, lse = state
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_o, q, k, v, o, lse, 0.0, True, scale=1.0)
+    leaves, o = state
+    return torch.autograd.grad(o, leaves, grad_o)
 
 
 @torch.no_grad()
-def causal_lse(q: Tensor, k: Tensor, diag_channel: int) -> Tensor:
-    """The log-sum-exp of :func:`attend`'s scores, ``LSE_CHUNK`` query rows at a time
-    (memory ``LSE_CHUNK x T``): for devices whose SDPA does not return it."""
-    N, H, T, W = q.shape
-    one_k = q.new_zeros(N, H, 1, W)
-    one_k[..., diag_channel] = 1.0
-    k = torch.cat([one_k, k[:, :, : T - 1]], 2)
+def _causal_lse(q: Tensor, k: Tensor) -> Tensor:
+    """Log-sum-exp of the causal scores ``q k^T`` of (N, H, T, W), ``LSE_CHUNK`` query rows
+    at a time (memory ``LSE_CHUNK x T``): for devices whose SDPA does not return it."""
+    T = q.shape[2]
     out = []
     for a in range(0, T, LSE_CHUNK):
         b = min(a + LSE_CHUNK, T)
@@ -131,6 +110,116 @@ def causal_lse(q: Tensor, k: Tensor, diag_channel: int) -> Tensor:
         later = torch.arange(b, device=q.device)[None, :] > torch.arange(a, b, device=q.device)[:, None]
         out.append(torch.logsumexp(s.masked_fill(later, float("-inf")), -1))
     return torch.cat(out, -1)
+
+
+# ----------------------------------------------------------------------- features
+def _features(theta, gate, K, L, omega, scale, pos, starts):
+    """Queries, shifted keys and folded values, (B, T, H, W + 2) each, and the per-token
+    pieces the backward reuses. theta, gate (B, T, H, D); K, L complex (H, NH, D);
+    ``starts``: (T,) bool, the first token of each sequence (its slot is the diagonal)."""
+    B, T, H, D = theta.shape
+    NH = K.shape[1]
+    W = 2 * NH * D
+    z = _harmonics_complex(theta, NH)  # (B, T, H, NH, D)
+    if omega is None:
+        c, s = z.real[..., 0, :], z.imag[..., 0, :]
+    else:
+        phi = theta + omega * pos[:, None, None]
+        c, s = torch.cos(phi), torch.sin(phi)
+    gs = gate * scale
+    q = theta.new_zeros(B, T, H, W + 2)
+    torch.mul(gs, c, out=q[..., :D])
+    torch.mul(gs, s, out=q[..., D:2 * D])
+    q[..., W] = gs.sum(-1)
+    k = theta.new_zeros(B, T, H, W + 2)
+    v = theta.new_zeros(B, T, H, W + 2)
+    k[:, 1:, :, :D] = c[:, :-1]
+    k[:, 1:, :, D:2 * D] = s[:, :-1]
+    folded = torch.view_as_complex(v[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
+    torch.add(K * z[:, :-1], L * z[:, 1:], out=folded)  # slot j: K z_{j-1} + L z_j
+    k[:, starts] = 0.0
+    v[:, starts] = 0.0
+    k[:, starts, :, W] = 1.0
+    v[:, starts, :, W] = 1.0
+    return q, k, v, z, c, s, gs
+
+
+def _spans(T: int, bounds: Optional[List[int]]):
+    return [(0, T)] if bounds is None else [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+class FoldedAttentionFunction(torch.autograd.Function):
+    """The folded composition with a written-out backward. Inputs in the compute dtype:
+    theta, gate (B, T, H, D); coupling complex (H, D, NH, 2); omega (H, D) or None."""
+
+    @staticmethod
+    def forward(ctx, theta, gate, coupling, omega, scale, pos, starts, bounds, need_lse):
+        B, T, H, D = theta.shape
+        cpl = coupling.permute(0, 2, 1, 3)  # (H, NH, D, 2)
+        K, L = cpl[..., 0], cpl[..., 1]
+        NH = K.shape[1]
+        W = 2 * NH * D
+        q, k, v, z, c, s, gs = _features(theta, gate, K, L, omega, scale, pos, starts)
+        o = torch.empty_like(q)
+        lse = theta.new_empty(B, H, T)
+        states, got_lse = [], True
+        for a, b in _spans(T, bounds):
+            qs, ks, vs = (x[:, a:b].transpose(1, 2) for x in (q, k, v))
+            o_s, lse_s, state = _attention_forward(qs, ks, vs)
+            o[:, a:b] = o_s.transpose(1, 2)
+            if lse_s is None and need_lse:
+                lse_s = _causal_lse(qs, ks)
+            if lse_s is None:
+                got_lse = False
+            else:
+                lse[:, :, a:b] = lse_s
+            states.append(state)
+        o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))  # (B, T, H, NH, D)
+        a_tt = o[..., W]  # A[t, t], (B, T, H)
+        dtheta = (z.conj() * o_c).imag.sum(-2) + a_tt[..., None] * K.imag.sum(1)
+        ctx.save_for_backward(z, c, s, gs, o, K, L, starts)
+        ctx.states, ctx.spans, ctx.scale, ctx.dims = states, _spans(T, bounds), scale, (NH, D, W)
+        ctx.mark_non_differentiable(lse)
+        return dtheta, (lse if got_lse else None)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_lse):
+        z, c, s, gs, o, K, L, starts = ctx.saved_tensors
+        NH, D, W = ctx.dims
+        o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))
+        g = grad[..., None, :]  # (B, T, H, 1, D)
+        # demodulation: d o = i G z; d A[t,t] = sum_{n,d} G Im K_n; d z (real pair) = -i G o
+        d_o = torch.zeros_like(o)
+        d_oc = torch.view_as_complex(d_o[..., :W].unflatten(-1, (NH, D, 2)))
+        torch.mul(z, g * 1j, out=d_oc)
+        d_o[..., W] = (grad * K.imag.sum(1)).sum(-1)
+        dq, dk, dv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros_like(o)
+        for (a, b), state in zip(ctx.spans, ctx.states):
+            grads = _attention_backward(state, d_o[:, a:b].transpose(1, 2))
+            for dst, src in zip((dq, dk, dv), grads):
+                dst[:, a:b] = src.transpose(1, 2)
+        dk[:, starts] = 0.0  # the diagonal slots are constants
+        dv[:, starts] = 0.0
+        # values: slot j = K z_{j-1} + L z_j
+        d_val = torch.view_as_complex(dv[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
+        dz = -1j * g * o_c
+        dz[:, :-1] += K.conj() * d_val
+        dz[:, 1:] += L.conj() * d_val
+        d_k = (z[:, :-1].conj() * d_val).sum((0, 1))
+        d_l = (z[:, 1:].conj() * d_val).sum((0, 1))
+        a_g = (o[..., W:W + 1] * grad).sum((0, 1))  # (H, D): d Im K_n of the diagonal term, every n
+        d_k = d_k + 1j * a_g[:, None, :]
+        # queries and keys: q = gs [cos, sin, 1], k slot j = [cos, sin] of token j - 1
+        dq_c, dq_s = dq[..., :D], dq[..., D:2 * D]
+        d_gate = (dq_c * c + dq_s * s + dq[..., W:W + 1]) * ctx.scale
+        d_c = dq_c * gs
+        d_s = dq_s * gs
+        d_c[:, :-1] += dk[:, 1:, :, :D]
+        d_s[:, :-1] += dk[:, 1:, :, D:2 * D]
+        n = torch.arange(1, NH + 1, device=z.device, dtype=c.dtype)[:, None]
+        d_theta = c * d_s - s * d_c + ((z.conj() * dz).imag * n).sum(-2)
+        d_coupling = torch.stack([d_k, d_l], -1).permute(0, 2, 1, 3)  # (H, D, NH, 2)
+        return d_theta, d_gate, d_coupling, None, None, None, None, None, None
 
 
 def sdpa_frustrated_attention(theta: Tensor, gate: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float,
@@ -145,57 +234,18 @@ def sdpa_frustrated_attention(theta: Tensor, gate: Tensor, coupling: Tensor, ome
 
     Returns:
         ``(dtheta, lse)``: dtheta (B, T, H, D) in theta's dtype; lse (B, H, T) natural log,
-        float64 for float64 inputs and float32 otherwise (None if not ``need_lse`` and not
-        free).
+        float64 for float64 inputs and float32 otherwise (None where it is not free and
+        not ``need_lse``).
     """
     B, T, H, D = theta.shape
     cdt = compute_dtype(theta.dtype, gate.dtype)
     if B * T == 0:
         return theta.new_zeros(theta.shape), theta.new_zeros((B, H, T), dtype=cdt)
-    NH = coupling.shape[2]
     ccdt = torch.complex128 if cdt == torch.float64 else torch.complex64
-    th, g = theta.to(cdt), gate.to(cdt)
-    om = None if omega is None else omega.to(cdt)
     pos = positions(T, cu_seqlens, theta.device, cdt)
-    q, k, v, z_re, z_im, K = features(th, g, coupling.to(ccdt), om, scale, pos)
-    diag = 2 * D
-    if cu_seqlens is None:
-        o, lse = attend(q, k, v, diag)
-        if lse is None and need_lse:
-            lse = causal_lse(q, k, diag)
-    else:
-        o, lse = _attend_packed(q, k, v, diag, cu_seqlens, need_lse)
-    W = 2 * NH * D
-    a = o[..., W:W + 1].unsqueeze(-1)  # A[t, t], (B, H, T, 1, 1)
-    o_re = o[..., : NH * D].unflatten(-1, (NH, D)) + a * (K.real * z_re - K.imag * z_im)
-    o_im = o[..., NH * D: W].unflatten(-1, (NH, D)) + a * (K.real * z_im + K.imag * z_re)
-    dtheta = (z_re * o_im - z_im * o_re).sum(-2)  # Im(exp(-i n theta) O), summed over n
-    return dtheta.transpose(1, 2).to(theta.dtype), lse
-
-
-def _attend_packed(q, k, v, diag, cu_seqlens, need_lse):
-    """:func:`attend` per packed sequence (B = 1), equal lengths batched: (o, lse)."""
-    bounds = cu_seqlens.tolist()
-    spans = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    by_len = {}
-    for a, b in spans:
-        by_len.setdefault(b - a, []).append(a)
-    o = q.new_zeros(q.shape)
-    lse = q.new_zeros(q.shape[:3])
-    got_lse = True
-    for n, starts in by_len.items():
-        idx = (torch.tensor(starts, device=q.device)[:, None] + torch.arange(n, device=q.device)).flatten()
-
-        def gather(x):  # (1, H, N, W) -> (S_n, H, n, W)
-            return x[0, :, idx].unflatten(1, (len(starts), n)).transpose(0, 1)
-
-        qs, ks, vs = gather(q), gather(k), gather(v)
-        o_s, lse_s = attend(qs, ks, vs, diag)
-        if lse_s is None and need_lse:
-            lse_s = causal_lse(qs, ks, diag)
-        o = o.index_copy(2, idx, o_s.transpose(0, 1).flatten(1, 2)[None])
-        if lse_s is None:
-            got_lse = False
-        else:
-            lse = lse.index_copy(2, idx, lse_s.transpose(0, 1).flatten(1, 2)[None].to(lse.dtype))
-    return o, (lse if got_lse else None)
+    starts = pos == 0
+    bounds = None if cu_seqlens is None else cu_seqlens.tolist()
+    om = None if omega is None else omega.to(cdt)
+    out, lse = FoldedAttentionFunction.apply(theta.to(cdt), gate.to(cdt), coupling.to(ccdt), om, scale, pos, starts,
+                                             bounds, need_lse)
+    return out.to(theta.dtype), lse
