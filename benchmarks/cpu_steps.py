@@ -7,10 +7,12 @@ op's forward + backward ("auto" vs the reference) with peak memory.
 """
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
-import tracemalloc
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -70,16 +72,39 @@ def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, ro
                 ratio=ms["fsn"] / ms["transformer"], device="cpu", dtype="float32", **{"pass": "train-step"})
 
 
-def peak_bytes(fn: Callable[[], None]) -> int:
-    """Peak bytes traced by tracemalloc during one call (CPU tensors allocate through it)."""
-    tracemalloc.start()
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_bytes(fn: Callable[[], None]) -> Optional[int]:
+    """Peak resident memory during one call above the resident memory before it (Linux:
+    the high-water mark is reset through /proc/self/clear_refs). Only meaningful in a
+    fresh process (freed heap memory is reused without raising the resident size): see
+    :func:`op_peak_bytes`. None where /proc is not available."""
     try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_kib("VmRSS")
+    except OSError:
+        return None
+    fn()
+    return (_status_kib("VmHWM") - base) * 1024
+
+
+def op_peak_bytes(backend: str, B: int, T: int, H: int, D: int, NH: int, threads: int = 1) -> Optional[int]:
+    """:func:`peak_bytes` of one op forward + backward, in a fresh Python process."""
+    code = (f"import torch; torch.set_num_threads({threads}); from benchmarks import lib, cpu_steps; "
+            f"from fsn_kernels import frustrated_attention; x = lib.make_inputs({B}, {T}, {H}, {D}, {NH}); "
+            f"f = lambda th, g, c, om: frustrated_attention(th, g, c, om, backend={backend!r}); "
+            f"print(cpu_steps.peak_bytes(lib.make_pass(f, x, 'fwd+bwd')))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lib.ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    value = out.stdout.strip().splitlines()[-1]
+    return None if value == "None" else int(value)
 
 
 def op_case(T: int, B: int = 1, H: int = 4, D: int = 16, NH: int = 2, rounds: int = 3,
@@ -98,7 +123,7 @@ def op_case(T: int, B: int = 1, H: int = 4, D: int = 16, NH: int = 2, rounds: in
     ms = alternate(fns, rounds)
     for c in cases:
         c["ms"] = ms[c["backend"]]
-        c["peak_mem_bytes"] = peak_bytes(fns[c["backend"]])
+        c["peak_mem_bytes"] = op_peak_bytes(c["backend"], B, T, H, D, NH, torch.get_num_threads())
         c["tokens_per_s"] = B * T / (c["ms"] * 1e-3)
     return cases
 

@@ -136,7 +136,8 @@ def _features(theta, gate, K, L, omega, scale, pos, starts):
     k[:, 1:, :, :D] = c[:, :-1]
     k[:, 1:, :, D:2 * D] = s[:, :-1]
     folded = torch.view_as_complex(v[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
-    torch.add(K * z[:, :-1], L * z[:, 1:], out=folded)  # slot j: K z_{j-1} + L z_j
+    zp, zn = z[:, :-1], z[:, 1:]
+    torch.add(K.expand_as(zp) * zp, L.expand_as(zn) * zn, out=folded)  # slot j: K z_{j-1} + L z_j
     k[:, starts] = 0.0
     v[:, starts] = 0.0
     k[:, starts, :, W] = 1.0
@@ -160,27 +161,33 @@ class FoldedAttentionFunction(torch.autograd.Function):
         NH = K.shape[1]
         W = 2 * NH * D
         q, k, v, z, c, s, gs = _features(theta, gate, K, L, omega, scale, pos, starts)
-        o = torch.empty_like(q)
-        lse = theta.new_empty(B, H, T)
+        spans = _spans(T, bounds)
+        o = torch.empty_like(q) if len(spans) > 1 else None
+        lse = theta.new_empty(B, H, T) if len(spans) > 1 else None
         states, got_lse = [], True
-        for a, b in _spans(T, bounds):
+        for a, b in spans:
             qs, ks, vs = (x[:, a:b].transpose(1, 2) for x in (q, k, v))
             o_s, lse_s, state = _attention_forward(qs, ks, vs)
-            o[:, a:b] = o_s.transpose(1, 2)
             if lse_s is None and need_lse:
                 lse_s = _causal_lse(qs, ks)
-            if lse_s is None:
-                got_lse = False
+            got_lse = got_lse and lse_s is not None
+            if o is None:  # one sequence: the kernel's output as it is
+                o, lse = o_s.transpose(1, 2), lse_s
             else:
-                lse[:, :, a:b] = lse_s
+                o[:, a:b] = o_s.transpose(1, 2)
+                if lse_s is not None:
+                    lse[:, :, a:b] = lse_s
             states.append(state)
         o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))  # (B, T, H, NH, D)
         a_tt = o[..., W]  # A[t, t], (B, T, H)
         dtheta = (z.conj() * o_c).imag.sum(-2) + a_tt[..., None] * K.imag.sum(1)
         ctx.save_for_backward(z, c, s, gs, o, K, L, starts)
-        ctx.states, ctx.spans, ctx.scale, ctx.dims = states, _spans(T, bounds), scale, (NH, D, W)
+        ctx.states, ctx.spans, ctx.scale, ctx.dims = states, spans, scale, (NH, D, W)
+        if not got_lse:
+            return dtheta, None
+        lse = lse.clone() if len(spans) == 1 else lse  # the output is not the tensor the backward holds
         ctx.mark_non_differentiable(lse)
-        return dtheta, (lse if got_lse else None)
+        return dtheta, lse
 
     @staticmethod
     def backward(ctx, grad, _grad_lse):
@@ -189,22 +196,27 @@ class FoldedAttentionFunction(torch.autograd.Function):
         o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))
         g = grad[..., None, :]  # (B, T, H, 1, D)
         # demodulation: d o = i G z; d A[t,t] = sum_{n,d} G Im K_n; d z (real pair) = -i G o
-        d_o = torch.zeros_like(o)
+        d_o = o.new_empty(o.shape)
         d_oc = torch.view_as_complex(d_o[..., :W].unflatten(-1, (NH, D, 2)))
         torch.mul(z, g * 1j, out=d_oc)
         d_o[..., W] = (grad * K.imag.sum(1)).sum(-1)
-        dq, dk, dv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros_like(o)
-        for (a, b), state in zip(ctx.spans, ctx.states):
-            grads = _attention_backward(state, d_o[:, a:b].transpose(1, 2))
-            for dst, src in zip((dq, dk, dv), grads):
-                dst[:, a:b] = src.transpose(1, 2)
-        dk[:, starts] = 0.0  # the diagonal slots are constants
-        dv[:, starts] = 0.0
+        d_o[..., W + 1] = 0.0
+        if len(ctx.spans) == 1:
+            dq, dk, dv = (x.transpose(1, 2) for x in _attention_backward(ctx.states[0], d_o.transpose(1, 2)))
+        else:
+            dq, dk, dv = o.new_zeros(o.shape), o.new_zeros(o.shape), o.new_zeros(o.shape)
+            for (a, b), state in zip(ctx.spans, ctx.states):
+                grads = _attention_backward(state, d_o[:, a:b].transpose(1, 2))
+                for dst, src in zip((dq, dk, dv), grads):
+                    dst[:, a:b] = src.transpose(1, 2)
+        if len(ctx.spans) > 1:  # the diagonal slots are constants (slot 0 is never read below)
+            dk[:, starts] = 0.0
+            dv[:, starts] = 0.0
         # values: slot j = K z_{j-1} + L z_j
         d_val = torch.view_as_complex(dv[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
         dz = -1j * g * o_c
-        dz[:, :-1] += K.conj() * d_val
-        dz[:, 1:] += L.conj() * d_val
+        dz[:, :-1] += K.conj().expand_as(d_val) * d_val
+        dz[:, 1:] += L.conj().expand_as(d_val) * d_val
         d_k = (z[:, :-1].conj() * d_val).sum((0, 1))
         d_l = (z[:, 1:].conj() * d_val).sum((0, 1))
         a_g = (o[..., W:W + 1] * grad).sum((0, 1))  # (H, D): d Im K_n of the diagonal term, every n
