@@ -93,7 +93,7 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
         model=item["arch"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
         seq_len=a.seq_len, lr=item["lr"], warmup=min(a.warmup, max(1, a.steps // 10)), seed=item["seed"],
         device=a.device, out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows,
-        progress=not a.no_progress, model_overrides=dict(item["overrides"]), overwrite=True,
+        progress=not a.no_progress, compile=a.compile, model_overrides=dict(item["overrides"]), overwrite=True,
     )
     log = train_mod.train(cfg)
     per_step = a.batch_size * a.seq_len
@@ -207,6 +207,7 @@ def _parser() -> OneLineParser:
                    ".benchmarks/quality on CPU)")
     p.add_argument("--runs-dir", default=None, help="folder for run checkpoints (default runs/compare)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (fsn-train --compile)")
     return p
 
 

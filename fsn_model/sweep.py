@@ -116,6 +116,7 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
         model=item["model"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
         seq_len=a.seq_len, lr=item["lr"], warmup=item["warmup"], seed=item["seed"], device=a.device,
         out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows, progress=not a.no_progress,
+        compile=a.compile,
         model_overrides=dict(item["overrides"]),
         # a run with a checkpoint is resumed (a finished one is read back, not retrained)
         resume=finished_or_started, overwrite=not finished_or_started,
@@ -184,6 +185,7 @@ def _parser() -> OneLineParser:
     p.add_argument("--runs-dir", default=None, help="run checkpoints; finished runs here are reused "
                    "(default runs/sweep/<corpus>)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (fsn-train --compile)")
     return p
 
 

@@ -97,10 +97,11 @@ class TrainConfig:
     progress: bool = True
     model_overrides: Dict[str, Any] = field(default_factory=dict)
     pack_documents: Optional[str] = None  # separator: attention never crosses a document boundary
+    compile: bool = False  # torch.compile the model (CPU and CUDA; fsn_model/README.md says when it pays)
 
 
 # Fields that describe where and how this process runs, not the run itself.
-RUNTIME_FIELDS = ("device", "out", "resume", "overwrite", "progress")
+RUNTIME_FIELDS = ("device", "out", "resume", "overwrite", "progress", "compile")
 # Fields a resumed run cannot change: the saved weights and batches depend on them.
 FIXED_ON_RESUME = ("model", "params", "model_overrides", "data", "pack_documents")
 
@@ -334,6 +335,8 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     }
     log["train_config"] = dataclasses.asdict(cfg)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile:  # the checkpoint keeps saving `model`; only the calls go through the compiled wrapper
+        ddp = torch.compile(ddp)
     stop = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     if rank == 0:
         what = f"resuming {out} at step {step}" if ckpt else f"training {cfg.model} ({log['params']:,} params) in {out}"
@@ -436,6 +439,7 @@ def _parser() -> OneLineParser:
                    "flags given explicitly override them")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (the first steps compile)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's default, "
                    "which follows OMP_NUM_THREADS); on a busy machine 1 can be many times faster")
     p.add_argument("--sample", type=int, default=200, help="bytes to sample at the end (0: none)")

@@ -172,7 +172,7 @@ def frustrated_attention(
         out, lse = _reference_packed(theta, gate, coupling, omega, scale, cu_seqlens)
         out = out.to(theta.dtype)
     elif impl == "sdpa":
-        out, lse = sdpa_frustrated_attention(theta, gate, coupling, omega, scale, cu_seqlens, need_lse=return_lse)
+        out, lse = sdpa_frustrated_attention(theta, gate, coupling, omega, scale, cu_seqlens)
     else:
         dot = _matmul_dot_mode(theta)
         check_kernel_limits(theta.shape[3], coupling.shape[2], dot == DOT_IEEE, theta.device.type == "cuda")

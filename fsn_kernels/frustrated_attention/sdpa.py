@@ -4,8 +4,10 @@ attention call per sequence (the ``"sdpa"`` backend; README beside this file, "H
 Memory is linear in T where PyTorch's SDPA kernel is (the CPU flash kernel saves only
 its inputs, output and log-sum-exp for the backward). Any float dtype: float64 inputs are
 computed in float64, every other dtype in float32. An autograd Function with a written-out
-backward (README, "Backward"), so the per-token work of each direction is a handful of
-fused tensor operations.
+backward (README, "Backward") over two custom ops (``fsn::sdpa_attention_fwd`` and
+``_bwd``: ``torch.compile`` sees no graph break), so the per-token work of each
+direction is a handful of tensor operations; the backward recomputes the features
+(one pass per token) and the forward saves only the attention output and lse.
 
 **The folded composition.** For row ``t`` the pair ``u = t`` is special (the delay must not
 pair ``t`` with ``t + 1``) but its score is known in closed form, ``s_tt = scale sum_d
@@ -32,7 +34,8 @@ crosses a boundary); the attention runs once per sequence, on views.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -69,33 +72,38 @@ def _harmonics_complex(theta: Tensor, n_harmonics: int) -> Tensor:
     one sin per element, written into one buffer)."""
     n = torch.arange(1, n_harmonics + 1, device=theta.device, dtype=theta.dtype)
     angle = theta.unsqueeze(-2) * n[:, None]
-    buf = theta.new_empty(*angle.shape, 2)
-    torch.cos(angle, out=buf[..., 0])
-    torch.sin(angle, out=buf[..., 1])
-    return torch.view_as_complex(buf)
+    return torch.complex(torch.cos(angle), torch.sin(angle))
 
 
 # ----------------------------------------------------------------------------- SDPA
-def _attention_forward(q: Tensor, k: Tensor, v: Tensor):
-    """Causal SDPA, scale 1, of (N, H, T, W) views: ``(o, lse, state)``; lse is None where
-    the kernel does not return it; ``state`` is what :func:`_attention_backward` needs."""
+def _attention_forward(q: Tensor, k: Tensor, v: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """Causal SDPA, scale 1, of (N, H, T, W) views: ``(o, lse)``; lse is None where the
+    kernel does not return it."""
     if _CPU_FLASH is not None and q.device.type == "cpu":
-        o, lse = _CPU_FLASH(q, k, v, 0.0, True, scale=1.0)
-        return o, lse, (q, k, v, o, lse)
-    leaves = [x.detach().requires_grad_(True) for x in (q, k, v)]
-    with torch.enable_grad():
-        o = F.scaled_dot_product_attention(*leaves, is_causal=True, scale=1.0)
-    return o.detach(), None, (leaves, o)
+        return _CPU_FLASH(q, k, v, 0.0, True, scale=1.0)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0), None
 
 
-def _attention_backward(state, grad_o: Tensor):
-    """(dq, dk, dv) of :func:`_attention_forward`."""
-    if len(state) == 5:
-        q, k, v, o, lse = state
+def _attention_backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, grad_o: Tensor):
+    """(dq, dk, dv) of :func:`_attention_forward`: PyTorch's CPU kernel, or elsewhere the
+    FlashAttention-2 backward written out ``LSE_CHUNK`` query rows at a time (memory
+    ``LSE_CHUNK x T``)."""
+    if _CPU_FLASH is not None and q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad_o, q, k, v, o, lse, 0.0, True, scale=1.0)
-    leaves, o = state
-    return torch.autograd.grad(o, leaves, grad_o)
+    T = q.shape[2]
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    delta = (grad_o * o).sum(-1, keepdim=True)  # (N, H, T, 1)
+    for a in range(0, T, LSE_CHUNK):
+        b = min(a + LSE_CHUNK, T)
+        later = torch.arange(b, device=q.device)[None, :] > torch.arange(a, b, device=q.device)[:, None]
+        scores = q[:, :, a:b] @ k[:, :, :b].transpose(-1, -2) - lse[:, :, a:b, None]
+        p = torch.exp(scores.masked_fill(later, -math.inf))
+        dv[:, :, :b] += p.transpose(-1, -2) @ grad_o[:, :, a:b]
+        ds = p * (grad_o[:, :, a:b] @ v[:, :, :b].transpose(-1, -2) - delta[:, :, a:b])
+        dq[:, :, a:b] = ds @ k[:, :, :b]
+        dk[:, :, :b] += ds.transpose(-1, -2) @ q[:, :, a:b]
+    return dq, dk, dv
 
 
 @torch.no_grad()
@@ -128,16 +136,16 @@ def _features(theta, gate, K, L, omega, scale, pos, starts):
         c, s = torch.cos(phi), torch.sin(phi)
     gs = gate * scale
     q = theta.new_zeros(B, T, H, W + 2)
-    torch.mul(gs, c, out=q[..., :D])
-    torch.mul(gs, s, out=q[..., D:2 * D])
+    q[..., :D] = gs * c
+    q[..., D:2 * D] = gs * s
     q[..., W] = gs.sum(-1)
     k = theta.new_zeros(B, T, H, W + 2)
     v = theta.new_zeros(B, T, H, W + 2)
     k[:, 1:, :, :D] = c[:, :-1]
     k[:, 1:, :, D:2 * D] = s[:, :-1]
-    folded = torch.view_as_complex(v[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
     zp, zn = z[:, :-1], z[:, 1:]
-    torch.add(K.expand_as(zp) * zp, L.expand_as(zn) * zn, out=folded)  # slot j: K z_{j-1} + L z_j
+    folded = K.expand_as(zp) * zp + L.expand_as(zn) * zn  # slot j: K z_{j-1} + L z_j
+    v[:, 1:, :, :W] = torch.view_as_real(folded).flatten(-3)
     k[:, starts] = 0.0
     v[:, starts] = 0.0
     k[:, starts, :, W] = 1.0
@@ -145,119 +153,146 @@ def _features(theta, gate, K, L, omega, scale, pos, starts):
     return q, k, v, z, c, s, gs
 
 
-def _spans(T: int, bounds: Optional[List[int]]):
-    return [(0, T)] if bounds is None else [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+def _spans(T: int, cu_seqlens: Optional[Tensor]):
+    if cu_seqlens is None:
+        return [(0, T)]
+    bounds = cu_seqlens.tolist()
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-class FoldedAttentionFunction(torch.autograd.Function):
-    """The folded composition with a written-out backward. Inputs in the compute dtype:
-    theta, gate (B, T, H, D); coupling complex (H, D, NH, 2); omega (H, D) or None."""
+def _setup(theta, coupling_real, cu_seqlens):
+    """(K, L) complex (H, NH, D), positions (T,), sequence starts (T,) bool, spans."""
+    T = theta.shape[1]
+    cpl = torch.view_as_complex(coupling_real).permute(0, 2, 1, 3)  # (H, NH, D, 2)
+    pos = positions(T, cu_seqlens, theta.device, theta.dtype)
+    return cpl[..., 0], cpl[..., 1], pos, pos == 0, _spans(T, cu_seqlens)
+
+
+def _views(x: Tensor, a: int, b: int) -> Tensor:
+    """Rows a..b of a (B, T, H, W) buffer as the (B, H, n, W) view SDPA takes."""
+    return x[:, a:b].transpose(1, 2)
+
+
+@torch.library.custom_op("fsn::sdpa_attention_fwd", mutates_args=())
+def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
+            cu_seqlens: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dtheta (B, T, H, D), lse (B, H, T), o (B, T, H, W + 2))."""
+    B, T, H, D = theta.shape
+    K, L, pos, starts, spans = _setup(theta, coupling_real, cu_seqlens)
+    NH = K.shape[1]
+    W = 2 * NH * D
+    q, k, v, z, c, s, gs = _features(theta, gate, K, L, omega, scale, pos, starts)
+    o = torch.empty_like(q)
+    lse = theta.new_empty((B, H, T))
+    for a, b in spans:
+        qs, ks, vs = _views(q, a, b), _views(k, a, b), _views(v, a, b)
+        o_s, lse_s = _attention_forward(qs, ks, vs)
+        if lse_s is None:  # the backward needs it too
+            lse_s = _causal_lse(qs, ks)
+        o[:, a:b] = o_s.transpose(1, 2)
+        lse[:, :, a:b] = lse_s
+    o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))  # (B, T, H, NH, D)
+    dtheta = (z.conj() * o_c).imag.sum(-2) + o[..., W:W + 1] * K.imag.sum(1)
+    return dtheta, lse, o
+
+
+@_fwd_op.register_fake
+def _(theta, gate, coupling_real, omega, scale, cu_seqlens):
+    B, T, H, D = theta.shape
+    return (torch.empty_like(theta), theta.new_empty((B, H, T)),
+            theta.new_empty((B, T, H, 2 * coupling_real.shape[2] * D + 2)))
+
+
+@torch.library.custom_op("fsn::sdpa_attention_bwd", mutates_args=())
+def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
+            cu_seqlens: Optional[Tensor], o: Tensor, lse: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(d theta, d gate, d coupling_real); the features are recomputed (one pass per token)."""
+    B, T, H, D = theta.shape
+    K, L, pos, starts, spans = _setup(theta, coupling_real, cu_seqlens)
+    NH = K.shape[1]
+    W = 2 * NH * D
+    q, k, v, z, c, s, gs = _features(theta, gate, K, L, omega, scale, pos, starts)
+    o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))
+    g = grad[..., None, :]  # (B, T, H, 1, D)
+    # demodulation: d o = i G z; d A[t,t] = sum_{n,d} G Im K_n; d z (real pair) = -i G o
+    d_o = torch.zeros_like(o)
+    d_o[..., :W] = torch.view_as_real(z * (g * 1j)).flatten(-3)
+    d_o[..., W] = (grad * K.imag.sum(1)).sum(-1)
+    dq, dk, dv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros_like(o)
+    for a, b in spans:
+        grads = _attention_backward(_views(q, a, b), _views(k, a, b), _views(v, a, b), _views(o, a, b),
+                                    lse[:, :, a:b].contiguous(), _views(d_o, a, b))
+        for dst, src in zip((dq, dk, dv), grads):
+            dst[:, a:b] = src.transpose(1, 2)
+    dk[:, starts] = 0.0  # the diagonal slots are constants
+    dv[:, starts] = 0.0
+    # values: slot j = K z_{j-1} + L z_j
+    d_val = torch.view_as_complex(dv[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
+    dz = -1j * g * o_c
+    dz[:, :-1] += K.conj().expand_as(d_val) * d_val
+    dz[:, 1:] += L.conj().expand_as(d_val) * d_val
+    d_k = (z[:, :-1].conj() * d_val).sum((0, 1))
+    d_l = (z[:, 1:].conj() * d_val).sum((0, 1))
+    a_g = (o[..., W:W + 1] * grad).sum((0, 1))  # (H, D): d Im K_n of the diagonal term, every n
+    d_k = d_k + 1j * a_g[:, None, :]
+    # queries and keys: q = gs [cos, sin, 1], k slot j = [cos, sin] of token j - 1
+    dq_c, dq_s = dq[..., :D], dq[..., D:2 * D]
+    d_gate = (dq_c * c + dq_s * s + dq[..., W:W + 1]) * scale
+    d_c = dq_c * gs
+    d_s = dq_s * gs
+    d_c[:, :-1] += dk[:, 1:, :, :D]
+    d_s[:, :-1] += dk[:, 1:, :, D:2 * D]
+    n = torch.arange(1, NH + 1, device=z.device, dtype=c.dtype)[:, None]
+    d_theta = c * d_s - s * d_c + ((z.conj() * dz).imag * n).sum(-2)
+    d_coupling = torch.view_as_real(torch.stack([d_k, d_l], -1).permute(0, 2, 1, 3))  # (H, D, NH, 2, 2)
+    return d_theta, d_gate, d_coupling.contiguous()
+
+
+@_bwd_op.register_fake
+def _(grad, theta, gate, coupling_real, omega, scale, cu_seqlens, o, lse):
+    return torch.empty_like(theta), torch.empty_like(gate), torch.empty_like(coupling_real)
+
+
+class SdpaAttentionFunction(torch.autograd.Function):
+    """Autograd Function over the two custom ops (opaque to ``torch.compile``: no graph
+    break, eager numerics). Inputs in the compute dtype: theta, gate (B, T, H, D);
+    coupling_real (H, D, NH, 2, 2); omega (H, D) or None. Saves o and lse, not features."""
 
     @staticmethod
-    def forward(ctx, theta, gate, coupling, omega, scale, pos, starts, bounds, need_lse):
-        B, T, H, D = theta.shape
-        cpl = coupling.permute(0, 2, 1, 3)  # (H, NH, D, 2)
-        K, L = cpl[..., 0], cpl[..., 1]
-        NH = K.shape[1]
-        W = 2 * NH * D
-        q, k, v, z, c, s, gs = _features(theta, gate, K, L, omega, scale, pos, starts)
-        spans = _spans(T, bounds)
-        o = torch.empty_like(q) if len(spans) > 1 else None
-        lse = theta.new_empty(B, H, T) if len(spans) > 1 else None
-        states, got_lse = [], True
-        for a, b in spans:
-            qs, ks, vs = (x[:, a:b].transpose(1, 2) for x in (q, k, v))
-            o_s, lse_s, state = _attention_forward(qs, ks, vs)
-            if lse_s is None and need_lse:
-                lse_s = _causal_lse(qs, ks)
-            got_lse = got_lse and lse_s is not None
-            if o is None:  # one sequence: the kernel's output as it is
-                o, lse = o_s.transpose(1, 2), lse_s
-            else:
-                o[:, a:b] = o_s.transpose(1, 2)
-                if lse_s is not None:
-                    lse[:, :, a:b] = lse_s
-            states.append(state)
-        o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))  # (B, T, H, NH, D)
-        a_tt = o[..., W]  # A[t, t], (B, T, H)
-        dtheta = (z.conj() * o_c).imag.sum(-2) + a_tt[..., None] * K.imag.sum(1)
-        ctx.save_for_backward(z, c, s, gs, o, K, L, starts)
-        ctx.states, ctx.spans, ctx.scale, ctx.dims = states, spans, scale, (NH, D, W)
-        if not got_lse:
-            return dtheta, None
-        lse = lse.clone() if len(spans) == 1 else lse  # the output is not the tensor the backward holds
+    def forward(ctx, theta, gate, coupling_real, omega, scale, cu_seqlens):
+        dtheta, lse, o = _fwd_op(theta, gate, coupling_real, omega, scale, cu_seqlens)
+        ctx.save_for_backward(theta, gate, coupling_real, omega, cu_seqlens, o, lse)
+        ctx.scale = scale
         ctx.mark_non_differentiable(lse)
         return dtheta, lse
 
     @staticmethod
     def backward(ctx, grad, _grad_lse):
-        z, c, s, gs, o, K, L, starts = ctx.saved_tensors
-        NH, D, W = ctx.dims
-        o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))
-        g = grad[..., None, :]  # (B, T, H, 1, D)
-        # demodulation: d o = i G z; d A[t,t] = sum_{n,d} G Im K_n; d z (real pair) = -i G o
-        d_o = o.new_empty(o.shape)
-        d_oc = torch.view_as_complex(d_o[..., :W].unflatten(-1, (NH, D, 2)))
-        torch.mul(z, g * 1j, out=d_oc)
-        d_o[..., W] = (grad * K.imag.sum(1)).sum(-1)
-        d_o[..., W + 1] = 0.0
-        if len(ctx.spans) == 1:
-            dq, dk, dv = (x.transpose(1, 2) for x in _attention_backward(ctx.states[0], d_o.transpose(1, 2)))
-        else:
-            dq, dk, dv = o.new_zeros(o.shape), o.new_zeros(o.shape), o.new_zeros(o.shape)
-            for (a, b), state in zip(ctx.spans, ctx.states):
-                grads = _attention_backward(state, d_o[:, a:b].transpose(1, 2))
-                for dst, src in zip((dq, dk, dv), grads):
-                    dst[:, a:b] = src.transpose(1, 2)
-        if len(ctx.spans) > 1:  # the diagonal slots are constants (slot 0 is never read below)
-            dk[:, starts] = 0.0
-            dv[:, starts] = 0.0
-        # values: slot j = K z_{j-1} + L z_j
-        d_val = torch.view_as_complex(dv[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
-        dz = -1j * g * o_c
-        dz[:, :-1] += K.conj().expand_as(d_val) * d_val
-        dz[:, 1:] += L.conj().expand_as(d_val) * d_val
-        d_k = (z[:, :-1].conj() * d_val).sum((0, 1))
-        d_l = (z[:, 1:].conj() * d_val).sum((0, 1))
-        a_g = (o[..., W:W + 1] * grad).sum((0, 1))  # (H, D): d Im K_n of the diagonal term, every n
-        d_k = d_k + 1j * a_g[:, None, :]
-        # queries and keys: q = gs [cos, sin, 1], k slot j = [cos, sin] of token j - 1
-        dq_c, dq_s = dq[..., :D], dq[..., D:2 * D]
-        d_gate = (dq_c * c + dq_s * s + dq[..., W:W + 1]) * ctx.scale
-        d_c = dq_c * gs
-        d_s = dq_s * gs
-        d_c[:, :-1] += dk[:, 1:, :, :D]
-        d_s[:, :-1] += dk[:, 1:, :, D:2 * D]
-        n = torch.arange(1, NH + 1, device=z.device, dtype=c.dtype)[:, None]
-        d_theta = c * d_s - s * d_c + ((z.conj() * dz).imag * n).sum(-2)
-        d_coupling = torch.stack([d_k, d_l], -1).permute(0, 2, 1, 3)  # (H, D, NH, 2)
-        return d_theta, d_gate, d_coupling, None, None, None, None, None, None
+        theta, gate, coupling_real, omega, cu_seqlens, o, lse = ctx.saved_tensors
+        d_theta, d_gate, d_coupling = _bwd_op(grad.contiguous(), theta, gate, coupling_real, omega, ctx.scale,
+                                              cu_seqlens, o, lse)
+        return d_theta, d_gate, d_coupling, None, None, None
 
 
 def sdpa_frustrated_attention(theta: Tensor, gate: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float,
-                              cu_seqlens: Optional[Tensor] = None, need_lse: bool = True):
+                              cu_seqlens: Optional[Tensor] = None):
     """The op by the folded composition (module docstring). Inputs are not validated (the
     public API does that).
 
     Args:
         theta, gate: (B, T, H, D) real; coupling complex (H, D, NH, 2); omega (H, D) or
             None; scale: float; cu_seqlens: int32 (S + 1,) packed sequences (B = 1) or None.
-        need_lse: compute lse where the SDPA kernel does not return it for free.
 
     Returns:
         ``(dtheta, lse)``: dtheta (B, T, H, D) in theta's dtype; lse (B, H, T) natural log,
-        float64 for float64 inputs and float32 otherwise (None where it is not free and
-        not ``need_lse``).
+        float64 for float64 inputs and float32 otherwise.
     """
     B, T, H, D = theta.shape
     cdt = compute_dtype(theta.dtype, gate.dtype)
     if B * T == 0:
         return theta.new_zeros(theta.shape), theta.new_zeros((B, H, T), dtype=cdt)
-    ccdt = torch.complex128 if cdt == torch.float64 else torch.complex64
-    pos = positions(T, cu_seqlens, theta.device, cdt)
-    starts = pos == 0
-    bounds = None if cu_seqlens is None else cu_seqlens.tolist()
     om = None if omega is None else omega.to(cdt)
-    out, lse = FoldedAttentionFunction.apply(theta.to(cdt), gate.to(cdt), coupling.to(ccdt), om, scale, pos, starts,
-                                             bounds, need_lse)
+    coupling_real = torch.view_as_real(coupling.resolve_conj()).to(cdt)
+    out, lse = SdpaAttentionFunction.apply(theta.to(cdt).contiguous(), gate.to(cdt).contiguous(), coupling_real, om,
+                                           float(scale), cu_seqlens)
     return out.to(theta.dtype), lse
