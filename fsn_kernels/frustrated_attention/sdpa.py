@@ -192,7 +192,7 @@ def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[
         o[:, a:b] = o_s.transpose(1, 2)
         lse[:, :, a:b] = lse_s
     o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))  # (B, T, H, NH, D)
-    dtheta = (z.conj() * o_c).imag.sum(-2) + o[..., W:W + 1] * K.imag.sum(1)
+    dtheta = (torch.conj_physical(z) * o_c).imag.sum(-2) + o[..., W:W + 1] * K.imag.sum(1)
     return dtheta, lse, o
 
 
@@ -229,10 +229,10 @@ def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, om
     # values: slot j = K z_{j-1} + L z_j
     d_val = torch.view_as_complex(dv[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
     dz = -1j * g * o_c
-    dz[:, :-1] += K.conj().expand_as(d_val) * d_val
-    dz[:, 1:] += L.conj().expand_as(d_val) * d_val
-    d_k = (z[:, :-1].conj() * d_val).sum((0, 1))
-    d_l = (z[:, 1:].conj() * d_val).sum((0, 1))
+    dz[:, :-1] += torch.conj_physical(K).expand_as(d_val) * d_val
+    dz[:, 1:] += torch.conj_physical(L).expand_as(d_val) * d_val
+    d_k = (torch.conj_physical(z[:, :-1]) * d_val).sum((0, 1))
+    d_l = (torch.conj_physical(z[:, 1:]) * d_val).sum((0, 1))
     a_g = (o[..., W:W + 1] * grad).sum((0, 1))  # (H, D): d Im K_n of the diagonal term, every n
     d_k = d_k + 1j * a_g[:, None, :]
     # queries and keys: q = gs [cos, sin, 1], k slot j = [cos, sin] of token j - 1
@@ -243,7 +243,7 @@ def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, om
     d_c[:, :-1] += dk[:, 1:, :, :D]
     d_s[:, :-1] += dk[:, 1:, :, D:2 * D]
     n = torch.arange(1, NH + 1, device=z.device, dtype=c.dtype)[:, None]
-    d_theta = c * d_s - s * d_c + ((z.conj() * dz).imag * n).sum(-2)
+    d_theta = c * d_s - s * d_c + ((torch.conj_physical(z) * dz).imag * n).sum(-2)
     d_coupling = torch.view_as_real(torch.stack([d_k, d_l], -1).permute(0, 2, 1, 3))  # (H, D, NH, 2, 2)
     return d_theta, d_gate, d_coupling.contiguous()
 

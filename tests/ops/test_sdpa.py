@@ -139,3 +139,31 @@ def test_stock_decode_model_generation_equals_the_forward():
             step, cache = model.decode(idx[:, i], cache)
             got.append(step)
     assert_close(torch.stack(got[:-1], 1), want[:, 4:19], 1e-4, 1e-4, "logits")
+
+
+# ---------------------------------------------------------------------------- compile
+def test_sdpa_custom_ops_opcheck():
+    from fsn_kernels.frustrated_attention.sdpa import _bwd_op, _fwd_op
+
+    theta, gate, coupling, omega = make_inputs(1, 9, 2, 3, 2, device="cpu")
+    c_real = torch.view_as_real(coupling).contiguous()
+    cu = torch.tensor([0, 4, 9], dtype=torch.int32)
+    for packed in (None, cu):
+        torch.library.opcheck(_fwd_op, (theta, gate, c_real, omega, 0.3, packed))
+        _, lse, o = _fwd_op(theta, gate, c_real, omega, 0.3, packed)
+        torch.library.opcheck(_bwd_op, (torch.randn_like(theta), theta, gate, c_real, omega, 0.3, packed, o, lse))
+
+
+def test_sdpa_compile_fullgraph_matches_eager():
+    theta, gate, coupling, omega = make_inputs(2, 11, 2, 4, 2, device="cpu")
+
+    def loss_fn(th, g, c):
+        return frustrated_attention(th, g, c, omega, backend="sdpa").sin().sum()
+
+    results = []
+    for fn in (torch.compile(loss_fn, fullgraph=True, backend="aot_eager"), loss_fn):
+        leaves = [x.clone().requires_grad_(True) for x in (theta, gate, coupling)]
+        loss = fn(*leaves)
+        results.append((loss, *torch.autograd.grad(loss, leaves)))
+    for name, a, b in zip(["loss", "grad theta", "grad gate", "grad coupling"], *results):
+        assert_close(a, b, 1e-6, 1e-6, name)
