@@ -15,17 +15,40 @@ sequence and masked.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .sdpa import compute_dtype, harmonics
+from .sdpa import compute_dtype
+
+_ROTARY: Dict[Tuple, Tensor] = {}  # exp(i omega u) tables, keyed by omega's values
+_ROTARY_KEEP = 8
+
+
+def rotary_table(omega: Tensor, n: int) -> Tensor:
+    """``exp(i omega u)`` for ``u < n``: (n, H, D) complex, each entry computed directly
+    (no error accumulates along u). Kept per omega value (at most a few tables), grown by
+    doubling, so a decode step computes no rotary trigonometry."""
+    key = (omega.device, omega.dtype, tuple(omega.shape), omega.detach().cpu().numpy().tobytes())
+    table = _ROTARY.get(key)
+    if table is None or table.shape[0] < n:
+        cap = max(n, 2 * table.shape[0] if table is not None else 256)
+        u = torch.arange(cap, device=omega.device, dtype=omega.dtype)
+        angle = omega.detach() * u[:, None, None]
+        table = torch.complex(torch.cos(angle), torch.sin(angle))
+        if len(_ROTARY) >= _ROTARY_KEEP:
+            _ROTARY.pop(next(iter(_ROTARY)))
+        _ROTARY[key] = table
+    return table[:n]
 
 
 def decode_stock(theta_new: Tensor, gate_new: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float,
                  phase_cache: Tensor, cache_seqlens: Tensor) -> Tensor:
     """The step (module docstring); writes ``theta_new[b, 0]`` into ``phase_cache[b, t]``.
+
+    Per cached token one ``exp(i theta_u)`` (one cos and one sin per oscillator); the rotary phase by a product with :func:`rotary_table`, the harmonics by
+    complex products, the score and the value sums as contractions.
 
     Args:
         theta_new, gate_new: (B, 1, H, D); coupling complex (H, D, NH, 2); omega (H, D) or
@@ -44,34 +67,38 @@ def decode_stock(theta_new: Tensor, gate_new: Tensor, coupling: Tensor, omega: O
     phase_cache[rows, t] = theta_new[:, 0]
     if B == 0:
         return torch.empty_like(theta_new)
-    n_rows = int(t.max()) + 1  # the longest sequence, new token included
+    lo, hi = int(t.min()), int(t.max())
+    n_rows = hi + 1  # the longest sequence, new token included
     th = phase_cache[:, :n_rows].to(cdt)  # (B, U, H, D), rows u <= t valid
-    u = torch.arange(n_rows, device=th.device)
-    valid = u[None, :] <= t[:, None]  # (B, U)
-    th = th.masked_fill(~valid[:, :, None, None], 0.0)  # rows past t hold anything: keep them finite
-
-    z_re, z_im = harmonics(th, NH)  # (B, U, H, NH, D)
-    if omega is None:
-        c, s = z_re[..., 0, :], z_im[..., 0, :]
-    else:
-        phi = th + omega.to(cdt) * u.to(cdt)[:, None, None]
-        c, s = torch.cos(phi), torch.sin(phi)
-    c_t, s_t = c[rows, t][:, None], s[rows, t][:, None]  # (B, 1, H, D)
-    q = gate_new.to(cdt) * scale
-    scores = (q * c_t * c + q * s_t * s).sum(-1)  # (B, U, H)
-    scores[rows, t] = q[:, 0].sum(-1)  # the diagonal in closed form
-    scores = scores.masked_fill(~valid[:, :, None], float("-inf"))
-    p = torch.softmax(scores, dim=1)
-    p_prev = torch.nn.functional.pad(p[:, :-1], (0, 0, 1, 0))  # p_{u-1}; row t + 1 is masked by valid below
-    p_prev = p_prev.masked_fill(~valid[:, :, None], 0.0)
-    s_re = torch.einsum("buh,buhnd->bhnd", p, z_re)
-    s_im = torch.einsum("buh,buhnd->bhnd", p, z_im)
-    d_re = torch.einsum("buh,buhnd->bhnd", p_prev, z_re)
-    d_im = torch.einsum("buh,buhnd->bhnd", p_prev, z_im)
-    cpl = coupling.to(torch.complex128 if cdt == torch.float64 else torch.complex64).permute(0, 2, 1, 3)
-    K, L = cpl[..., 0], cpl[..., 1]  # (H, NH, D)
-    o_re = K.real * s_re - K.imag * s_im + L.real * d_re - L.imag * d_im
-    o_im = K.real * s_im + K.imag * s_re + L.real * d_im + L.imag * d_re
-    zt_re, zt_im = z_re[rows, t], z_im[rows, t]  # (B, H, NH, D)
-    dtheta = (zt_re * o_im - zt_im * o_re).sum(-2)  # (B, H, D)
+    valid = None
+    if lo != hi:  # ragged: rows past a sequence's t hold anything; keep them finite and weightless
+        valid = torch.arange(n_rows, device=th.device)[None, :] <= t[:, None]  # (B, U)
+        th = th.masked_fill(~valid[:, :, None, None], 0.0)
+    z1 = torch.complex(torch.cos(th), torch.sin(th))  # exp(i theta_u), (B, U, H, D)
+    w = z1 if omega is None else z1 * rotary_table(omega.to(cdt), n_rows)  # exp(i phi_u)
+    q = gate_new[:, 0].to(cdt) * scale  # (B, H, D)
+    qa = q * w[rows, t]  # q exp(i phi_t)
+    # s_u = sum_d q_d cos(phi_t - phi_u) = sum_d Re(q exp(i phi_t) conj(exp(i phi_u)))
+    scores = torch.einsum("buhdc,bhdc->buh", torch.view_as_real(w), torch.view_as_real(qa))
+    scores[rows, t] = q.sum(-1)  # the diagonal in closed form
+    if valid is not None:
+        scores = scores.masked_fill(~valid[:, :, None], float("-inf"))
+    p = torch.softmax(scores, dim=1).to(z1.dtype)  # (B, U, H) complex, for the complex contractions
+    p_prev = p[:, :-1]  # p_{u-1} weighs z_u for 1 <= u <= t
+    if valid is not None:
+        p_prev = p_prev.masked_fill(~valid[:, 1:, None], 0.0)
+    cpl = coupling.to(z1.dtype).permute(0, 2, 1, 3)  # (H, NH, D, 2)
+    zn = z1
+    s_parts, d_parts = [], []
+    for n in range(NH):
+        if n:
+            zn = zn * z1
+        s_parts.append(torch.einsum("buh,buhd->bhd", p, zn))
+        d_parts.append(torch.einsum("buh,buhd->bhd", p_prev, zn[:, 1:]))
+    o = cpl[..., 0] * torch.stack(s_parts, -2) + cpl[..., 1] * torch.stack(d_parts, -2)  # (B, H, NH, D)
+    zt = z1[rows, t]  # (B, H, D)
+    powers = [zt]
+    for _ in range(NH - 1):
+        powers.append(powers[-1] * zt)
+    dtheta = (torch.conj_physical(torch.stack(powers, -2)) * o).imag.sum(-2)  # (B, H, D)
     return dtheta[:, None].to(theta_new.dtype)
