@@ -108,9 +108,10 @@ def op_peak_bytes(backend: str, B: int, T: int, H: int, D: int, NH: int, threads
 
 
 def op_case(T: int, B: int = 1, H: int = 4, D: int = 16, NH: int = 2, rounds: int = 3,
-            backends=("auto", "reference")) -> List[Dict]:
-    """The op's forward + backward per backend, alternated, with peak memory; every
-    backend checked against the float64 reference first (on a prefix of up to 256)."""
+            backends=("auto", "reference"), peak: bool = True) -> List[Dict]:
+    """The op's forward + backward per backend, alternated, with peak memory (``peak``:
+    one fresh process per backend); every backend checked against the float64 reference
+    first (on a prefix of up to 256)."""
     inputs = lib.make_inputs(B, T, H, D, NH)
     fns, cases = {}, []
     for backend in backends:
@@ -123,7 +124,7 @@ def op_case(T: int, B: int = 1, H: int = 4, D: int = 16, NH: int = 2, rounds: in
     ms = alternate(fns, rounds)
     for c in cases:
         c["ms"] = ms[c["backend"]]
-        c["peak_mem_bytes"] = op_peak_bytes(c["backend"], B, T, H, D, NH, torch.get_num_threads())
+        c["peak_mem_bytes"] = op_peak_bytes(c["backend"], B, T, H, D, NH, torch.get_num_threads()) if peak else None
         c["tokens_per_s"] = B * T / (c["ms"] * 1e-3)
     return cases
 
