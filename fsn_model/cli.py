@@ -95,7 +95,7 @@ def parse_knobs(text: str, what: str) -> Dict[str, Any]:
     for part in filter(None, text.split(",")):
         key, eq, val = part.partition("=")
         if not eq or not key.strip() or not val.strip():
-            raise ValueError(f"{what} {text!r}: expected key=value, got {part!r}")
+            raise ValueError(f"{what}: expected key=value, got {part!r}")
         knobs[key.strip()] = _knob_value(val.strip())
     return knobs
 
@@ -166,21 +166,15 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, names: Optio
 def _knobs_parser(flag: str) -> Callable[[str], Dict[str, Any]]:
     def parse(text: str) -> Dict[str, Any]:
         try:
-            return parse_knobs(text, flag)
+            return parse_knobs(text, f"{flag} {text!r}")
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     return parse
 
 
-def dataclass_flag_dests(cls: type) -> set:
-    """The argparse ``dest`` of every field's flag (the field names)."""
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def values_for(cls: type, args: argparse.Namespace) -> Dict[str, Any]:
-    """The parsed values of the fields of ``cls`` that ``args`` holds."""
-    names = dataclass_flag_dests(cls)
-    return {k: v for k, v in vars(args).items() if k in names}
+def values_for(args: argparse.Namespace, names: Iterable[str]) -> Dict[str, Any]:
+    """``{name: args.name}`` for the fields whose flags :func:`add_dataclass_flags` added."""
+    return {name: getattr(args, name) for name in names}
 
 
 def explicit_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Dict[str, Any]:
