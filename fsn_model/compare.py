@@ -219,7 +219,7 @@ def _parser() -> OneLineParser:
 
 def base_config(a) -> "train_mod.TrainConfig":
     """The settings every run of this comparison shares (runs differ by model, lr, seed, out)."""
-    return train_mod.TrainConfig(**values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10)),
+    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))),
                                  overwrite=True)
 
 

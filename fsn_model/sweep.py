@@ -161,7 +161,7 @@ def _parser() -> OneLineParser:
 
 def base_config(a) -> "train_mod.TrainConfig":
     """The settings every run of this sweep shares (trials differ by model, lr, warmup, knobs)."""
-    return train_mod.TrainConfig(**values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10)))
+    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))))
 
 
 def _main(argv: Sequence[str]) -> int:

@@ -14,13 +14,22 @@ then cosine decay to ``min_lr_ratio * lr``, grad-norm clipping, bf16 autocast on
 The loop reads the loss back from the device only every ``log_every`` steps (and at each
 evaluation), so the GPU never waits on the host in between.
 
-Run directory ``out``: ``checkpoint.pt`` and ``log.json`` are written atomically at every
-evaluation and at the end. A fresh run refuses a directory that already holds a
-checkpoint unless ``overwrite=True``; ``resume=True`` continues the run there (and fails
-if there is none) with its saved settings: fields of the given config that differ from
-the saved ones override them and are announced, except model, params, model_overrides and
-data, which cannot change. :func:`resume_config` builds the config of a resume with only
-the given overrides. The next step's loss of a resumed run equals an uninterrupted run's.
+Every setting is checked before any work (:func:`validate`), and the data file is read,
+before the run directory is created. Run directory ``out``: one run at a time; a run
+holds its lock (:mod:`fsn_model.run_lock`) while it trains, and a second run, resume or
+sweep into it is refused naming the holder. ``checkpoint.pt`` and ``log.json`` are written
+atomically at every evaluation and at the end; a failed write (no space left, ...) is
+named in one line and the previous files stay. A fresh run refuses a directory that
+already holds a checkpoint unless ``overwrite=True``; ``resume=True`` continues the run
+there (and fails if there is none) with its saved settings: fields of the given config
+that differ from the saved ones override them and are announced, except model, params,
+model_overrides and data, which cannot change. :func:`resume_config` builds the config of
+a resume with only the given overrides. The next step's loss of a resumed run equals an
+uninterrupted run's. A resume with no step left to run says so and returns the log.
+
+The corpus: ``data`` is stored resolved (absolute) with the file's sha256; a resume
+refuses a file whose sha256 differs from the recorded one (naming both) unless
+``allow_different_data=True`` (the change is then kept in ``log["corpus_history"]``).
 
 Stops: SIGINT (Ctrl-C) finishes the current step, saves a checkpoint and raises
 :class:`TrainingInterrupted`; a non-finite loss raises :class:`NonFiniteLossError` and
