@@ -165,6 +165,12 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", backend: str
     :func:`load_checkpoint`), its model_config is invalid, or its weights do not fit it.
     """
     ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, path, device, backend), ckpt
+
+
+def model_from_checkpoint(ckpt: Dict[str, Any], path: str, device: Union[str, torch.device] = "cpu",
+                          backend: str = "auto") -> nn.Module:
+    """The model of a checkpoint dict already loaded from ``path`` (see :func:`load_model`)."""
     try:
         config = config_from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as e:
@@ -175,7 +181,7 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", backend: str
     except (RuntimeError, TypeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"checkpoint {path}: its weights do not match its model_config ({first})") from None
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:

@@ -106,7 +106,7 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
 
 
 def _main(argv: Sequence[str]) -> int:
-    from .checkpoint import load_checkpoint, load_model, resolve_device
+    from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_device
     from .cli import OneLineParser
     from .data import check_same_corpus, eval_windows, load_corpus
     from .evaluate import per_position_loss, recorded_corpus_path
@@ -133,7 +133,7 @@ def _main(argv: Sequence[str]) -> int:
     corpus = load_corpus(a.data if a.data is not None else recorded_corpus_path(ckpts[0]))
     for path, ckpt in zip(a.checkpoints, ckpts):
         check_same_corpus(corpus, ckpt.get("corpus"), path, a.allow_different_data)
-    models = [load_model(c, device) for c in a.checkpoints]
+    models = [(model_from_checkpoint(ckpt, c, device), ckpt) for c, ckpt in zip(a.checkpoints, ckpts)]
     seq_len = a.seq_len or models[0][1]["train_config"]["seq_len"]
     windows = eval_windows(corpus.split(a.split), seq_len, a.windows)
     depths = window_depths(windows)

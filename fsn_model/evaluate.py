@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, load_model, resolve_device
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_device
 from .cli import OneLineParser, run_cli
 from .data import check_same_corpus, eval_windows, load_corpus
 
@@ -64,7 +64,7 @@ def _main(argv: Sequence[str]) -> int:
     ckpt = load_checkpoint(a.checkpoint)
     corpus = load_corpus(a.data if a.data is not None else recorded_corpus_path(ckpt))
     check_same_corpus(corpus, ckpt.get("corpus"), a.checkpoint, a.allow_different_data)
-    model, ckpt = load_model(a.checkpoint, device)
+    model = model_from_checkpoint(ckpt, a.checkpoint, device)
     seq_len = a.seq_len or ckpt["train_config"]["seq_len"]
     result = {"checkpoint": a.checkpoint, "corpus": corpus.name, "seq_len": seq_len}
     for split in ("val", "test"):

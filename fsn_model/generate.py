@@ -35,7 +35,8 @@ def _pick(logits: Tensor, temperature: float, top_k: int, gen: torch.Generator) 
     logits = logits.float().cpu()
     if temperature == 0:
         return int(logits.argmax())
-    logits = (logits - logits.max()) / temperature  # <= 0, max 0: finite or -inf for any T > 0
+    # float64 (a float32 temperature of 1e-300 would be 0): <= 0, max 0, finite or -inf for any T > 0
+    logits = (logits.double() - logits.max().double()) / temperature
     if 0 < top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

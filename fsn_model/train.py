@@ -241,7 +241,8 @@ def resume_config(out: str, **overrides: Any) -> TrainConfig:
     if unknown:
         raise ValueError(f"resume_config: unknown TrainConfig fields {unknown}")
     saved = _saved_config(_checkpoint_to_resume(Path(out)))
-    return dataclasses.replace(saved, **overrides, out=out, resume=True)
+    # allow_different_data is a choice of this resume, never inherited from the saved one
+    return dataclasses.replace(saved, **{"allow_different_data": False, **overrides}, out=out, resume=True)
 
 
 def _resume_overrides(cfg: TrainConfig, ckpt: Dict[str, Any]) -> List[str]:

@@ -342,7 +342,7 @@ def test_resuming_a_run_stopped_by_stop_at_says_what_to_pass(corpus, tmp_path, m
     _forbid_training(monkeypatch)
     assert train_mod.main(["--resume", "--out", out, "--sample", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "already stopped at step 2" in printed and "--stop-at" in printed and "resuming" not in printed
+    assert "already stopped at step 2" in printed and "--stop-at" in printed and "fsn-train: resuming" not in printed
 
 
 def test_resuming_a_finished_run_says_it_is_complete(finished, monkeypatch, capsys):
