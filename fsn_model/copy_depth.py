@@ -4,7 +4,8 @@ For position t of a window x, the copy depth is the largest k <= 32 such that th
 (k+1)-gram x[t-k..t] also ends at some earlier position of the same window; a byte never
 seen before in the window is "new". Positions pool into bins 0-1, 2-3, 4-7, 8-15, 16-23,
 24-32 and "new". ``fsn-copy-depth CKPT... --data FILE`` prints each model's mean loss per
-bin side by side and saves a bar chart (PNG).
+bin side by side and saves a bar chart (PNG); a bin without positions says "no data"
+(null in the JSON).
 """
 from __future__ import annotations
 
