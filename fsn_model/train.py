@@ -207,7 +207,7 @@ def validate(cfg: TrainConfig) -> None:
         if cfg.model == "transformer":
             raise ValueError("pack_documents: the transformer baseline has no packed attention; "
                              "use it with the FSN models (fsn, fsn-meanfield)")
-    if not cfg.resume:
+    if cfg.model_overrides and not cfg.resume:
         with torch.device("meta"):  # an unknown knob fails here, not after the data is read
             try:
                 build_model(cfg.model, cfg.params, **cfg.model_overrides)
