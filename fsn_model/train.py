@@ -119,7 +119,7 @@ class TrainConfig:
     eval_windows: int = _setting(64, "validation windows")
     log_every: int = _setting(10, "read the loss back from the device and update the progress bar every N steps")
     stop_at: Optional[int] = _setting(None, "stop (with a checkpoint) after this step, as if interrupted")
-    progress: bool = _setting(True, "show the progress bar (--no-progress hides it)")
+    progress: bool = _setting(True, "a progress bar on stderr; --no-progress turns it off")
     model_overrides: Dict[str, Any] = _setting(dict, "build_model knobs, e.g. n_layers=2,k1_init=1.0")
     pack_documents: Optional[str] = _setting(None, "split each training window into documents ending with SEP "
                                              "(backslash escapes allowed, e.g. '\\n\\n'); attention never "
