@@ -47,8 +47,9 @@ def decode_stock(theta_new: Tensor, gate_new: Tensor, coupling: Tensor, omega: O
                  phase_cache: Tensor, cache_seqlens: Tensor) -> Tensor:
     """The step (module docstring); writes ``theta_new[b, 0]`` into ``phase_cache[b, t]``.
 
-    Per cached token one ``exp(i theta_u)`` (one cos and one sin per oscillator); the rotary phase by a product with :func:`rotary_table`, the harmonics by
-    complex products, the score and the value sums as contractions.
+    Per cached token one ``exp(i theta_u)`` (one cos and one sin per oscillator); the
+    rotary phase by a product with :func:`rotary_table`, the harmonics by complex
+    products, the score and the value sums as contractions.
 
     Args:
         theta_new, gate_new: (B, 1, H, D); coupling complex (H, D, NH, 2); omega (H, D) or
@@ -69,36 +70,33 @@ def decode_stock(theta_new: Tensor, gate_new: Tensor, coupling: Tensor, omega: O
         return torch.empty_like(theta_new)
     lo, hi = int(t.min()), int(t.max())
     n_rows = hi + 1  # the longest sequence, new token included
-    th = phase_cache[:, :n_rows].to(cdt)  # (B, U, H, D), rows u <= t valid
+    th = phase_cache[:, :n_rows].to(cdt).transpose(1, 2).contiguous()  # (B, H, U, D), rows u <= t valid
     valid = None
     if lo != hi:  # ragged: rows past a sequence's t hold anything; keep them finite and weightless
         valid = torch.arange(n_rows, device=th.device)[None, :] <= t[:, None]  # (B, U)
-        th = th.masked_fill(~valid[:, :, None, None], 0.0)
-    z1 = torch.complex(torch.cos(th), torch.sin(th))  # exp(i theta_u), (B, U, H, D)
-    w = z1 if omega is None else z1 * rotary_table(omega.to(cdt), n_rows)  # exp(i phi_u)
+        th = th.masked_fill(~valid[:, None, :, None], 0.0)
+    z1 = torch.complex(torch.cos(th), torch.sin(th))  # exp(i theta_u), (B, H, U, D)
+    w = z1 if omega is None else z1 * rotary_table(omega.to(cdt), n_rows).transpose(0, 1)  # exp(i phi_u)
     q = gate_new[:, 0].to(cdt) * scale  # (B, H, D)
-    qa = q * w[rows, t]  # q exp(i phi_t)
-    # s_u = sum_d q_d cos(phi_t - phi_u) = sum_d Re(q exp(i phi_t) conj(exp(i phi_u)))
-    scores = torch.einsum("buhdc,bhdc->buh", torch.view_as_real(w), torch.view_as_real(qa))
-    scores[rows, t] = q.sum(-1)  # the diagonal in closed form
+    qa = q * w[rows, :, t]  # q exp(i phi_t), (B, H, D)
+    # s_u = sum_d q_d cos(phi_t - phi_u) = sum_d Re(q exp(i phi_t) conj(exp(i phi_u))): one matmul
+    scores = (torch.view_as_real(w).flatten(-2) @ torch.view_as_real(qa).flatten(-2)[..., None])[..., 0]  # (B, H, U)
+    scores[rows, :, t] = q.sum(-1)  # the diagonal in closed form
     if valid is not None:
-        scores = scores.masked_fill(~valid[:, :, None], float("-inf"))
-    p = torch.softmax(scores, dim=1).to(z1.dtype)  # (B, U, H) complex, for the complex contractions
-    p_prev = p[:, :-1]  # p_{u-1} weighs z_u for 1 <= u <= t
+        scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    p = torch.softmax(scores, dim=-1)
+    p_prev = torch.nn.functional.pad(p[..., :-1], (1, 0))  # p_{u-1} weighs z_u, 1 <= u <= t
     if valid is not None:
-        p_prev = p_prev.masked_fill(~valid[:, 1:, None], 0.0)
+        p_prev = p_prev.masked_fill(~valid[:, None, :], 0.0)
+    weights = torch.stack([p, p_prev], -2)  # (B, H, 2, U)
     cpl = coupling.to(z1.dtype).permute(0, 2, 1, 3)  # (H, NH, D, 2)
-    zn = z1
-    s_parts, d_parts = [], []
+    zt = z1[rows, :, t]  # (B, H, D)
+    zn, ztn = z1, zt
+    dtheta = torch.zeros_like(q)
     for n in range(NH):
         if n:
-            zn = zn * z1
-        s_parts.append(torch.einsum("buh,buhd->bhd", p, zn))
-        d_parts.append(torch.einsum("buh,buhd->bhd", p_prev, zn[:, 1:]))
-    o = cpl[..., 0] * torch.stack(s_parts, -2) + cpl[..., 1] * torch.stack(d_parts, -2)  # (B, H, NH, D)
-    zt = z1[rows, t]  # (B, H, D)
-    powers = [zt]
-    for _ in range(NH - 1):
-        powers.append(powers[-1] * zt)
-    dtheta = (torch.conj_physical(torch.stack(powers, -2)) * o).imag.sum(-2)  # (B, H, D)
+            zn, ztn = zn * z1, ztn * zt
+        sums = torch.view_as_complex((weights @ torch.view_as_real(zn).flatten(-2)).unflatten(-1, (-1, 2)))
+        o = cpl[:, n, :, 0] * sums[:, :, 0] + cpl[:, n, :, 1] * sums[:, :, 1]  # (B, H, D)
+        dtheta += (torch.conj_physical(ztn) * o).imag
     return dtheta[:, None].to(theta_new.dtype)
