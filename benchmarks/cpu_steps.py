@@ -54,7 +54,8 @@ def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1) 
 
 def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, rounds: int = 6,
                     compile_fsn: bool = False) -> Dict:
-    """FSN and transformer train steps at ``params``, alternated, ``threads`` torch threads."""
+    """FSN and transformer train steps at ``params``, alternated, ``threads`` torch threads
+    (recorded as ``step_threads``: the result writer's ``cpu_threads`` is the session's)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -67,7 +68,7 @@ def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, ro
     finally:
         torch.set_num_threads(before)
     return dict(impl="model-train-step", params=params, fsn_params=fsn_model.count_params(fsn),
-                transformer_params=fsn_model.count_params(tr), B=B, T=T, cpu_threads=threads, rounds=rounds,
+                transformer_params=fsn_model.count_params(tr), B=B, T=T, step_threads=threads, rounds=rounds,
                 fsn_compiled=compile_fsn, fsn_ms=ms["fsn"], transformer_ms=ms["transformer"],
                 ratio=ms["fsn"] / ms["transformer"], device="cpu", dtype="float32", **{"pass": "train-step"})
 
@@ -145,7 +146,7 @@ def decode_case(params: str = "250k", length: int = 3000, threads: int = 1, seed
     finally:
         torch.set_num_threads(before)
     assert len(out) == length
-    return dict(impl="fsn-generate", params=params, length=length, cpu_threads=threads, seconds=s,
+    return dict(impl="fsn-generate", params=params, length=length, step_threads=threads, seconds=s,
                 bytes_per_s=length / s, device="cpu", **{"pass": "decode"})
 
 
