@@ -171,8 +171,8 @@ def build(sass_path: Path = SASS, tokens: int = 16384, H: int = 16, ts=(1024, 20
 
 
 def table(doc: Dict) -> str:
-    lines = [f"{'device':6} {'variant':13} {'pass':8} {'T':>6} {'B':>3} {'fused ms':>9} {'TFLOP/s':>8} {'ceiling ms':>10} "
-             f"{'per-token':>9}  kernels (predicted us, bound)"]
+    lines = [f"{'device':6} {'variant':13} {'pass':8} {'T':>6} {'B':>3} {'fused ms':>9} {'TFLOP/s':>8} "
+             f"{'ceiling ms':>10} {'per-token':>9}  kernels (predicted us, bound)"]
     for p in doc["predictions"] + doc["proposals"]:
         ks = ", ".join(f"{k['role']} {k['predicted_us']:.0f} {k['bound']}" for k in p["kernels"])
         lines.append(f"{p['device']:6} {p['variant']:13} {p['pass']:8} {p['T']:>6} {p['B']:>3} {p['fused_ms']:>9.3f} "
