@@ -154,3 +154,56 @@ def test_suite_reads_a_killed_run(tmp_path):
     import re
 
     assert re.search(r"2\.000 +100\.0 +1\.500 .* 1\.000 +2\.00\n", text)  # predicted 1 ms beside the measured 2
+
+
+# ------------------------------------------------------------------ the performance model
+SASS_SNIPPET = """
+        Function : _k
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/              @!P6 BRA 0x0080 ;
+        /*0020*/                   HGMMA.64x64x16.F32.BF16 R88, gdesc[UR12], RZ, !UPT ;
+        /*0030*/                   MUFU.EX2 R3, R3 ;
+        /*0040*/                   HGMMA.64x128x16.F32.BF16 R24, R120, gdesc[UR12].tnspB, R24, gsb0 ;
+        /*0050*/              @!P0 BRA 0x0020 ;
+        /*0060*/                   FFMA R1, R1, R1, R1 ;
+        /*0070*/                   BRA 0x0070;
+        /*0080*/                   EXIT ;
+"""
+
+
+def test_sass_loop_counter_on_a_known_listing():
+    from benchmarks import sass_loops
+
+    instrs = sass_loops.parse_sass(SASS_SNIPPET)
+    assert len(instrs) == 9
+    (loop,) = sass_loops.mma_loops(instrs, num_warps=8)  # the self-branch at 0x70 holds no MMA
+    assert (loop["start"], loop["end"], loop["instrs"], loop["mufu"]) == (0x20, 0x50, 4, 1)
+    assert loop["mma_flops"] == 2 * (2 * 64 * 64 * 16 + 2 * 64 * 128 * 16)  # two warpgroups
+
+
+@pytest.mark.parametrize("role", ["forward", "backward-q", "backward-kv"])
+@pytest.mark.parametrize("T,bm,bn", [(1024, 128, 64), (1000, 32, 128), (77, 64, 32)])
+def test_flash_iterations_cover_every_causal_tile(role, T, bm, bn):
+    """The loop trip counts of the model tile the causal triangle: every (query block, key
+    block) pair at or below the diagonal once, nothing above it."""
+    from benchmarks.perf_model import flash_iterations
+
+    its = flash_iterations(role, T, bm, bn)
+    pairs = sum(it["masked"] + it["unmasked"] for it in its)
+    if role == "backward-kv":
+        want = sum(len(range((j * bn // bm) * bm, T, bm)) for j in range(-(-T // bn)))
+    else:
+        want = sum(len(range(0, min(i * bm + bm, T), bn)) for i in range(-(-T // bm)))
+    assert pairs == want
+
+
+def test_committed_predictions_follow_from_the_committed_sass_counts():
+    """benchmarks/results/perf-model-sm90.json is what perf_model computes from the committed
+    SASS counts (so the first GPU run checks the model as committed)."""
+    from benchmarks import perf_model
+
+    committed = json.loads((perf_model.RESULTS / "perf-model-sm90.json").read_text())
+    assert perf_model.build() == committed
+    p = next(p for p in committed["predictions"] if p["device"] == "H100" and p["T"] == 4096 and p["pass"] == "fwd")
+    assert p["fused_ms"] >= p["sdpa_ceiling_ms"] > 0  # a floor never beats the tensor ceiling
+    assert {k["role"] for k in p["kernels"]} == {"feature", "forward", "demodulate"}
