@@ -207,3 +207,16 @@ def test_committed_predictions_follow_from_the_committed_sass_counts():
     p = next(p for p in committed["predictions"] if p["device"] == "H100" and p["T"] == 4096 and p["pass"] == "fwd")
     assert p["fused_ms"] >= p["sdpa_ceiling_ms"] > 0  # a floor never beats the tensor ceiling
     assert {k["role"] for k in p["kernels"]} == {"feature", "forward", "demodulate"}
+
+
+def test_parity_runs_with_fixed_tiles(monkeypatch):
+    """Parity compiles no autotune candidates; the setting is restored afterwards."""
+    import os
+
+    from benchmarks import gpu_suite
+    from fsn_kernels.frustrated_attention import common
+
+    monkeypatch.setenv("FSN_AUTOTUNE", "1")
+    with gpu_suite.fixed_tiles():
+        assert os.environ["FSN_AUTOTUNE"] == "0" and not common.autotuning()
+    assert os.environ["FSN_AUTOTUNE"] == "1"
