@@ -149,7 +149,7 @@ def run_op_case(case: Case, device: str, plan: Plan) -> Dict:
             def fn(a, b, c, o):
                 return lib.composition_attention(a, b, c, o, split=split)
         else:
-            backend = "triton" if s["impl"] == "fused" else "torch"
+            backend = "triton" if s["impl"] == "fused" else "reference"
 
             def fn(a, b, c, o):
                 return frustrated_attention(a, b, c, o, backend=backend)
