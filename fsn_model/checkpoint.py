@@ -25,6 +25,7 @@ from torch import nn
 from .build import model_from_config
 from .cli import ReportedOSError, describe_os_error
 from .config import config_from_dict
+from .run_lock import pid_alive
 
 REQUIRED_KEYS = ("model_config", "train_config", "model")
 
@@ -108,13 +109,7 @@ def remove_stale_temporaries(directory: Union[str, Path]) -> list:
 def _pid_running(pid: int) -> bool:
     if pid == os.getpid():
         return False  # ours, and we are not writing it now
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def save_checkpoint(path: str, obj: Dict[str, Any]) -> None:

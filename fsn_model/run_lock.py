@@ -31,7 +31,8 @@ def _holder_line() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +92,7 @@ class RunLock:
             except FileExistsError:
                 words = self.path.read_text(encoding="utf-8", errors="replace").split()
                 stale = (len(words) >= 4 and words[0] == "pid" and words[1].isdigit()
-                         and words[3] == socket.gethostname() and not _pid_alive(int(words[1])))
+                         and words[3] == socket.gethostname() and not pid_alive(int(words[1])))
                 if not stale:
                     raise self._busy() from None
                 self.path.unlink()
