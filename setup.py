@@ -12,7 +12,8 @@ setup(
     # torch is not pinned here: on a CPU-only machine install torch==2.13.0 (the CPU
     # build) first, as .ci/run does; an unpinned torch pulls a multi-GB CUDA build.
     install_requires=["torch>=2.4", "triton>=3.2", "numpy", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"]},
+    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"],
+                    "hf": ["transformers>=5.24", "safetensors"]},
     entry_points={
         "console_scripts": [
             "fsn-train=fsn_model.train:main",
@@ -21,6 +22,7 @@ setup(
             "fsn-copy-depth=fsn_model.copy_depth:main",
             "fsn-compare=fsn_model.compare:main",
             "fsn-sweep=fsn_model.sweep:main",
+            "fsn-export=fsn_model.export:main",
         ]
     },
 )
