@@ -13,7 +13,7 @@ setup(
     # build) first, as .ci/run does; an unpinned torch pulls a multi-GB CUDA build.
     install_requires=["torch>=2.4", "triton>=3.2", "numpy", "tqdm", "matplotlib"],
     extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"],
-                    "hf": ["transformers>=5.24", "safetensors"]},
+                    "hf": ["transformers>=5.0", "safetensors"]},
     entry_points={
         "console_scripts": [
             "fsn-train=fsn_model.train:main",

@@ -1,4 +1,4 @@
-"""FSN in the Hugging Face stack (optional extra ``pip install -e ".[hf]"``; docs: docs/huggingface.md).
+"""FSN in the Hugging Face stack (optional extra ``pip install -e ".[hf]"``; docs: fsn_model/huggingface.md).
 
 * :class:`FSNHFConfig` (``model_type = "fsn"``) and :class:`FSNForCausalLM`, a
   ``PreTrainedModel`` + ``GenerationMixin`` around :class:`fsn_model.FSNLM`, registered with
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache
@@ -26,6 +28,19 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .attention import FrustratedAttention, rope_frequencies
 from .config import FSNConfig
 from .fsn import FSNLM, PhaseCache
+
+# The oldest transformers release the tests were run on (setup.py's hf extra says the same).
+TRANSFORMERS_FLOOR = "5.0"
+
+
+def _check_version() -> None:
+    found = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
+    if found < tuple(int(x) for x in TRANSFORMERS_FLOOR.split(".")):
+        raise ImportError(f"fsn_model.hf needs transformers >= {TRANSFORMERS_FLOOR}, found {transformers.__version__}: "
+                          f'pip install -e ".[hf]"')
+
+
+_check_version()
 
 # The name under which this transformers version passes a Cache to forward() and returns
 # it in model outputs: "cache" in recent releases, "past_key_values" before.
@@ -311,7 +326,8 @@ class FSNForCausalLM(FSNPreTrainedModel, GenerationMixin):
 
 def _check_cache(cache: Any) -> None:
     if not isinstance(cache, FSNPhaseCache):
-        raise TypeError(f"the cache of an FSNForCausalLM must be an FSNPhaseCache (or None), got {type(cache).__name__}")
+        raise TypeError(f"the cache of an FSNForCausalLM must be an FSNPhaseCache (or None), "
+                        f"got {type(cache).__name__}")
 
 
 def _check_all_ones(attention_mask: Optional[Tensor]) -> None:
