@@ -382,7 +382,9 @@ class FrustratedSelfAttention(nn.Module):
         B, T, C = theta.shape
         past = cache.get_seq_length(self.layer_idx)
         history, _ = cache.update(theta.detach().unsqueeze(1), theta.new_zeros(B, 1, T, 0), self.layer_idx)
-        if history.shape[-2] != past + T:
+        sliding = getattr(cache, "is_sliding", None)
+        if history.shape[-2] != past + T or (isinstance(sliding, list) and self.layer_idx < len(sliding)
+                                             and sliding[self.layer_idx]):
             raise RuntimeError(f"layer {self.layer_idx}: the cache kept {history.shape[-2]} of {past + T} tokens "
                                f"(a sliding-window cache?); FrustratedAttention needs the whole history: pass "
                                f"use_cache=False or a DynamicCache without a sliding window")

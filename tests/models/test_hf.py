@@ -220,6 +220,25 @@ def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(chec
     assert json.dumps(ckpt["train_config"], indent=1) in card and json.dumps(ckpt["model_config"], indent=1) in card
 
 
+def test_a_transformer_checkpoint_exports_as_an_equal_llama(checkpoints, tmp_path):
+    from fsn_model import export
+    from fsn_model.checkpoint import load_model
+    from fsn_model.generate import sample
+
+    out = tmp_path / "llama"
+    assert export.main([checkpoints["transformer"], str(out)]) == 0
+    llama = AutoModelForCausalLM.from_pretrained(out)
+    assert type(llama).__name__ == "LlamaForCausalLM"
+    original, _ = load_model(checkpoints["transformer"])
+    ids = torch.tensor([list(b"class A:\n    def f(self):")])
+    with torch.no_grad():
+        ref = original(ids)
+        assert torch.allclose(llama(ids).logits, ref, atol=1e-5, rtol=1e-5)
+    greedy = llama.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:].tolist()
+    assert greedy == sample(original, ids[0].tolist(), 6, temperature=0)
+    assert "LlamaForCausalLM" in (out / "README.md").read_text()
+
+
 def _one_line_error(main, argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -231,7 +250,8 @@ def _one_line_error(main, argv, capsys):
 def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys):
     from fsn_model import export
 
-    assert "FSN models" in _one_line_error(export.main, [checkpoints["transformer"], str(tmp_path / "t")], capsys)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert "cannot read" in _one_line_error(export.main, [str(tmp_path / "junk.pt"), str(tmp_path / "t")], capsys)
     assert "not found" in _one_line_error(export.main, [str(tmp_path / "none.pt"), str(tmp_path / "n")], capsys)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
