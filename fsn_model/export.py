@@ -99,6 +99,8 @@ def model_card(ckpt: Dict[str, Any], checkpoint: str, architecture: str = "FSNFo
     mc, tc, log = ckpt["model_config"], ckpt.get("train_config", {}), ckpt.get("log", {})
     val = val_bits_per_byte(ckpt)
     corpus = ckpt.get("corpus", {})
+    origin = (f"step {ckpt.get('step', '?')}, {_thousands(log.get('params', '?'))} parameters, corpus "
+              f"{corpus.get('name', '?')} sha256 {str(corpus.get('sha256', '?'))[:12]}")
     if val is not None:
         val_line = (f"**{val['bpb']:.4f} val bits/byte** at step {val['step']} ({tc.get('eval_windows', '?')} "
                     f"validation windows of {tc.get('seq_len', '?')} bytes, as recorded by fsn-train)")
@@ -119,8 +121,7 @@ tags:
 
 # {mc.get('name', 'fsn')}: {title}
 
-Exported by `fsn-export` from `{Path(checkpoint).name}` (step {ckpt.get('step', '?')}, \
-{log.get('params', '?')} parameters, corpus {corpus.get('name', '?')} sha256 {str(corpus.get('sha256', '?'))[:12]}).
+Exported by `fsn-export` from `{Path(checkpoint).name}` ({origin}).
 
 {val_line}.
 
@@ -148,6 +149,10 @@ print(bytes(out[0].tolist()).decode("utf-8", errors="replace"))
 {json.dumps(tc, indent=1)}
 ```
 """
+
+
+def _thousands(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
 
 
 def _main(argv: Sequence[str]) -> int:

@@ -271,3 +271,14 @@ def test_the_transformers_floor_is_declared_once_and_met():
     assert f"transformers >= {floor}" in (ROOT / "fsn_model" / "huggingface.md").read_text()
     version = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     assert version >= tuple(int(x) for x in floor.split(".")[:2])
+
+
+def test_the_readme_snippet_runs():
+    """The README's "Hugging Face" example runs and its own equality checks hold."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Hugging Face")
+    section = text[start: text.find("\n## ", start + 1)]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace = {}
+    exec(compile(block, "README.md (Hugging Face)", "exec"), namespace)
+    assert namespace["out"].shape == (1, 20)
