@@ -211,7 +211,6 @@ class FSNPreTrainedModel(PreTrainedModel):
     base_model_prefix = "fsn"
     main_input_name = "input_ids"
     _no_split_modules = ["FSNBlock"]
-    _supports_cache_class = True
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, FrustratedAttention):
@@ -273,7 +272,7 @@ class FSNForCausalLM(FSNPreTrainedModel, GenerationMixin):
             raise ValueError("FSNForCausalLM takes input_ids, not inputs_embeds (its embedding is a phase table)")
         if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (torch.int64,
                                                                                                  torch.int32):
-            raise ValueError(f"input_ids must be an int64 tensor (B, T), got "
+            raise ValueError(f"input_ids must be an integer tensor (B, T), got "
                              f"{getattr(input_ids, 'shape', None) if input_ids is not None else None}")
         _check_all_ones(attention_mask)
         cache = cache if cache is not None else past_key_values
@@ -283,10 +282,9 @@ class FSNForCausalLM(FSNPreTrainedModel, GenerationMixin):
             cache = FSNPhaseCache(self.config.n_layers)
         if cache is not None:
             _check_cache(cache)
-        theta = self._phases(input_ids, cache)
+        logits = self._logits(input_ids, cache)
         if logits_to_keep:
-            theta = theta[:, -logits_to_keep:]
-        logits = self.fsn.logits(theta)
+            logits = logits[:, -logits_to_keep:]
         loss = None
         if labels is not None:
             if logits.shape[1] != labels.shape[1]:
@@ -296,32 +294,19 @@ class FSNForCausalLM(FSNPreTrainedModel, GenerationMixin):
                                    ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: cache})
 
-    def _phases(self, idx: Tensor, cache: Optional[FSNPhaseCache]) -> Tensor:
-        """Final phases (B, T, dim) of the new tokens ``idx``; fills or advances ``cache``."""
+    def _logits(self, idx: Tensor, cache: Optional[FSNPhaseCache]) -> Tensor:
+        """Logits (B, T, vocab) of the new tokens ``idx``; fills (FSNLM prefill) or advances
+        (FSNLM.decode, one token at a time) ``cache``."""
         if cache is None:
-            return self.fsn.phases(idx)
+            return self.fsn(idx)
         B, T = idx.shape
         if cache.phase_cache is None or cache.get_seq_length() == 0:  # prefill into a fresh cache
             if cache.phase_cache is None or cache.phase_cache.capacity < T or cache.batch_size != B:
                 cache.phase_cache = self.fsn.new_cache(B, max(cache.capacity_hint, T, 1))
-            return self.fsn.phases(idx, cache.phase_cache)
+            return self.fsn.logits(self.fsn.phases(idx, cache.phase_cache))
         if cache.batch_size != B:
             raise ValueError(f"input_ids has batch {B} but the cache holds {cache.batch_size} sequences")
-        out = []
-        with torch.no_grad():  # decode: one token at a time through the phase cache
-            for t in range(T):
-                out.append(self._decode_phases(idx[:, t], cache.phase_cache))
-        return torch.stack(out, dim=1)
-
-    def _decode_phases(self, idx_new: Tensor, pc: PhaseCache) -> Tensor:
-        """FSNLM.decode without the readout: phases (B, dim) of one new token."""
-        pc.reserve(1)
-        theta = self.fsn.embed(idx_new.view(-1, 1)) * self.fsn.embed_scale
-        for block, phases in zip(self.fsn.blocks, pc.phases):
-            theta = block.decode(theta, phases, pc.seqlens, check_seqlens=False)
-        pc.length += 1
-        pc.seqlens += 1
-        return theta[:, 0]
+        return torch.stack([self.fsn.decode(idx[:, t], cache.phase_cache)[0] for t in range(T)], dim=1)
 
 
 def _check_cache(cache: Any) -> None:
