@@ -165,6 +165,13 @@ def test_beam_search_reorders_the_phase_cache(model, prompt):
     assert torch.equal(cached, model.generate(prompt, max_new_tokens=5, num_beams=3, do_sample=False, use_cache=False))
 
 
+def test_generation_continues_from_a_returned_cache(model, prompt):
+    first = model.generate(prompt, max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    more = model.generate(first.sequences, max_new_tokens=4, do_sample=False,
+                          **{hf.CACHE_NAME: getattr(first, hf.CACHE_NAME)})
+    assert torch.equal(more, model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False))
+
+
 def test_a_chunk_after_a_cached_prefix_equals_the_full_forward(model, prompt):
     """Chunked prefill / continuation: several new tokens on a non-empty cache, then crop."""
     ids = torch.cat([prompt, prompt.flip(1)], dim=1)
