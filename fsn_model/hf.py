@@ -426,6 +426,7 @@ def replace_attention(model: nn.Module, n_harmonics: int = 2, **kw) -> nn.Module
         parent = model.get_submodule(parent_name) if parent_name else model
         ref = next(old.parameters())
         attn = FrustratedAttention(hidden, n_heads, n_harmonics, **kw).to(device=ref.device, dtype=ref.dtype)
+        attn.train(old.training)
         layer_idx = getattr(old, "layer_idx", None)
         setattr(parent, attr, FrustratedSelfAttention(attn, _index(name) if layer_idx is None else layer_idx))
     _drop_sliding_window(config)
