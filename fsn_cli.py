@@ -43,3 +43,7 @@ def compare() -> int:
 
 def sweep() -> int:
     return run("fsn_model.sweep", "fsn-sweep")
+
+
+def export() -> int:
+    return run("fsn_model.export", "fsn-export")

@@ -18,7 +18,8 @@ setup(
     # does: an unpinned torch pulls a multi-GB CUDA build. Triton < 3.9's interpreter
     # (TRITON_INTERPRET=1, CPU tests) needs numpy < 2.3.
     install_requires=["torch>=2.11", "triton>=3.6", "numpy", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"]},
+    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"],
+                    "hf": ["transformers>=5.0", "safetensors"]},
     entry_points={
         "console_scripts": [
             "fsn-train=fsn_cli:train",
@@ -27,6 +28,7 @@ setup(
             "fsn-copy-depth=fsn_cli:copy_depth",
             "fsn-compare=fsn_cli:compare",
             "fsn-sweep=fsn_cli:sweep",
+            "fsn-export=fsn_cli:export",
         ]
     },
 )
