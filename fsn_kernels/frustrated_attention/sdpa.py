@@ -23,7 +23,8 @@ and, since ``|z| = 1``,
 
     dtheta = sum_n Im(exp(-i n theta_t) O_n) = sum_n Im(conj(z_n) o_n) + A[t,t] sum_n Im K_n.
 
-Widths: values ``W = 2 NH D`` channels (re/im interleaved per harmonic and oscillator),
+Widths: values ``W = 2 NH D`` channels (per harmonic a row of D real parts, then a row of
+D imaginary parts: the per-token work is real products of contiguous rows, no complex tensors),
 the diagonal channel ``W`` and one zero channel (an even width keeps complex views of
 every row); queries and keys ``[cos phi, sin phi]`` (and the diagonal channel) padded to
 the same width ``W + 2``, which the flash kernels want.
@@ -65,14 +66,6 @@ def harmonics(theta: Tensor, n_harmonics: int) -> Tuple[Tensor, Tensor]:
     n = torch.arange(1, n_harmonics + 1, device=theta.device, dtype=theta.dtype)
     angle = theta.unsqueeze(-2) * n[:, None]
     return torch.cos(angle), torch.sin(angle)
-
-
-def _harmonics_complex(theta: Tensor, n_harmonics: int) -> Tensor:
-    """``exp(i n theta)``, n = 1..NH: (..., D) real -> (..., NH, D) complex (one cos and
-    one sin per element, written into one buffer)."""
-    n = torch.arange(1, n_harmonics + 1, device=theta.device, dtype=theta.dtype)
-    angle = theta.unsqueeze(-2) * n[:, None]
-    return torch.complex(torch.cos(angle), torch.sin(angle))
 
 
 # ----------------------------------------------------------------------------- SDPA
@@ -121,36 +114,73 @@ def _causal_lse(q: Tensor, k: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------- features
-def _features(theta, gate, K, L, omega, scale, pos, starts):
-    """Queries, shifted keys and folded values, (B, T, H, W + 2) each, and the per-token
-    pieces the backward reuses. theta, gate (B, T, H, D); K, L complex (H, NH, D);
-    ``starts``: (T,) bool, the first token of each sequence (its slot is the diagonal)."""
-    B, T, H, D = theta.shape
-    NH = K.shape[1]
-    W = 2 * NH * D
-    z = _harmonics_complex(theta, NH)  # (B, T, H, NH, D)
+def _harmonic_rows(theta: Tensor, n_harmonics: int) -> Tensor:
+    """``[cos n theta, sin n theta, cos n theta]`` for ``n = 1..NH``: (..., D) -> (..., NH, 3, D),
+    one buffer. Rows 0:2 are the pair ``(cos, sin)``, rows 1:3 the swapped pair ``(sin, cos)``:
+    both views, so a complex product is two real products of contiguous D-rows."""
+    n = torch.arange(1, n_harmonics + 1, device=theta.device, dtype=theta.dtype)
+    angle = theta.unsqueeze(-2) * n[:, None]
+    rows = theta.new_empty((*angle.shape[:-1], 3, angle.shape[-1]))
+    torch.cos(angle, out=rows[..., 0, :])
+    torch.sin(angle, out=rows[..., 1, :])
+    rows[..., 2, :] = rows[..., 0, :]
+    return rows
+
+
+def _query_rows(theta: Tensor, omega: Optional[Tensor], pos: Tensor, z: Tensor) -> Tensor:
+    """``[cos phi, sin phi, cos phi]`` (B, T, H, 3, D) of the rotary phase ``phi``: the first
+    harmonic's rows of ``z`` (a view) without omega."""
     if omega is None:
-        c, s = z.real[..., 0, :], z.imag[..., 0, :]
-    else:
-        phi = theta + omega * pos[:, None, None]
-        c, s = torch.cos(phi), torch.sin(phi)
+        return z[..., 0, :, :]
+    return _harmonic_rows(theta + omega * pos[:, None, None], 1)[..., 0, :, :]
+
+
+def _coefficients(coupling_real: Tensor):
+    """Real coefficient rows (H, NH, 2, D) of the couplings for the (NH, 2, D) value layout:
+    ``K z = Kr (c, s) + (-Ki, Ki) (s, c)`` and likewise L, and the (H, NH, D) parts Kr, Ki, Lr, Li."""
+    cr = coupling_real.permute(0, 2, 1, 3, 4)  # (H, NH, D, k/l, re/im)
+    kr, ki, lr, li = cr[..., 0, 0], cr[..., 0, 1], cr[..., 1, 0], cr[..., 1, 1]
+    return (torch.stack((kr, kr), -2), torch.stack((-ki, ki), -2), torch.stack((lr, lr), -2),
+            torch.stack((-li, li), -2), kr, ki, lr, li)
+
+
+def _features(theta, gate, coeffs, omega, scale, pos, start_rows):
+    """Queries, shifted keys and folded values, (B, T, H, W + 2) each, and the per-token
+    pieces the backward reuses. theta, gate (B, T, H, D); ``coeffs`` from :func:`_coefficients`;
+    ``start_rows``: (S,) long, the first token of each sequence (its slot is the diagonal).
+
+    Channel layout of values (and of the output): harmonic n, then re/im, then oscillator
+    d (``(NH, 2, D)``), then the diagonal channel W and one zero channel."""
+    B, T, H, D = theta.shape
+    krr, kii, lrr, lii = coeffs[:4]
+    NH = krr.shape[1]
+    W = 2 * NH * D
+    z = _harmonic_rows(theta, NH)  # (B, T, H, NH, 3, D)
+    qz = _query_rows(theta, omega, pos, z)  # (B, T, H, 3, D)
     gs = gate * scale
-    q = theta.new_zeros(B, T, H, W + 2)
-    q[..., :D] = gs * c
-    q[..., D:2 * D] = gs * s
-    q[..., W] = gs.sum(-1)
-    k = theta.new_zeros(B, T, H, W + 2)
-    v = theta.new_zeros(B, T, H, W + 2)
-    k[:, 1:, :, :D] = c[:, :-1]
-    k[:, 1:, :, D:2 * D] = s[:, :-1]
-    zp, zn = z[:, :-1], z[:, 1:]
-    folded = K.expand_as(zp) * zp + L.expand_as(zn) * zn  # slot j: K z_{j-1} + L z_j
-    v[:, 1:, :, :W] = torch.view_as_real(folded).flatten(-3)
-    k[:, starts] = 0.0
-    v[:, starts] = 0.0
-    k[:, starts, :, W] = 1.0
-    v[:, starts, :, W] = 1.0
-    return q, k, v, z, c, s, gs
+    q = theta.new_empty((B, T, H, W + 2))
+    torch.mul(qz[..., 0:2, :], gs[..., None, :], out=q[..., :2 * D].unflatten(-1, (2, D)))
+    q[..., 2 * D:].zero_()
+    torch.sum(gs, -1, out=q[..., W])
+    k = theta.new_empty((B, T, H, W + 2))
+    k[:, 1:, :, :2 * D].unflatten(-1, (2, D)).copy_(qz[:, :-1, :, 0:2, :])
+    k[:, 0, :, :2 * D].zero_()
+    k[..., 2 * D:].zero_()
+    v = theta.new_empty((B, T, H, W + 2))
+    if T > 1:
+        body = v[:, 1:, :, :W].unflatten(-1, (NH, 2, D))
+        zp, zn = z[:, :-1], z[:, 1:]
+        torch.mul(zp[..., 0:2, :], krr, out=body)  # slot j: K z_{j-1} + L z_j
+        body.addcmul_(zp[..., 1:3, :], kii)
+        body.addcmul_(zn[..., 0:2, :], lrr)
+        body.addcmul_(zn[..., 1:3, :], lii)
+    v[:, 0, :, :W].zero_()
+    v[..., W:].zero_()
+    k.index_fill_(1, start_rows, 0.0)
+    v.index_fill_(1, start_rows, 0.0)
+    k[:, start_rows, :, W] = 1.0
+    v[:, start_rows, :, W] = 1.0
+    return q, k, v, z, qz, gs
 
 
 def _spans(T: int, cu_seqlens: Optional[Tensor]):
@@ -161,11 +191,13 @@ def _spans(T: int, cu_seqlens: Optional[Tensor]):
 
 
 def _setup(theta, coupling_real, cu_seqlens):
-    """(K, L) complex (H, NH, D), positions (T,), sequence starts (T,) bool, spans."""
+    """Coupling coefficients (:func:`_coefficients`), positions (T,), the sequence starts
+    (S,) long, spans."""
     T = theta.shape[1]
-    cpl = torch.view_as_complex(coupling_real).permute(0, 2, 1, 3)  # (H, NH, D, 2)
     pos = positions(T, cu_seqlens, theta.device, theta.dtype)
-    return cpl[..., 0], cpl[..., 1], pos, pos == 0, _spans(T, cu_seqlens)
+    start_rows = (pos == 0).nonzero().flatten() if cu_seqlens is not None else \
+        torch.zeros(1, dtype=torch.long, device=theta.device)
+    return _coefficients(coupling_real), pos, start_rows, _spans(T, cu_seqlens)
 
 
 def _views(x: Tensor, a: int, b: int) -> Tensor:
@@ -173,26 +205,39 @@ def _views(x: Tensor, a: int, b: int) -> Tensor:
     return x[:, a:b].transpose(1, 2)
 
 
+def _pair_dot_swapped(z: Tensor, x: Tensor) -> Tensor:
+    """``Im(conj(z) x) = c x_im - s x_re`` of z rows (..., 3, D) and pairs x (..., 2, D): (..., D)."""
+    prod = z[..., 1:3, :] * x  # (s x_re, c x_im)
+    return prod[..., 1, :] - prod[..., 0, :]
+
+
 @torch.library.custom_op("fsn::sdpa_attention_fwd", mutates_args=())
 def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
             cu_seqlens: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     """(dtheta (B, T, H, D), lse (B, H, T), o (B, T, H, W + 2))."""
     B, T, H, D = theta.shape
-    K, L, pos, starts, spans = _setup(theta, coupling_real, cu_seqlens)
-    NH = K.shape[1]
+    coeffs, pos, start_rows, spans = _setup(theta, coupling_real, cu_seqlens)
+    NH = coeffs[0].shape[1]
     W = 2 * NH * D
-    q, k, v, z, c, s, gs = _features(theta, gate, K, L, omega, scale, pos, starts)
-    o = torch.empty_like(q)
-    lse = theta.new_empty((B, H, T))
-    for a, b in spans:
-        qs, ks, vs = _views(q, a, b), _views(k, a, b), _views(v, a, b)
-        o_s, lse_s = _attention_forward(qs, ks, vs)
-        if lse_s is None:  # the backward needs it too
-            lse_s = _causal_lse(qs, ks)
-        o[:, a:b] = o_s.transpose(1, 2)
-        lse[:, :, a:b] = lse_s
-    o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))  # (B, T, H, NH, D)
-    dtheta = (torch.conj_physical(z) * o_c).imag.sum(-2) + o[..., W:W + 1] * K.imag.sum(1)
+    q, k, v, z, _, _ = _features(theta, gate, coeffs, omega, scale, pos, start_rows)
+    if len(spans) == 1 and spans[0] == (0, T):
+        o_s, lse = _attention_forward(_views(q, 0, T), _views(k, 0, T), _views(v, 0, T))
+        if lse is None:  # the backward needs it too
+            lse = _causal_lse(_views(q, 0, T), _views(k, 0, T))
+        o, lse = o_s.transpose(1, 2).contiguous(), lse.contiguous()
+    else:
+        o = torch.zeros_like(q)
+        lse = theta.new_zeros((B, H, T))
+        for a, b in spans:
+            qs, ks, vs = _views(q, a, b), _views(k, a, b), _views(v, a, b)
+            o_s, lse_s = _attention_forward(qs, ks, vs)
+            if lse_s is None:
+                lse_s = _causal_lse(qs, ks)
+            o[:, a:b] = o_s.transpose(1, 2)
+            lse[:, :, a:b] = lse_s
+    o_pairs = o[..., :W].unflatten(-1, (NH, 2, D))
+    dtheta = _pair_dot_swapped(z, o_pairs).sum(-2)
+    dtheta.addcmul_(o[..., W:W + 1], coeffs[5].sum(1))
     return dtheta, lse, o
 
 
@@ -206,45 +251,59 @@ def _(theta, gate, coupling_real, omega, scale, cu_seqlens):
 @torch.library.custom_op("fsn::sdpa_attention_bwd", mutates_args=())
 def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
             cu_seqlens: Optional[Tensor], o: Tensor, lse: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """(d theta, d gate, d coupling_real); the features are recomputed (one pass per token)."""
+    """(d theta, d gate, d coupling_real); the features are recomputed (one pass per token).
+
+    Real arithmetic on (c, s) pairs: with ``Y = conj(z_t) dv`` (P + iQ) for the value slot
+    of token t under K (slot t + 1) and under L (slot t), ``d K = sum Y``, ``d L = sum Y`` and
+    ``Im(conj z_t dz_t) = -G Re(conj z o) + Kr Q - Ki P + Lr Q - Li P``."""
     B, T, H, D = theta.shape
-    K, L, pos, starts, spans = _setup(theta, coupling_real, cu_seqlens)
-    NH = K.shape[1]
+    coeffs, pos, start_rows, spans = _setup(theta, coupling_real, cu_seqlens)
+    kr, ki, lr, li = coeffs[4:]
+    NH = kr.shape[1]
     W = 2 * NH * D
-    q, k, v, z, c, s, gs = _features(theta, gate, K, L, omega, scale, pos, starts)
-    o_c = torch.view_as_complex(o[..., :W].unflatten(-1, (NH, D, 2)))
-    g = grad[..., None, :]  # (B, T, H, 1, D)
-    # demodulation: d o = i G z; d A[t,t] = sum_{n,d} G Im K_n; d z (real pair) = -i G o
-    d_o = torch.zeros_like(o)
-    d_o[..., :W] = torch.view_as_real(z * (g * 1j)).flatten(-3)
-    d_o[..., W] = (grad * K.imag.sum(1)).sum(-1)
-    dq, dk, dv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros_like(o)
-    for a, b in spans:
-        grads = _attention_backward(_views(q, a, b), _views(k, a, b), _views(v, a, b), _views(o, a, b),
-                                    lse[:, :, a:b].contiguous(), _views(d_o, a, b))
-        for dst, src in zip((dq, dk, dv), grads):
-            dst[:, a:b] = src.transpose(1, 2)
-    dk[:, starts] = 0.0  # the diagonal slots are constants
-    dv[:, starts] = 0.0
-    # values: slot j = K z_{j-1} + L z_j
-    d_val = torch.view_as_complex(dv[:, 1:, :, :W].unflatten(-1, (NH, D, 2)))
-    dz = -1j * g * o_c
-    dz[:, :-1] += torch.conj_physical(K).expand_as(d_val) * d_val
-    dz[:, 1:] += torch.conj_physical(L).expand_as(d_val) * d_val
-    d_k = (torch.conj_physical(z[:, :-1]) * d_val).sum((0, 1))
-    d_l = (torch.conj_physical(z[:, 1:]) * d_val).sum((0, 1))
+    q, k, v, z, qz, gs = _features(theta, gate, coeffs, omega, scale, pos, start_rows)
+    o_pairs = o[..., :W].unflatten(-1, (NH, 2, D))
+    # demodulation: d o = i G z = (-G s, G c); d A[t,t] = sum_{n,d} G Im K_n
+    d_o = theta.new_empty((B, T, H, W + 2))
+    g_pm = torch.stack((-grad, grad), -2)[..., None, :, :]  # (B, T, H, 1, 2, D)
+    torch.mul(z[..., 1:3, :], g_pm, out=d_o[..., :W].unflatten(-1, (NH, 2, D)))
+    torch.sum(grad * ki.sum(1), -1, out=d_o[..., W])
+    d_o[..., W + 1].zero_()
+    if len(spans) == 1 and spans[0] == (0, T):
+        grads = _attention_backward(_views(q, 0, T), _views(k, 0, T), _views(v, 0, T), _views(o, 0, T),
+                                    lse, _views(d_o, 0, T))
+        dq, dk, dv = (x.transpose(1, 2) for x in grads)
+    else:
+        dq, dk, dv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros_like(o)
+        for a, b in spans:
+            grads = _attention_backward(_views(q, a, b), _views(k, a, b), _views(v, a, b), _views(o, a, b),
+                                        lse[:, :, a:b].contiguous(), _views(d_o, a, b))
+            for dst, src in zip((dq, dk, dv), grads):
+                dst[:, a:b] = src.transpose(1, 2)
+        dk.index_fill_(1, start_rows, 0.0)  # the diagonal slots are constants
+        dv.index_fill_(1, start_rows, 0.0)
+    # values: slot j = K z_{j-1} + L z_j; Y = conj(z) dv = c (dvr, dvi) + s (dvi, -dvr)
+    x = (z[..., 0:2, :] * o_pairs).sum(-2).mul_(-grad[..., None, :])  # -G Re(conj z o): (B, T, H, NH, D)
+    d_kl = theta.new_zeros((2, H, NH, 2, D))
+    if T > 1:
+        dvb = dv[:, 1:, :, :W].unflatten(-1, (NH, 2, D))
+        dv_j = torch.stack((dvb[..., 1, :], -dvb[..., 0, :]), -2)
+        for rows, tokens, (cr, ci), out in ((slice(None, -1), z[:, :-1], (kr, ki), d_kl[0]),
+                                            (slice(1, None), z[:, 1:], (lr, li), d_kl[1])):
+            y = tokens[..., 0:1, :] * dvb
+            y.addcmul_(tokens[..., 1:2, :], dv_j)  # (P, Q)
+            torch.sum(y, (0, 1), out=out)
+            x[:, rows].addcmul_(y[..., 1, :], cr).addcmul_(y[..., 0, :], ci, value=-1.0)
     a_g = (o[..., W:W + 1] * grad).sum((0, 1))  # (H, D): d Im K_n of the diagonal term, every n
-    d_k = d_k + 1j * a_g[:, None, :]
+    d_kl[0, :, :, 1] += a_g[:, None, :]
     # queries and keys: q = gs [cos, sin, 1], k slot j = [cos, sin] of token j - 1
-    dq_c, dq_s = dq[..., :D], dq[..., D:2 * D]
-    d_gate = (dq_c * c + dq_s * s + dq[..., W:W + 1]) * scale
-    d_c = dq_c * gs
-    d_s = dq_s * gs
-    d_c[:, :-1] += dk[:, 1:, :, :D]
-    d_s[:, :-1] += dk[:, 1:, :, D:2 * D]
-    n = torch.arange(1, NH + 1, device=z.device, dtype=c.dtype)[:, None]
-    d_theta = c * d_s - s * d_c + ((torch.conj_physical(z) * dz).imag * n).sum(-2)
-    d_coupling = torch.view_as_real(torch.stack([d_k, d_l], -1).permute(0, 2, 1, 3))  # (H, D, NH, 2, 2)
+    dq2 = dq[..., :2 * D].unflatten(-1, (2, D))
+    d_gate = (dq2 * qz[..., 0:2, :]).sum(-2).add_(dq[..., W:W + 1]).mul_(scale)
+    d_qk = dq2 * gs[..., None, :]
+    d_qk[:, :-1] += dk[:, 1:, :, :2 * D].unflatten(-1, (2, D))
+    n = torch.arange(1, NH + 1, device=theta.device, dtype=theta.dtype)[:, None]
+    d_theta = _pair_dot_swapped(qz, d_qk).add_((x * n).sum(-2))
+    d_coupling = d_kl.permute(1, 4, 2, 0, 3)  # (H, D, NH, k/l, re/im)
     return d_theta, d_gate, d_coupling.contiguous()
 
 
