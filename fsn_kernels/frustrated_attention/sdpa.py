@@ -23,8 +23,8 @@ and, since ``|z| = 1``,
 
     dtheta = sum_n Im(exp(-i n theta_t) O_n) = sum_n Im(conj(z_n) o_n) + A[t,t] sum_n Im K_n.
 
-Widths: values ``W = 2 NH D`` channels (per harmonic a row of D real parts, then a row of
-D imaginary parts: the per-token work is real products of contiguous rows, no complex tensors),
+Widths: values ``W = 2 NH D`` channels (the NH D real parts, then the NH D imaginary parts:
+the per-token work is real products of contiguous rows, no complex tensors),
 the diagonal channel ``W`` and one zero channel (an even width keeps complex views of
 every row); queries and keys ``[cos phi, sin phi]`` (and the diagonal channel) padded to
 the same width ``W + 2``, which the flash kernels want.
@@ -115,15 +115,15 @@ def _causal_lse(q: Tensor, k: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------- features
 def _harmonic_rows(theta: Tensor, n_harmonics: int) -> Tensor:
-    """``[cos n theta, sin n theta, cos n theta]`` for ``n = 1..NH``: (..., D) -> (..., NH, 3, D),
+    """``[cos n theta, sin n theta, cos n theta]`` for ``n = 1..NH``: (..., D) -> (..., 3, NH, D),
     one buffer. Rows 0:2 are the pair ``(cos, sin)``, rows 1:3 the swapped pair ``(sin, cos)``:
-    both views, so a complex product is two real products of contiguous D-rows."""
+    both views, so a complex product is two real products of contiguous (NH, D) blocks."""
     n = torch.arange(1, n_harmonics + 1, device=theta.device, dtype=theta.dtype)
     angle = theta.unsqueeze(-2) * n[:, None]
-    rows = theta.new_empty((*angle.shape[:-1], 3, angle.shape[-1]))
-    torch.cos(angle, out=rows[..., 0, :])
-    torch.sin(angle, out=rows[..., 1, :])
-    rows[..., 2, :] = rows[..., 0, :]
+    rows = theta.new_empty((*angle.shape[:-2], 3, *angle.shape[-2:]))
+    torch.cos(angle, out=rows[..., 0, :, :])
+    torch.sin(angle, out=rows[..., 1, :, :])
+    rows[..., 2, :, :] = rows[..., 0, :, :]
     return rows
 
 
@@ -131,17 +131,17 @@ def _query_rows(theta: Tensor, omega: Optional[Tensor], pos: Tensor, z: Tensor) 
     """``[cos phi, sin phi, cos phi]`` (B, T, H, 3, D) of the rotary phase ``phi``: the first
     harmonic's rows of ``z`` (a view) without omega."""
     if omega is None:
-        return z[..., 0, :, :]
-    return _harmonic_rows(theta + omega * pos[:, None, None], 1)[..., 0, :, :]
+        return z[..., 0, :]
+    return _harmonic_rows(theta + omega * pos[:, None, None], 1)[..., 0, :]
 
 
 def _coefficients(coupling_real: Tensor):
-    """Real coefficient rows (H, NH, 2, D) of the couplings for the (NH, 2, D) value layout:
+    """Real coefficient rows (H, 2, NH, D) of the couplings for the (2, NH, D) value layout:
     ``K z = Kr (c, s) + (-Ki, Ki) (s, c)`` and likewise L, and the (H, NH, D) parts Kr, Ki, Lr, Li."""
     cr = coupling_real.permute(0, 2, 1, 3, 4)  # (H, NH, D, k/l, re/im)
     kr, ki, lr, li = cr[..., 0, 0], cr[..., 0, 1], cr[..., 1, 0], cr[..., 1, 1]
-    return (torch.stack((kr, kr), -2), torch.stack((-ki, ki), -2), torch.stack((lr, lr), -2),
-            torch.stack((-li, li), -2), kr, ki, lr, li)
+    return (torch.stack((kr, kr), -3), torch.stack((-ki, ki), -3), torch.stack((lr, lr), -3),
+            torch.stack((-li, li), -3), kr, ki, lr, li)
 
 
 def _features(theta, gate, coeffs, omega, scale, pos, start_rows):
@@ -149,13 +149,13 @@ def _features(theta, gate, coeffs, omega, scale, pos, start_rows):
     pieces the backward reuses. theta, gate (B, T, H, D); ``coeffs`` from :func:`_coefficients`;
     ``start_rows``: (S,) long, the first token of each sequence (its slot is the diagonal).
 
-    Channel layout of values (and of the output): harmonic n, then re/im, then oscillator
-    d (``(NH, 2, D)``), then the diagonal channel W and one zero channel."""
+    Channel layout of values (and of the output): re/im, then harmonic n, then oscillator
+    d (``(2, NH, D)``), then the diagonal channel W and one zero channel."""
     B, T, H, D = theta.shape
     krr, kii, lrr, lii = coeffs[:4]
-    NH = krr.shape[1]
+    NH = krr.shape[2]
     W = 2 * NH * D
-    z = _harmonic_rows(theta, NH)  # (B, T, H, NH, 3, D)
+    z = _harmonic_rows(theta, NH)  # (B, T, H, 3, NH, D)
     qz = _query_rows(theta, omega, pos, z)  # (B, T, H, 3, D)
     gs = gate * scale
     q = theta.new_empty((B, T, H, W + 2))
@@ -168,12 +168,12 @@ def _features(theta, gate, coeffs, omega, scale, pos, start_rows):
     k[..., 2 * D:].zero_()
     v = theta.new_empty((B, T, H, W + 2))
     if T > 1:
-        body = v[:, 1:, :, :W].unflatten(-1, (NH, 2, D))
+        body = v[:, 1:, :, :W].unflatten(-1, (2, NH, D))
         zp, zn = z[:, :-1], z[:, 1:]
-        torch.mul(zp[..., 0:2, :], krr, out=body)  # slot j: K z_{j-1} + L z_j
-        body.addcmul_(zp[..., 1:3, :], kii)
-        body.addcmul_(zn[..., 0:2, :], lrr)
-        body.addcmul_(zn[..., 1:3, :], lii)
+        torch.mul(zp[..., 0:2, :, :], krr, out=body)  # slot j: K z_{j-1} + L z_j
+        body.addcmul_(zp[..., 1:3, :, :], kii)
+        body.addcmul_(zn[..., 0:2, :, :], lrr)
+        body.addcmul_(zn[..., 1:3, :, :], lii)
     v[:, 0, :, :W].zero_()
     v[..., W:].zero_()
     k.index_fill_(1, start_rows, 0.0)
@@ -205,10 +205,11 @@ def _views(x: Tensor, a: int, b: int) -> Tensor:
     return x[:, a:b].transpose(1, 2)
 
 
-def _pair_dot_swapped(z: Tensor, x: Tensor) -> Tensor:
-    """``Im(conj(z) x) = c x_im - s x_re`` of z rows (..., 3, D) and pairs x (..., 2, D): (..., D)."""
-    prod = z[..., 1:3, :] * x  # (s x_re, c x_im)
-    return prod[..., 1, :] - prod[..., 0, :]
+def _pair_dot_swapped(z: Tensor, x: Tensor, dim: int) -> Tensor:
+    """``Im(conj(z) x) = c x_im - s x_re`` of z rows (3 along ``dim``) and pairs x (2 along
+    ``dim``); ``dim`` is reduced."""
+    prod = z.narrow(dim, 1, 2) * x  # (s x_re, c x_im)
+    return prod.select(dim, 1) - prod.select(dim, 0)
 
 
 @torch.library.custom_op("fsn::sdpa_attention_fwd", mutates_args=())
@@ -217,7 +218,7 @@ def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[
     """(dtheta (B, T, H, D), lse (B, H, T), o (B, T, H, W + 2))."""
     B, T, H, D = theta.shape
     coeffs, pos, start_rows, spans = _setup(theta, coupling_real, cu_seqlens)
-    NH = coeffs[0].shape[1]
+    NH = coeffs[0].shape[2]
     W = 2 * NH * D
     q, k, v, z, _, _ = _features(theta, gate, coeffs, omega, scale, pos, start_rows)
     if len(spans) == 1 and spans[0] == (0, T):
@@ -235,8 +236,8 @@ def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[
                 lse_s = _causal_lse(qs, ks)
             o[:, a:b] = o_s.transpose(1, 2)
             lse[:, :, a:b] = lse_s
-    o_pairs = o[..., :W].unflatten(-1, (NH, 2, D))
-    dtheta = _pair_dot_swapped(z, o_pairs).sum(-2)
+    o_pairs = o[..., :W].unflatten(-1, (2, NH, D))
+    dtheta = _pair_dot_swapped(z, o_pairs, -3).sum(-2)
     dtheta.addcmul_(o[..., W:W + 1], coeffs[5].sum(1))
     return dtheta, lse, o
 
@@ -262,11 +263,11 @@ def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, om
     NH = kr.shape[1]
     W = 2 * NH * D
     q, k, v, z, qz, gs = _features(theta, gate, coeffs, omega, scale, pos, start_rows)
-    o_pairs = o[..., :W].unflatten(-1, (NH, 2, D))
+    o_pairs = o[..., :W].unflatten(-1, (2, NH, D))
     # demodulation: d o = i G z = (-G s, G c); d A[t,t] = sum_{n,d} G Im K_n
     d_o = theta.new_empty((B, T, H, W + 2))
-    g_pm = torch.stack((-grad, grad), -2)[..., None, :, :]  # (B, T, H, 1, 2, D)
-    torch.mul(z[..., 1:3, :], g_pm, out=d_o[..., :W].unflatten(-1, (NH, 2, D)))
+    g_pm = torch.stack((-grad, grad), -2).unsqueeze(-2)  # (B, T, H, 2, 1, D)
+    torch.mul(z[..., 1:3, :, :], g_pm, out=d_o[..., :W].unflatten(-1, (2, NH, D)))
     torch.sum(grad * ki.sum(1), -1, out=d_o[..., W])
     d_o[..., W + 1].zero_()
     if len(spans) == 1 and spans[0] == (0, T):
@@ -283,27 +284,27 @@ def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, om
         dk.index_fill_(1, start_rows, 0.0)  # the diagonal slots are constants
         dv.index_fill_(1, start_rows, 0.0)
     # values: slot j = K z_{j-1} + L z_j; Y = conj(z) dv = c (dvr, dvi) + s (dvi, -dvr)
-    x = (z[..., 0:2, :] * o_pairs).sum(-2).mul_(-grad[..., None, :])  # -G Re(conj z o): (B, T, H, NH, D)
-    d_kl = theta.new_zeros((2, H, NH, 2, D))
+    x = (z[..., 0:2, :, :] * o_pairs).sum(-3).mul_(-grad[..., None, :])  # -G Re(conj z o): (B, T, H, NH, D)
+    d_kl = theta.new_zeros((2, H, 2, NH, D))
     if T > 1:
-        dvb = dv[:, 1:, :, :W].unflatten(-1, (NH, 2, D))
-        dv_j = torch.stack((dvb[..., 1, :], -dvb[..., 0, :]), -2)
+        dvb = dv[:, 1:, :, :W].unflatten(-1, (2, NH, D))
+        dv_j = torch.stack((dvb[..., 1, :, :], -dvb[..., 0, :, :]), -3)
         for rows, tokens, (cr, ci), out in ((slice(None, -1), z[:, :-1], (kr, ki), d_kl[0]),
                                             (slice(1, None), z[:, 1:], (lr, li), d_kl[1])):
-            y = tokens[..., 0:1, :] * dvb
-            y.addcmul_(tokens[..., 1:2, :], dv_j)  # (P, Q)
+            y = tokens[..., 0:1, :, :] * dvb
+            y.addcmul_(tokens[..., 1:2, :, :], dv_j)  # (P, Q)
             torch.sum(y, (0, 1), out=out)
-            x[:, rows].addcmul_(y[..., 1, :], cr).addcmul_(y[..., 0, :], ci, value=-1.0)
+            x[:, rows].addcmul_(y[..., 1, :, :], cr).addcmul_(y[..., 0, :, :], ci, value=-1.0)
     a_g = (o[..., W:W + 1] * grad).sum((0, 1))  # (H, D): d Im K_n of the diagonal term, every n
-    d_kl[0, :, :, 1] += a_g[:, None, :]
+    d_kl[0, :, 1] += a_g[:, None, :]
     # queries and keys: q = gs [cos, sin, 1], k slot j = [cos, sin] of token j - 1
     dq2 = dq[..., :2 * D].unflatten(-1, (2, D))
     d_gate = (dq2 * qz[..., 0:2, :]).sum(-2).add_(dq[..., W:W + 1]).mul_(scale)
     d_qk = dq2 * gs[..., None, :]
     d_qk[:, :-1] += dk[:, 1:, :, :2 * D].unflatten(-1, (2, D))
     n = torch.arange(1, NH + 1, device=theta.device, dtype=theta.dtype)[:, None]
-    d_theta = _pair_dot_swapped(qz, d_qk).add_((x * n).sum(-2))
-    d_coupling = d_kl.permute(1, 4, 2, 0, 3)  # (H, D, NH, k/l, re/im)
+    d_theta = _pair_dot_swapped(qz, d_qk, -2).add_((x * n).sum(-2))
+    d_coupling = d_kl.permute(1, 4, 3, 0, 2)  # (H, D, NH, k/l, re/im)
     return d_theta, d_gate, d_coupling.contiguous()
 
 
