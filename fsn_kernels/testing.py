@@ -1,13 +1,14 @@
 """Testing helpers shared by the tests and the benchmarks: one input factory, one
 "output and gradients" helper (for the op, the float64 reference, or any function with
-the op's signature), error measures, an assertion that says how many elements mismatch
-and where, and a NaN-poisoning allocator. Needs only torch."""
+the op's signature), the tolerance table, error measures, an assertion that says how many
+elements mismatch and where, a NaN-poisoning allocator and the GPU parity check. Needs
+only torch."""
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -15,6 +16,42 @@ CUDA = torch.cuda.is_available()
 TRITON_AVAILABLE = CUDA or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 TRITON_SKIP_REASON = "the Triton kernels need a CUDA device, or TRITON_INTERPRET=1 set before triton is imported"
 DEVICE = "cuda" if CUDA else "cpu"
+
+
+class Tolerance(NamedTuple):
+    """``atol``, ``rtol`` of one comparison (``assert_close(a, b, *TOLERANCES[name], ...)``)."""
+
+    atol: float
+    rtol: float
+
+
+# Every tolerance of the kernel tests against the float64 reference, in one place.
+TOLERANCES = {
+    # fp32 operands: trig, softmax and accumulation are fp32 and the matmuls use IEEE fp32
+    # products, so errors are a few fp32 ulps of the O(1) outputs.
+    "forward": Tolerance(2e-5, 1e-4),
+    "decode": Tolerance(2e-5, 1e-4),
+    # gradients sum longer chains of fp32 products (scaled by max(1, max |grad|))
+    "backward": Tolerance(5e-5, 2e-4),
+    "backward-small-tiles": Tolerance(2e-4, 2e-4),  # 16-row tiles: more partial sums
+    # fp16 operands (features rounded to 11 bits, p rounded before p @ v): ~1e-3 relative
+    "forward-fp16": Tolerance(5e-3, 5e-3),
+    "backward-fp16": Tolerance(2e-2, 2e-2),  # P and dS also rounded to fp16 before their matmuls
+    # fp16 / bf16 phases in the cache and inputs, upcast and computed in fp32
+    "decode-fp16": Tolerance(2e-3, 1e-2),
+    "decode-bf16": Tolerance(2e-2, 1e-2),
+    # the same decode step over different split counts: rounding of the merge only
+    "decode-splits": Tolerance(1e-6, 1e-6),
+    # |theta| up to 1e3: fp32 phases carry an absolute rounding of |theta| * 2**-24
+    # (~6e-5 at 1e3), which trig turns into an absolute error of the same size per term;
+    # atol scales with (1 + max |want|)
+    "large-phases": Tolerance(2e-3, 0.0),
+    # the op against the closed forms of its special cases (Kuramoto, Sakaguchi, Daido)
+    "closed-forms": Tolerance(3e-5, 1e-4),
+    # the op against itself on transformed inputs (a common phase shift, theta + 2 pi k):
+    # both sides round their fp32 phases
+    "invariance": Tolerance(2e-4, 1e-4),
+}
 
 
 def make_inputs(B, T, H, D, NH, *, omega="random", dtype=torch.float32, device=DEVICE, seed=0,
@@ -107,7 +144,7 @@ def assert_close(actual, expected, atol, rtol, name="tensor"):
         )
 
 
-def assert_grads_close(got, want, atol, rtol, names=("dtheta", "grad theta", "grad gate", "grad coupling")):
+def assert_grads_close(got, want, atol, rtol, names=("out", "dtheta", "dgate", "dcoupling")):
     """Compare :func:`output_and_grads` lists; each tolerance scales with max(1, max |want|)."""
     for name, a, b in zip(names, got, want):
         scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
@@ -146,3 +183,48 @@ def backend_params():
     import pytest
 
     return ["torch", pytest.param("triton", marks=needs_triton())]
+
+
+# ------------------------------------------------------------------------- GPU parity
+PARITY_SHAPES = ["2,1000,4,32,2", "1,2048,16,32,2", "3,63,2,64,2", "2,511,8,32,4", "2,777,4,60,1"]
+PARITY_FLOOR = {torch.float32: 1e-5, torch.bfloat16: 1e-3}
+PARITY_RULE = "fused_err <= 2 * baseline_err + floor; err = max|x - ref64| / max(1, max|ref64|)"
+
+
+def lowp_reference(theta, gate, coupling, omega, scale=None):
+    """The reference math with every tensor and matmul in theta's dtype (no upcast): what a
+    user gets from plain PyTorch in bf16."""
+    from fsn_kernels import naive_frustrated_attention
+
+    return naive_frustrated_attention(theta, gate, coupling, omega, scale, compute_dtype=theta.dtype)[0]
+
+
+def parity_check(shape, dtype, device):
+    """The fused op's output and every gradient against float64 by flash-attention's rule
+    (``PARITY_RULE``): the kernel's error is at most 2x the error of plain PyTorch in the
+    same precision (fp32: the fp32 reference) plus ``PARITY_FLOOR``. ``shape``: (B, T,
+    H, D, NH). Returns a record with one check per quantity and the verdict ``ok``."""
+    from fsn_kernels import frustrated_attention
+
+    B, T, H, D, NH = shape
+    theta, gate, coupling, omega = make_inputs(B, T, H, D, NH, omega="rope", device=device)
+    upstream = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
+
+    x_th, x_g = theta.to(dtype), gate.to(dtype)  # every side, float64 included, sees the same rounded inputs
+    ref = reference_output_and_grads(x_th, x_g, coupling, omega, upstream)
+    fused = output_and_grads(lambda *a: frustrated_attention(*a, backend="triton"), x_th, x_g, coupling, omega,
+                             upstream)
+    if dtype == torch.float32:
+        base = output_and_grads(lambda *a: frustrated_attention(*a, backend="torch"), x_th, x_g, coupling, omega,
+                                upstream)
+        base_name = "torch reference, fp32"
+    else:
+        base = output_and_grads(lowp_reference, x_th, x_g, coupling, omega, upstream.to(dtype))
+        base_name = f"plain PyTorch in {str(dtype).replace('torch.', '')}"
+    rows = []
+    for name, f, b, r in zip(("out", "dtheta", "dgate", "dcoupling"), fused, base, ref):
+        ef, eb = max_rel_err(f, r), max_rel_err(b, r)
+        bound = 2 * eb + PARITY_FLOOR[dtype]
+        rows.append(dict(quantity=name, fused_err=ef, baseline_err=eb, bound=bound, ok=bool(ef <= bound)))
+    return dict(shape=dict(B=B, T=T, H=H, D=D, NH=NH), dtype=str(dtype).replace("torch.", ""),
+                baseline=base_name, checks=rows, ok=all(r["ok"] for r in rows))
