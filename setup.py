@@ -7,6 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fsn_kernels", "fsn_kernels.*", "fsn_model", "fsn_model.*"]),
+    # fsn_cli: the console entry points, light to import (Ctrl-C during start-up is one line)
+    py_modules=["fsn_cli"],
     package_data={"fsn_kernels": ["**/*.md"], "fsn_model": ["**/*.md"]},
     python_requires=">=3.9",
     # torch is not pinned here: on a CPU-only machine install torch==2.13.0 (the CPU
@@ -15,12 +17,12 @@ setup(
     extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"]},
     entry_points={
         "console_scripts": [
-            "fsn-train=fsn_model.train:main",
-            "fsn-eval=fsn_model.evaluate:main",
-            "fsn-generate=fsn_model.generate:main",
-            "fsn-copy-depth=fsn_model.copy_depth:main",
-            "fsn-compare=fsn_model.compare:main",
-            "fsn-sweep=fsn_model.sweep:main",
+            "fsn-train=fsn_cli:train",
+            "fsn-eval=fsn_cli:evaluate",
+            "fsn-generate=fsn_cli:generate",
+            "fsn-copy-depth=fsn_cli:copy_depth",
+            "fsn-compare=fsn_cli:compare",
+            "fsn-sweep=fsn_cli:sweep",
         ]
     },
 )
