@@ -1,8 +1,7 @@
 """Testing helpers shared by the tests and the benchmarks: one input factory, one
 "output and gradients" helper (for the op, the float64 reference, or any function with
 the op's signature), the tolerance table, error measures, an assertion that says how many
-elements mismatch and where, a NaN-poisoning allocator and the GPU parity check. Needs
-only torch."""
+elements mismatch and where, a NaN-poisoning allocator and the GPU parity check."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +10,8 @@ import os
 from typing import Callable, NamedTuple
 
 import torch
+
+from .frustrated_attention import frustrated_attention, naive_frustrated_attention
 
 CUDA = torch.cuda.is_available()
 TRITON_AVAILABLE = CUDA or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -103,8 +104,6 @@ def output_and_grads(fn: Callable, theta, gate, coupling, omega, grad_out, scale
 
 def reference_output_and_grads(theta, gate, coupling, omega, grad_out, scale=None):
     """:func:`output_and_grads` of the plain-PyTorch reference in float64."""
-    from fsn_kernels import naive_frustrated_attention
-
     th, g, c, om, go = to_double(theta, gate, coupling, omega, grad_out)
     return output_and_grads(lambda *a: naive_frustrated_attention(*a)[0], th, g, c, om, go, scale)
 
@@ -194,8 +193,6 @@ PARITY_RULE = "fused_err <= 2 * baseline_err + floor; err = max|x - ref64| / max
 def lowp_reference(theta, gate, coupling, omega, scale=None):
     """The reference math with every tensor and matmul in theta's dtype (no upcast): what a
     user gets from plain PyTorch in bf16."""
-    from fsn_kernels import naive_frustrated_attention
-
     return naive_frustrated_attention(theta, gate, coupling, omega, scale, compute_dtype=theta.dtype)[0]
 
 
@@ -204,8 +201,6 @@ def parity_check(shape, dtype, device):
     (``PARITY_RULE``): the kernel's error is at most 2x the error of plain PyTorch in the
     same precision (fp32: the fp32 reference) plus ``PARITY_FLOOR``. ``shape``: (B, T,
     H, D, NH). Returns a record with one check per quantity and the verdict ``ok``."""
-    from fsn_kernels import frustrated_attention
-
     B, T, H, D, NH = shape
     theta, gate, coupling, omega = make_inputs(B, T, H, D, NH, omega="rope", device=device)
     upstream = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
