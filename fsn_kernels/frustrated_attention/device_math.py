@@ -8,10 +8,18 @@ import triton.language as tl
 from .constants import DOT_BF16, DOT_FP16
 
 TWO_OVER_PI: tl.constexpr = tl.constexpr(0.6366197723675814)
-# pi/2 in three fp32 parts (Cody-Waite): k * PIO2_HI is exact for |k| < 2**16.
+# pi/2 in three fp32 parts (Cody-Waite): HI and MID have 8 significant bits, so k * PIO2_HI
+# and k * PIO2_MID are exact for |k| < 2**16 (|x| < 1.03e5) with or without FMA contraction.
 PIO2_HI: tl.constexpr = tl.constexpr(1.5703125)
-PIO2_MID: tl.constexpr = tl.constexpr(4.837512969970703125e-4)
-PIO2_LO: tl.constexpr = tl.constexpr(7.549789954891882e-8)
+PIO2_MID: tl.constexpr = tl.constexpr(4.84466552734375e-4)
+PIO2_LO: tl.constexpr = tl.constexpr(-6.397578431460715e-7)
+# 1.5 * 2**23: x * 2/pi + SHIFTER rounds to the nearest integer k, whose low bits are then
+# the low bits of the sum's significand, for |x * 2/pi| < 2**22.
+SHIFTER: tl.constexpr = tl.constexpr(12582912.0)
+# sincos saturates its argument to [-TRIG_LIMIT, TRIG_LIMIT]: |x * 2/pi| < 2**22 there, and an
+# fp32 phase that large is already quantised to 0.5 rad.
+TRIG_LIMIT: tl.constexpr = tl.constexpr(6.5e6)
+SIGN_BIT: tl.constexpr = tl.constexpr(-2**31)  # 0x80000000 as an int32
 
 
 @triton.jit
@@ -29,19 +37,25 @@ def mm(a, b, acc, DOT: tl.constexpr):
 def sincos(x):
     """(sin x, cos x) of fp32 x by Cody-Waite reduction to r in [-pi/4, pi/4] and
     single-precision minimax polynomials: FMAs only, no libdevice call (whose Payne-Hanek
-    slow path costs code, registers and a local-memory array), identical in the
-    interpreter and on the GPU. Error vs float64: README, "Trigonometry"."""
-    k = tl.floor(x * TWO_OVER_PI + 0.5)
+    slow path costs code, registers and a local-memory array). Every finite x (and +-inf)
+    gives a point of the unit circle, within [-1, 1] and never NaN (x saturates at
+    +-TRIG_LIMIT); NaN gives NaN. Error vs float64 per decade of |x|: README, "Trigonometry"."""
+    x = tl.clamp(x, -TRIG_LIMIT, TRIG_LIMIT, propagate_nan=tl.PropagateNan.ALL)  # NaN stays NaN
+    t = x * TWO_OVER_PI + SHIFTER
+    k = t - SHIFTER  # the integer nearest x * 2/pi, exactly
     r = x - k * PIO2_HI
     r = r - k * PIO2_MID
     r = r - k * PIO2_LO
     z = r * r
     s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
     c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0
-    quadrant = k.to(tl.int32) & 3
-    sin_x = tl.where(quadrant == 0, s, tl.where(quadrant == 1, c, tl.where(quadrant == 2, -s, -c)))
-    cos_x = tl.where(quadrant == 0, c, tl.where(quadrant == 1, -s, tl.where(quadrant == 2, -c, s)))
-    return sin_x, cos_x
+    # Quadrant k mod 4 = the two low bits of t's significand, moved to bits 30 (swap sin and
+    # cos) and 31 (the sign of sin); cos is negative where bits 30 and 31 differ.
+    q = t.to(tl.int32, bitcast=True) << 30
+    swap = (q & 0x40000000) != 0
+    sin_x = tl.where(swap, c, s).to(tl.int32, bitcast=True) ^ (q & SIGN_BIT)
+    cos_x = tl.where(swap, s, c).to(tl.int32, bitcast=True) ^ ((q + 0x40000000) & SIGN_BIT)
+    return sin_x.to(tl.float32, bitcast=True), cos_x.to(tl.float32, bitcast=True)
 
 
 @triton.jit
