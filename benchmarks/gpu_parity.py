@@ -1,12 +1,14 @@
-"""GPU parity of the fused op: forward and every gradient, fp32 and bf16, against a
-float64 reference, with flash-attention's tolerance rule.
+"""GPU parity of the fused op: forward and every gradient, fp32, bf16, fp16 and fp32
+tensors under bf16 autocast, against a float64 reference, with flash-attention's
+tolerance rule.
 
 Rule: for each quantity (dtheta, d theta, d gate, d coupling), the fused kernel's error
 against the float64 reference must be at most ``2 x`` the error of the plain-PyTorch
-reference run in the same precision (bf16: every tensor and matmul in bf16; fp32: the
-fp32 reference) plus a small absolute floor. Errors are max |x - ref64| / max(1, max|ref64|).
+reference run in the same precision (bf16/fp16: every tensor and matmul in that dtype;
+fp32: the fp32 reference; fp32 under bf16 autocast: plain PyTorch in bf16) plus a small
+absolute floor. Errors are max |x - ref64| / max(1, max|ref64|).
 
-    python -m benchmarks.gpu_parity                   # GPU: fp32 + bf16, writes benchmarks/results/
+    python -m benchmarks.gpu_parity                   # GPU: every mode, writes benchmarks/results/
     python -m benchmarks.gpu_parity --device cpu --dtypes float32 --shapes 1,40,2,16,2 --out /tmp/x
                                                       # CPU smoke (Triton interpreter)
 
@@ -33,6 +35,7 @@ from fsn_kernels import testing  # noqa: E402
 
 DEFAULT_SHAPES = testing.PARITY_SHAPES
 FLOOR = testing.PARITY_FLOOR
+MODES = testing.PARITY_MODES
 lowp_reference = testing.lowp_reference
 check_shape = testing.parity_check
 
@@ -40,7 +43,7 @@ check_shape = testing.parity_check
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--dtypes", default=",".join(MODES), help=f"any of {', '.join(MODES)}")
     p.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="B,T,H,D,NH each")
     p.add_argument("--out", default=None, help="output folder (default: see module docs)")
     args = p.parse_args(argv)
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
     for spec in args.shapes:
         shape = tuple(int(x) for x in spec.split(","))
         for dname in args.dtypes.split(","):
-            r = check_shape(shape, getattr(torch, dname), args.device)
+            r = check_shape(shape, dname, args.device)
             results.append(r)
             for c in r["checks"]:
                 print(f"{'ok  ' if c['ok'] else 'FAIL'} {spec:>16} {r['dtype']:>8} {c['quantity']:>9}: "
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = dict(lib.environment(), kind="parity",
                rule=testing.PARITY_RULE,
-               floor={str(k).replace("torch.", ""): v for k, v in FLOOR.items()}, results=results,
+               floor=dict(FLOOR), results=results,
                ok=all(r["ok"] for r in results))
     path = out_dir / f"parity-{lib.device_slug()}-{_dt.date.today().isoformat()}.json"
     path.write_text(json.dumps(doc, indent=1))

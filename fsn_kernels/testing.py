@@ -186,7 +186,8 @@ def backend_params():
 
 # ------------------------------------------------------------------------- GPU parity
 PARITY_SHAPES = ["2,1000,4,32,2", "1,2048,16,32,2", "3,63,2,64,2", "2,511,8,32,4", "2,777,4,60,1"]
-PARITY_FLOOR = {torch.float32: 1e-5, torch.bfloat16: 1e-3}
+PARITY_FLOOR = {"float32": 1e-5, "bfloat16": 1e-3, "float16": 1e-4, "float32-autocast-bf16": 1e-3}
+PARITY_MODES = tuple(PARITY_FLOOR)  # tensor dtype, or fp32 tensors under bf16 autocast
 PARITY_RULE = "fused_err <= 2 * baseline_err + floor; err = max|x - ref64| / max(1, max|ref64|)"
 
 
@@ -196,30 +197,43 @@ def lowp_reference(theta, gate, coupling, omega, scale=None):
     return naive_frustrated_attention(theta, gate, coupling, omega, scale, compute_dtype=theta.dtype)[0]
 
 
-def parity_check(shape, dtype, device):
-    """The fused op's output and every gradient against float64 by flash-attention's rule
-    (``PARITY_RULE``): the kernel's error is at most 2x the error of plain PyTorch in the
-    same precision (fp32: the fp32 reference) plus ``PARITY_FLOOR``. ``shape``: (B, T,
-    H, D, NH). Returns a record with one check per quantity and the verdict ``ok``."""
+def parity_check(shape, mode, device):
+    """Errors of the fused op and of its same-precision baseline vs float64 at one shape,
+    by flash-attention's rule (``PARITY_RULE``): the kernel's error is at most 2x the
+    error of plain PyTorch in the same precision (fp32: the fp32 reference) plus
+    ``PARITY_FLOOR``. ``shape``: (B, T, H, D, NH). ``mode``: a name of ``PARITY_MODES``
+    (or a torch dtype): "float32", "bfloat16", "float16", or "float32-autocast-bf16"
+    (fp32 tensors, the op called under ``torch.autocast(device, bfloat16)``). Returns a
+    record with one check per quantity and the verdict ``ok``."""
+    mode = str(mode).replace("torch.", "")
+    if mode not in PARITY_FLOOR:
+        raise ValueError(f"mode must be one of {', '.join(PARITY_MODES)}, got {mode!r}")
+    autocast = mode.endswith("-autocast-bf16")
+    dtype = torch.float32 if autocast else getattr(torch, mode)
     B, T, H, D, NH = shape
     theta, gate, coupling, omega = make_inputs(B, T, H, D, NH, omega="rope", device=device)
     upstream = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
 
     x_th, x_g = theta.to(dtype), gate.to(dtype)  # every side, float64 included, sees the same rounded inputs
     ref = reference_output_and_grads(x_th, x_g, coupling, omega, upstream)
-    fused = output_and_grads(lambda *a: frustrated_attention(*a, backend="triton"), x_th, x_g, coupling, omega,
-                             upstream)
-    if dtype == torch.float32:
+
+    def fused_fn(*a):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            return frustrated_attention(*a, backend="triton")
+
+    fused = output_and_grads(fused_fn, x_th, x_g, coupling, omega, upstream)
+    if mode == "float32":
         base = output_and_grads(lambda *a: frustrated_attention(*a, backend="torch"), x_th, x_g, coupling, omega,
                                 upstream)
         base_name = "torch reference, fp32"
     else:
-        base = output_and_grads(lowp_reference, x_th, x_g, coupling, omega, upstream.to(dtype))
-        base_name = f"plain PyTorch in {str(dtype).replace('torch.', '')}"
+        low = torch.bfloat16 if autocast else dtype
+        base = output_and_grads(lowp_reference, x_th.to(low), x_g.to(low), coupling, omega, upstream.to(low))
+        base_name = f"plain PyTorch in {str(low).replace('torch.', '')}"
     rows = []
     for name, f, b, r in zip(("out", "dtheta", "dgate", "dcoupling"), fused, base, ref):
         ef, eb = max_rel_err(f, r), max_rel_err(b, r)
-        bound = 2 * eb + PARITY_FLOOR[dtype]
+        bound = 2 * eb + PARITY_FLOOR[mode]
         rows.append(dict(quantity=name, fused_err=ef, baseline_err=eb, bound=bound, ok=bool(ef <= bound)))
-    return dict(shape=dict(B=B, T=T, H=H, D=D, NH=NH), dtype=str(dtype).replace("torch.", ""),
+    return dict(shape=dict(B=B, T=T, H=H, D=D, NH=NH), dtype=mode,
                 baseline=base_name, checks=rows, ok=all(r["ok"] for r in rows))
