@@ -86,20 +86,20 @@ def op_compile_keys(D: int, NH: int, mode: str, passes: str, autotune: bool) -> 
     """The fused op's kernels for one shape class and operand mode: the feature pass, the
     flash forward (each autotune candidate) and the demodulation; with the backward also
     the feature pass with gradients, both flash backward passes and the chain rule."""
-    from fsn_kernels.frustrated_attention import common
+    from fsn_kernels.frustrated_attention import geometry, launch_policy
 
-    bd, (nh_p, _) = common.padded_head_dim(D), common.padded_harmonics(NH)
+    bd, (nh_p, _) = geometry.padded_head_dim(D), geometry.padded_harmonics(NH)
     dot = {"ieee": 0, "bf16": 1, "fp16": 2, "fp32-bf16": 1}[OPERAND[mode]]
 
     def n(cfgs):
         return len(cfgs) if autotune else 1
     cls = f"{OPERAND[mode]}-d{bd}-nh{nh_p}"
     keys = [f"features/{cls}", f"demodulate/{cls}"] + [f"forward{i}/{cls}" for i in range(n(
-        common.forward_configs(bd, nh_p, dot)))]
+        launch_policy.forward_configs(bd, nh_p, dot)))]
     if passes != "fwd":
         keys += [f"features-bwd/{cls}", f"chain/{cls}"]
-        keys += [f"backward-kv{i}/{cls}" for i in range(n(common.backward_kv_configs(bd, nh_p, dot)))]
-        keys += [f"backward-q{i}/{cls}" for i in range(n(common.backward_q_configs(bd, nh_p, dot)))]
+        keys += [f"backward-kv{i}/{cls}" for i in range(n(launch_policy.backward_kv_configs(bd, nh_p, dot)))]
+        keys += [f"backward-q{i}/{cls}" for i in range(n(launch_policy.backward_q_configs(bd, nh_p, dot)))]
     return tuple(keys)
 
 

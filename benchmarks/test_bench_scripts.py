@@ -214,9 +214,9 @@ def test_parity_runs_with_fixed_tiles(monkeypatch):
     import os
 
     from benchmarks import gpu_suite
-    from fsn_kernels.frustrated_attention import common
+    from fsn_kernels.frustrated_attention import launch_policy
 
     monkeypatch.setenv("FSN_AUTOTUNE", "1")
     with gpu_suite.fixed_tiles():
-        assert os.environ["FSN_AUTOTUNE"] == "0" and not common.autotuning()
+        assert os.environ["FSN_AUTOTUNE"] == "0" and not launch_policy.autotuning()
     assert os.environ["FSN_AUTOTUNE"] == "1"

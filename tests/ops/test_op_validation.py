@@ -1,5 +1,8 @@
 """Every bad input raises its documented ValueError/TypeError, naming the argument."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -85,6 +88,38 @@ def test_triton_backend_on_cpu_without_interpreter_says_how_to_enable_it(monkeyp
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         frustrated_attention(**good(), backend="triton")
+
+
+LATE_INTERPRETER = """
+import os
+import torch, triton
+import fsn_kernels
+os.environ["TRITON_INTERPRET"] = "1"  # too late: triton is imported
+x = torch.ones(1, 1, 1, 4)
+c = torch.ones(1, 4, 1, 2, dtype=torch.complex64)
+calls = [lambda: fsn_kernels.frustrated_attention(x, x, c, backend="triton"),
+         lambda: fsn_kernels.frustrated_attention_decode(x, x, c, phase_cache=torch.zeros(1, 2, 1, 4),
+                                                         cache_seqlens=torch.zeros(1, dtype=torch.int32),
+                                                         backend="triton")]
+for call in calls:
+    try:
+        call()
+        print("no error")
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path without the interpreter")
+def test_interpreter_enabled_after_triton_import_names_the_fix():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", LATE_INTERPRETER], capture_output=True, text=True, env=env,
+                         timeout=300)
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and len(lines) == 2, res.stdout + res.stderr
+    for line in lines:
+        assert line.startswith("RuntimeError TRITON_INTERPRET=1 was set after triton was imported"), line
+        assert "before importing torch, triton or fsn_kernels" in line and "backend='auto'" in line, line
 
 
 def test_fp32_matmul_width_limit_names_the_fix():

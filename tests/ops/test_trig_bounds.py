@@ -17,8 +17,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fsn_kernels import frustrated_attention, frustrated_attention_decode
-from fsn_kernels.frustrated_attention.common import TRIG_LIMIT as _TRIG_LIMIT
-from fsn_kernels.frustrated_attention.common import sincos
+from fsn_kernels.frustrated_attention.device_math import TRIG_LIMIT as _TRIG_LIMIT
+from fsn_kernels.frustrated_attention.device_math import sincos
 from fsn_kernels.testing import make_inputs, needs_triton
 
 FLT_MAX = float(np.finfo(np.float32).max)
