@@ -6,8 +6,9 @@ its inputs, output and log-sum-exp for the backward). Any float dtype: float64 i
 computed in float64, every other dtype in float32. An autograd Function with a written-out
 backward (README, "Backward") over two custom ops (``fsn::sdpa_attention_fwd`` and
 ``_bwd``: ``torch.compile`` sees no graph break), so the per-token work of each
-direction is a handful of tensor operations; the backward recomputes the features
-(one pass per token) and the forward saves only the attention output and lse.
+direction is a handful of tensor operations; the forward saves the SDPA inputs, output
+and lse (four buffers of width ``W + 2`` per token) and the backward recomputes only the
+harmonics and the gate scale (one pass per token).
 
 **The folded composition.** For row ``t`` the pair ``u = t`` is special (the delay must not
 pair ``t`` with ``t + 1``) but its score is known in closed form, ``s_tt = scale sum_d
@@ -144,6 +145,12 @@ def _coefficients(coupling_real: Tensor):
             torch.stack((-li, li), -3), kr, ki, lr, li)
 
 
+def _token_rows(theta, gate, n_harmonics, omega, scale, pos):
+    """Harmonic rows z (B, T, H, 3, NH, D), query rows (B, T, H, 3, D), scaled gate (B, T, H, D)."""
+    z = _harmonic_rows(theta, n_harmonics)
+    return z, _query_rows(theta, omega, pos, z), gate * scale
+
+
 def _features(theta, gate, coeffs, omega, scale, pos, start_rows):
     """Queries, shifted keys and folded values, (B, T, H, W + 2) each, and the per-token
     pieces the backward reuses. theta, gate (B, T, H, D); ``coeffs`` from :func:`_coefficients`;
@@ -155,9 +162,7 @@ def _features(theta, gate, coeffs, omega, scale, pos, start_rows):
     krr, kii, lrr, lii = coeffs[:4]
     NH = krr.shape[2]
     W = 2 * NH * D
-    z = _harmonic_rows(theta, NH)  # (B, T, H, 3, NH, D)
-    qz = _query_rows(theta, omega, pos, z)  # (B, T, H, 3, D)
-    gs = gate * scale
+    z, qz, gs = _token_rows(theta, gate, NH, omega, scale, pos)
     q = theta.new_empty((B, T, H, W + 2))
     torch.mul(qz[..., 0:2, :], gs[..., None, :], out=q[..., :2 * D].unflatten(-1, (2, D)))
     q[..., 2 * D:].zero_()
@@ -214,8 +219,8 @@ def _pair_dot_swapped(z: Tensor, x: Tensor, dim: int) -> Tensor:
 
 @torch.library.custom_op("fsn::sdpa_attention_fwd", mutates_args=())
 def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
-            cu_seqlens: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """(dtheta (B, T, H, D), lse (B, H, T), o (B, T, H, W + 2))."""
+            cu_seqlens: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dtheta (B, T, H, D), lse (B, H, T), then o, q, k, v (B, T, H, W + 2) each)."""
     B, T, H, D = theta.shape
     coeffs, pos, start_rows, spans = _setup(theta, coupling_real, cu_seqlens)
     NH = coeffs[0].shape[2]
@@ -239,20 +244,22 @@ def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[
     o_pairs = o[..., :W].unflatten(-1, (2, NH, D))
     dtheta = _pair_dot_swapped(z, o_pairs, -3).sum(-2)
     dtheta.addcmul_(o[..., W:W + 1], coeffs[5].sum(1))
-    return dtheta, lse, o
+    return dtheta, lse, o, q, k, v
 
 
 @_fwd_op.register_fake
 def _(theta, gate, coupling_real, omega, scale, cu_seqlens):
     B, T, H, D = theta.shape
-    return (torch.empty_like(theta), theta.new_empty((B, H, T)),
-            theta.new_empty((B, T, H, 2 * coupling_real.shape[2] * D + 2)))
+    wide = [theta.new_empty((B, T, H, 2 * coupling_real.shape[2] * D + 2)) for _ in range(4)]
+    return (torch.empty_like(theta), theta.new_empty((B, H, T)), *wide)
 
 
 @torch.library.custom_op("fsn::sdpa_attention_bwd", mutates_args=())
 def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
-            cu_seqlens: Optional[Tensor], o: Tensor, lse: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """(d theta, d gate, d coupling_real); the features are recomputed (one pass per token).
+            cu_seqlens: Optional[Tensor], o: Tensor, lse: Tensor, q: Tensor, k: Tensor,
+            v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(d theta, d gate, d coupling_real) from the forward's o, lse, q, k, v; the harmonics
+    are recomputed (one pass per token).
 
     Real arithmetic on (c, s) pairs: with ``Y = conj(z_t) dv`` (P + iQ) for the value slot
     of token t under K (slot t + 1) and under L (slot t), ``d K = sum Y``, ``d L = sum Y`` and
@@ -262,7 +269,7 @@ def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, om
     kr, ki, lr, li = coeffs[4:]
     NH = kr.shape[1]
     W = 2 * NH * D
-    q, k, v, z, qz, gs = _features(theta, gate, coeffs, omega, scale, pos, start_rows)
+    z, qz, gs = _token_rows(theta, gate, NH, omega, scale, pos)
     o_pairs = o[..., :W].unflatten(-1, (2, NH, D))
     # demodulation: d o = i G z = (-G s, G c); d A[t,t] = sum_{n,d} G Im K_n
     d_o = theta.new_empty((B, T, H, W + 2))
@@ -309,28 +316,28 @@ def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, om
 
 
 @_bwd_op.register_fake
-def _(grad, theta, gate, coupling_real, omega, scale, cu_seqlens, o, lse):
+def _(grad, theta, gate, coupling_real, omega, scale, cu_seqlens, o, lse, q, k, v):
     return torch.empty_like(theta), torch.empty_like(gate), torch.empty_like(coupling_real)
 
 
 class SdpaAttentionFunction(torch.autograd.Function):
     """Autograd Function over the two custom ops (opaque to ``torch.compile``: no graph
     break, eager numerics). Inputs in the compute dtype: theta, gate (B, T, H, D);
-    coupling_real (H, D, NH, 2, 2); omega (H, D) or None. Saves o and lse, not features."""
+    coupling_real (H, D, NH, 2, 2); omega (H, D) or None. Saves the SDPA inputs, o and lse."""
 
     @staticmethod
     def forward(ctx, theta, gate, coupling_real, omega, scale, cu_seqlens):
-        dtheta, lse, o = _fwd_op(theta, gate, coupling_real, omega, scale, cu_seqlens)
-        ctx.save_for_backward(theta, gate, coupling_real, omega, cu_seqlens, o, lse)
+        dtheta, lse, o, q, k, v = _fwd_op(theta, gate, coupling_real, omega, scale, cu_seqlens)
+        ctx.save_for_backward(theta, gate, coupling_real, omega, cu_seqlens, o, lse, q, k, v)
         ctx.scale = scale
         ctx.mark_non_differentiable(lse)
         return dtheta, lse
 
     @staticmethod
     def backward(ctx, grad, _grad_lse):
-        theta, gate, coupling_real, omega, cu_seqlens, o, lse = ctx.saved_tensors
+        theta, gate, coupling_real, omega, cu_seqlens, o, lse, q, k, v = ctx.saved_tensors
         d_theta, d_gate, d_coupling = _bwd_op(grad.contiguous(), theta, gate, coupling_real, omega, ctx.scale,
-                                              cu_seqlens, o, lse)
+                                              cu_seqlens, o, lse, q, k, v)
         return d_theta, d_gate, d_coupling, None, None, None
 
 

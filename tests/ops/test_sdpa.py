@@ -150,8 +150,9 @@ def test_sdpa_custom_ops_opcheck():
     cu = torch.tensor([0, 4, 9], dtype=torch.int32)
     for packed in (None, cu):
         torch.library.opcheck(_fwd_op, (theta, gate, c_real, omega, 0.3, packed))
-        _, lse, o = _fwd_op(theta, gate, c_real, omega, 0.3, packed)
-        torch.library.opcheck(_bwd_op, (torch.randn_like(theta), theta, gate, c_real, omega, 0.3, packed, o, lse))
+        _, lse, o, q, k, v = _fwd_op(theta, gate, c_real, omega, 0.3, packed)
+        torch.library.opcheck(_bwd_op, (torch.randn_like(theta), theta, gate, c_real, omega, 0.3, packed, o, lse,
+                                        q, k, v))
 
 
 def test_sdpa_compile_fullgraph_matches_eager():
