@@ -7,20 +7,28 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fsn_kernels", "fsn_kernels.*", "fsn_model", "fsn_model.*"]),
+    # fsn_cli: the console entry points, light to import (Ctrl-C during start-up is one line)
+    py_modules=["fsn_cli"],
     package_data={"fsn_kernels": ["**/*.md"], "fsn_model": ["**/*.md"]},
     python_requires=">=3.9",
-    # torch is not pinned here: on a CPU-only machine install torch==2.13.0 (the CPU
-    # build) first, as .ci/run does; an unpinned torch pulls a multi-GB CUDA build.
-    install_requires=["torch>=2.4", "triton>=3.2", "numpy", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"]},
+    # Floors: triton 3.6 is the oldest Triton tested (CI's second venv, .ci/gpu_stack.sh:
+    # sm_90 compiles and the interpreter; aot_check needs >= 3.4, whose ASTSource takes
+    # constexprs). torch 2.11 is the GPU machine's (checked there by the GPU suite), 2.13
+    # CI's. On a CPU-only machine install torch==2.13.0 (the CPU build) first, as .ci/run
+    # does: an unpinned torch pulls a multi-GB CUDA build. Triton < 3.9's interpreter
+    # (TRITON_INTERPRET=1, CPU tests) needs numpy < 2.3.
+    install_requires=["torch>=2.11", "triton>=3.6", "numpy", "tqdm", "matplotlib"],
+    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"],
+                    "hf": ["transformers>=5.0", "safetensors"]},
     entry_points={
         "console_scripts": [
-            "fsn-train=fsn_model.train:main",
-            "fsn-eval=fsn_model.evaluate:main",
-            "fsn-generate=fsn_model.generate:main",
-            "fsn-copy-depth=fsn_model.copy_depth:main",
-            "fsn-compare=fsn_model.compare:main",
-            "fsn-sweep=fsn_model.sweep:main",
+            "fsn-train=fsn_cli:train",
+            "fsn-eval=fsn_cli:evaluate",
+            "fsn-generate=fsn_cli:generate",
+            "fsn-copy-depth=fsn_cli:copy_depth",
+            "fsn-compare=fsn_cli:compare",
+            "fsn-sweep=fsn_cli:sweep",
+            "fsn-export=fsn_cli:export",
         ]
     },
 )

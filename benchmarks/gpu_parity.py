@@ -1,12 +1,14 @@
-"""GPU parity of the fused op: forward and every gradient, fp32 and bf16, against a
-float64 reference, with flash-attention's tolerance rule.
+"""GPU parity of the fused op: forward and every gradient, fp32, bf16, fp16 and fp32
+tensors under bf16 autocast, against a float64 reference, with flash-attention's
+tolerance rule.
 
 Rule: for each quantity (dtheta, d theta, d gate, d coupling), the fused kernel's error
 against the float64 reference must be at most ``2 x`` the error of the plain-PyTorch
-reference run in the same precision (bf16: every tensor and matmul in bf16; fp32: the
-fp32 reference) plus a small absolute floor. Errors are max |x - ref64| / max(1, max|ref64|).
+reference run in the same precision (bf16/fp16: every tensor and matmul in that dtype;
+fp32: the fp32 reference; fp32 under bf16 autocast: plain PyTorch in bf16) plus a small
+absolute floor. Errors are max |x - ref64| / max(1, max|ref64|).
 
-    python -m benchmarks.gpu_parity                   # GPU: fp32 + bf16, writes benchmarks/results/
+    python -m benchmarks.gpu_parity                   # GPU: every mode, writes benchmarks/results/
     python -m benchmarks.gpu_parity --device cpu --dtypes float32 --shapes 1,40,2,16,2 --out /tmp/x
                                                       # CPU smoke (Triton interpreter)
 
@@ -31,50 +33,17 @@ import torch  # noqa: E402
 from benchmarks import lib  # noqa: E402
 from fsn_kernels import testing  # noqa: E402
 
-DEFAULT_SHAPES = ["2,1000,4,32,2", "1,2048,16,32,2", "3,63,2,64,2", "2,511,8,32,4", "2,777,4,60,1"]
-FLOOR = {torch.float32: 1e-5, torch.bfloat16: 1e-3}
-
-
-def lowp_reference(theta, gate, coupling, omega, scale=None):
-    """The reference math with every tensor and matmul in theta's dtype (no upcast): what a
-    user gets from plain PyTorch in bf16."""
-    from fsn_kernels import naive_frustrated_attention
-
-    return naive_frustrated_attention(theta, gate, coupling, omega, scale, compute_dtype=theta.dtype)[0]
-
-
-def check_shape(shape, dtype, device):
-    from fsn_kernels import frustrated_attention
-
-    B, T, H, D, NH = shape
-    theta, gate, coupling, omega = lib.make_inputs(B, T, H, D, NH, device=device, dtype=torch.float32,
-                                                   requires_grad=False)
-    upstream = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
-
-    x_th, x_g = theta.to(dtype), gate.to(dtype)  # every side, float64 included, sees the same rounded inputs
-    ref = testing.reference_output_and_grads(x_th, x_g, coupling, omega, upstream)
-    fused = testing.output_and_grads(lambda *a: frustrated_attention(*a, backend="triton"), x_th, x_g, coupling,
-                                     omega, upstream)
-    if dtype == torch.float32:
-        base = testing.output_and_grads(lambda *a: frustrated_attention(*a, backend="torch"), x_th, x_g, coupling,
-                                        omega, upstream)
-        base_name = "torch reference, fp32"
-    else:
-        base = testing.output_and_grads(lowp_reference, x_th, x_g, coupling, omega, upstream.to(dtype))
-        base_name = f"plain PyTorch in {str(dtype).replace('torch.', '')}"
-    rows = []
-    for name, f, b, r in zip(("out", "dtheta", "dgate", "dcoupling"), fused, base, ref):
-        ef, eb = testing.max_rel_err(f, r), testing.max_rel_err(b, r)
-        bound = 2 * eb + FLOOR[dtype]
-        rows.append(dict(quantity=name, fused_err=ef, baseline_err=eb, bound=bound, ok=bool(ef <= bound)))
-    return dict(shape=dict(B=B, T=T, H=H, D=D, NH=NH), dtype=str(dtype).replace("torch.", ""),
-                baseline=base_name, checks=rows, ok=all(r["ok"] for r in rows))
+DEFAULT_SHAPES = testing.PARITY_SHAPES
+FLOOR = testing.PARITY_FLOOR
+MODES = testing.PARITY_MODES
+lowp_reference = testing.lowp_reference
+check_shape = testing.parity_check
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--dtypes", default=",".join(MODES), help=f"any of {', '.join(MODES)}")
     p.add_argument("--shapes", nargs="*", default=DEFAULT_SHAPES, help="B,T,H,D,NH each")
     p.add_argument("--out", default=None, help="output folder (default: see module docs)")
     args = p.parse_args(argv)
@@ -84,7 +53,7 @@ def main(argv=None) -> int:
     for spec in args.shapes:
         shape = tuple(int(x) for x in spec.split(","))
         for dname in args.dtypes.split(","):
-            r = check_shape(shape, getattr(torch, dname), args.device)
+            r = check_shape(shape, dname, args.device)
             results.append(r)
             for c in r["checks"]:
                 print(f"{'ok  ' if c['ok'] else 'FAIL'} {spec:>16} {r['dtype']:>8} {c['quantity']:>9}: "
@@ -92,8 +61,8 @@ def main(argv=None) -> int:
     out_dir = Path(args.out) if args.out else lib.output_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = dict(lib.environment(), kind="parity",
-               rule="fused_err <= 2 * baseline_err + floor; err = max|x - ref64| / max(1, max|ref64|)",
-               floor={str(k).replace("torch.", ""): v for k, v in FLOOR.items()}, results=results,
+               rule=testing.PARITY_RULE,
+               floor=dict(FLOOR), results=results,
                ok=all(r["ok"] for r in results))
     path = out_dir / f"parity-{lib.device_slug()}-{_dt.date.today().isoformat()}.json"
     path.write_text(json.dumps(doc, indent=1))

@@ -31,7 +31,7 @@ def _fused(theta, gate, coupling, omega):
 
 
 def _reference(theta, gate, coupling, omega):
-    return frustrated_attention(theta, gate, coupling, omega, backend="torch")
+    return frustrated_attention(theta, gate, coupling, omega, backend="reference")
 
 
 def _composition(split):
@@ -110,7 +110,7 @@ def test_cpu(benchmark, record_case, impl, passes, shape):
 @pytest.mark.parametrize("passes", PASSES)
 @pytest.mark.parametrize("shape", lib.CPU_FUSED_SHAPES, ids=_id)
 def test_cpu_fused_interpreter(benchmark, record_case, passes, shape):
-    from fsn_kernels.frustrated_attention.common import interpreting
+    from fsn_kernels.frustrated_attention.launch_policy import interpreting
 
     if not interpreting():
         pytest.skip("TRITON_INTERPRET is not set: the fused kernels cannot run on the CPU")

@@ -1,20 +1,58 @@
 """Testing helpers shared by the tests and the benchmarks: one input factory, one
 "output and gradients" helper (for the op, the float64 reference, or any function with
-the op's signature), error measures, an assertion that says how many elements mismatch
-and where, and a NaN-poisoning allocator. Needs only torch."""
+the op's signature), the tolerance table, error measures, an assertion that says how many
+elements mismatch and where, a NaN-poisoning allocator and the GPU parity check."""
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
+
+from .frustrated_attention import frustrated_attention, naive_frustrated_attention
 
 CUDA = torch.cuda.is_available()
 TRITON_AVAILABLE = CUDA or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 TRITON_SKIP_REASON = "the Triton kernels need a CUDA device, or TRITON_INTERPRET=1 set before triton is imported"
 DEVICE = "cuda" if CUDA else "cpu"
+
+
+class Tolerance(NamedTuple):
+    """``atol``, ``rtol`` of one comparison (``assert_close(a, b, *TOLERANCES[name], ...)``)."""
+
+    atol: float
+    rtol: float
+
+
+# Every tolerance of the kernel tests against the float64 reference, in one place.
+TOLERANCES = {
+    # fp32 operands: trig, softmax and accumulation are fp32 and the matmuls use IEEE fp32
+    # products, so errors are a few fp32 ulps of the O(1) outputs.
+    "forward": Tolerance(2e-5, 1e-4),
+    "decode": Tolerance(2e-5, 1e-4),
+    # gradients sum longer chains of fp32 products (scaled by max(1, max |grad|))
+    "backward": Tolerance(5e-5, 2e-4),
+    "backward-small-tiles": Tolerance(2e-4, 2e-4),  # 16-row tiles: more partial sums
+    # fp16 operands (features rounded to 11 bits, p rounded before p @ v): ~1e-3 relative
+    "forward-fp16": Tolerance(5e-3, 5e-3),
+    "backward-fp16": Tolerance(2e-2, 2e-2),  # P and dS also rounded to fp16 before their matmuls
+    # fp16 / bf16 phases in the cache and inputs, upcast and computed in fp32
+    "decode-fp16": Tolerance(2e-3, 1e-2),
+    "decode-bf16": Tolerance(2e-2, 1e-2),
+    # the same decode step over different split counts: rounding of the merge only
+    "decode-splits": Tolerance(1e-6, 1e-6),
+    # |theta| up to 1e3: fp32 phases carry an absolute rounding of |theta| * 2**-24
+    # (~6e-5 at 1e3), which trig turns into an absolute error of the same size per term;
+    # atol scales with (1 + max |want|)
+    "large-phases": Tolerance(2e-3, 0.0),
+    # the op against the closed forms of its special cases (Kuramoto, Sakaguchi, Daido)
+    "closed-forms": Tolerance(3e-5, 1e-4),
+    # the op against itself on transformed inputs (a common phase shift, theta + 2 pi k):
+    # both sides round their fp32 phases
+    "invariance": Tolerance(2e-4, 1e-4),
+}
 
 
 def make_inputs(B, T, H, D, NH, *, omega="random", dtype=torch.float32, device=DEVICE, seed=0,
@@ -66,8 +104,6 @@ def output_and_grads(fn: Callable, theta, gate, coupling, omega, grad_out, scale
 
 def reference_output_and_grads(theta, gate, coupling, omega, grad_out, scale=None):
     """:func:`output_and_grads` of the plain-PyTorch reference in float64."""
-    from fsn_kernels import naive_frustrated_attention
-
     th, g, c, om, go = to_double(theta, gate, coupling, omega, grad_out)
     return output_and_grads(lambda *a: naive_frustrated_attention(*a)[0], th, g, c, om, go, scale)
 
@@ -107,7 +143,7 @@ def assert_close(actual, expected, atol, rtol, name="tensor"):
         )
 
 
-def assert_grads_close(got, want, atol, rtol, names=("dtheta", "grad theta", "grad gate", "grad coupling")):
+def assert_grads_close(got, want, atol, rtol, names=("out", "dtheta", "dgate", "dcoupling")):
     """Compare :func:`output_and_grads` lists; each tolerance scales with max(1, max |want|)."""
     for name, a, b in zip(names, got, want):
         scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
@@ -141,8 +177,63 @@ def needs_triton():
 
 
 def backend_params():
-    """pytest parameters for the backends: "torch" always, "triton" skipped with its
-    reason where the kernels cannot run."""
+    """pytest parameters for the backends: "reference" and "sdpa" always, "triton"
+    skipped with its reason where the kernels cannot run."""
     import pytest
 
-    return ["torch", pytest.param("triton", marks=needs_triton())]
+    return ["reference", "sdpa", pytest.param("triton", marks=needs_triton())]
+
+
+# ------------------------------------------------------------------------- GPU parity
+PARITY_SHAPES = ["2,1000,4,32,2", "1,2048,16,32,2", "3,63,2,64,2", "2,511,8,32,4", "2,777,4,60,1"]
+PARITY_FLOOR = {"float32": 1e-5, "bfloat16": 1e-3, "float16": 1e-4, "float32-autocast-bf16": 1e-3}
+PARITY_MODES = tuple(PARITY_FLOOR)  # tensor dtype, or fp32 tensors under bf16 autocast
+PARITY_RULE = "fused_err <= 2 * baseline_err + floor; err = max|x - ref64| / max(1, max|ref64|)"
+
+
+def lowp_reference(theta, gate, coupling, omega, scale=None):
+    """The reference math with every tensor and matmul in theta's dtype (no upcast): what a
+    user gets from plain PyTorch in bf16."""
+    return naive_frustrated_attention(theta, gate, coupling, omega, scale, compute_dtype=theta.dtype)[0]
+
+
+def parity_check(shape, mode, device):
+    """Errors of the fused op and of its same-precision baseline vs float64 at one shape,
+    by flash-attention's rule (``PARITY_RULE``): the kernel's error is at most 2x the
+    error of plain PyTorch in the same precision (fp32: the fp32 reference) plus
+    ``PARITY_FLOOR``. ``shape``: (B, T, H, D, NH). ``mode``: a name of ``PARITY_MODES``
+    (or a torch dtype): "float32", "bfloat16", "float16", or "float32-autocast-bf16"
+    (fp32 tensors, the op called under ``torch.autocast(device, bfloat16)``). Returns a
+    record with one check per quantity and the verdict ``ok``."""
+    mode = str(mode).replace("torch.", "")
+    if mode not in PARITY_FLOOR:
+        raise ValueError(f"mode must be one of {', '.join(PARITY_MODES)}, got {mode!r}")
+    autocast = mode.endswith("-autocast-bf16")
+    dtype = torch.float32 if autocast else getattr(torch, mode)
+    B, T, H, D, NH = shape
+    theta, gate, coupling, omega = make_inputs(B, T, H, D, NH, omega="rope", device=device)
+    upstream = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
+
+    x_th, x_g = theta.to(dtype), gate.to(dtype)  # every side, float64 included, sees the same rounded inputs
+    ref = reference_output_and_grads(x_th, x_g, coupling, omega, upstream)
+
+    def fused_fn(*a):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            return frustrated_attention(*a, backend="triton")
+
+    fused = output_and_grads(fused_fn, x_th, x_g, coupling, omega, upstream)
+    if mode == "float32":
+        base = output_and_grads(lambda *a: frustrated_attention(*a, backend="reference"), x_th, x_g, coupling, omega,
+                                upstream)
+        base_name = "torch reference, fp32"
+    else:
+        low = torch.bfloat16 if autocast else dtype
+        base = output_and_grads(lowp_reference, x_th.to(low), x_g.to(low), coupling, omega, upstream.to(low))
+        base_name = f"plain PyTorch in {str(low).replace('torch.', '')}"
+    rows = []
+    for name, f, b, r in zip(("out", "dtheta", "dgate", "dcoupling"), fused, base, ref):
+        ef, eb = max_rel_err(f, r), max_rel_err(b, r)
+        bound = 2 * eb + PARITY_FLOOR[mode]
+        rows.append(dict(quantity=name, fused_err=ef, baseline_err=eb, bound=bound, ok=bool(ef <= bound)))
+    return dict(shape=dict(B=B, T=T, H=H, D=D, NH=NH), dtype=mode,
+                baseline=base_name, checks=rows, ok=all(r["ok"] for r in rows))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsn_kernels import frustrated_attention, frustrated_attention_decode
+from fsn_kernels.frustrated_attention.validation import check_backend
 
 GATE_BIAS_INIT = math.log(math.e - 1.0)  # softplus(GATE_BIAS_INIT) == 1
 
@@ -57,8 +58,9 @@ class FrustratedAttention(nn.Module):
         n_heads: H.
         n_harmonics: NH (1..8).
         rope_base: base of the RoPE frequencies.
-        backend: passed to :func:`fsn_kernels.frustrated_attention` ("auto": Triton on CUDA,
-            PyTorch reference on CPU).
+        backend: passed to :func:`fsn_kernels.frustrated_attention` ("auto": the Triton
+            kernels on CUDA, the stock-PyTorch "sdpa" path elsewhere; "triton", "sdpa",
+            "reference"), checked here.
         delay: False removes the one-step delay term (the ablation): L_n is zeroed at
             init and masked out at use, so it takes no gradient and stays 0.
     """
@@ -79,6 +81,7 @@ class FrustratedAttention(nn.Module):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
+        check_backend(backend)
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
         self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
         self.scale = self.head_dim ** -0.5

@@ -12,31 +12,81 @@ with a ValueError before any of it runs.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .build import model_from_config
+from .cli import ReportedOSError, describe_os_error
 from .config import config_from_dict
+from .run_lock import pid_alive
 
 REQUIRED_KEYS = ("model_config", "train_config", "model")
 
 
 def atomic_write_bytes(path: Union[str, Path], write) -> None:
     """Call ``write(tmp_path)`` then ``os.replace`` it onto ``path``: a reader (or a run
-    killed mid-write) never sees a partial file. The temporary is ``<name>.tmp<PID>``."""
+    killed mid-write) never sees a partial file. The temporary is ``<name>.tmp<PID>``.
+
+    Raises:
+        FileWriteError: the write failed (no space left, permission denied, ...); the
+            message names the cause and the path, the previous file at ``path`` is kept and
+            the temporary removed.
+    """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise FileWriteError.of(path, describe_os_error(e), e.errno) from None
+    except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) this way
+        if not any(mark in str(e) for mark in _SHORT_WRITE_MARKS):
+            raise
+        free = _free_bytes(path.parent)
+        cause = (f"no space left on device ({free:,} bytes free)" if free is not None and free < _NEARLY_FULL
+                 else f"the write stopped short ({_first_line(e)})")
+        raise FileWriteError.of(path, cause, errno.ENOSPC if "no space" in cause else None) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            if tmp.exists():
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+_SHORT_WRITE_MARKS = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+_NEARLY_FULL = 1 << 20
+
+
+class FileWriteError(ReportedOSError):
+    """A run file could not be written; ``str()`` is one line: path, cause, what was kept."""
+
+    @classmethod
+    def of(cls, path: Path, cause: str, code: Optional[int]) -> "FileWriteError":
+        kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written there"
+        err = cls(f"cannot write {path}: {cause}; {kept}")
+        err.errno = code
+        err.filename = None  # already in the message
+        return err
+
+
+def _free_bytes(directory: Path) -> Optional[int]:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def atomic_write_text(path: Union[str, Path], text: str) -> None:
@@ -59,13 +109,7 @@ def remove_stale_temporaries(directory: Union[str, Path]) -> list:
 def _pid_running(pid: int) -> bool:
     if pid == os.getpid():
         return False  # ours, and we are not writing it now
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def save_checkpoint(path: str, obj: Dict[str, Any]) -> None:
@@ -85,16 +129,20 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"cannot read checkpoint {path}: the file is empty (0 bytes; a write that never finished?)")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
         if detail is None:  # damaged, or not a torch file
-            raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+            raise ValueError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
         raise ValueError(f"refusing to load {path}: it holds Python objects other than tensors and plain values, "
                          f"and loading those could run code ({detail})") from None
+    except OSError as e:
+        raise ValueError(f"cannot read checkpoint {path}: {describe_os_error(e)}") from None
     except Exception as e:  # damaged, or not a torch file
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+        raise ValueError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not an fsn_model checkpoint (a {type(ckpt).__name__}, expected a dict)")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -112,6 +160,12 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", backend: str
     :func:`load_checkpoint`), its model_config is invalid, or its weights do not fit it.
     """
     ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, path, device, backend), ckpt
+
+
+def model_from_checkpoint(ckpt: Dict[str, Any], path: str, device: Union[str, torch.device] = "cpu",
+                          backend: str = "auto") -> nn.Module:
+    """The model of a checkpoint dict already loaded from ``path`` (see :func:`load_model`)."""
     try:
         config = config_from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as e:
@@ -122,7 +176,7 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", backend: str
     except (RuntimeError, TypeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"checkpoint {path}: its weights do not match its model_config ({first})") from None
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:

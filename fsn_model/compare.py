@@ -40,6 +40,7 @@ Default learning rates are each model's best from the 250k tuning study (``fsn-s
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -52,7 +53,7 @@ import torch
 
 from . import train as train_mod  # the module; train_mod.train is the function
 from .checkpoint import load_model, resolve_device
-from .cli import OneLineParser, run_cli
+from .cli import OneLineParser, add_dataclass_flags, run_cli, values_for
 from .data import eval_windows, load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
 
@@ -73,10 +74,12 @@ def _plan(a) -> List[Dict[str, Any]]:
     bad = [x for x in ablations if x not in ABLATIONS]
     if bad:
         raise ValueError(f"--ablations: unknown {bad}; choose from {', '.join(ABLATIONS)} or 'none'")
-    seeds = [int(s) for s in a.seeds.split(",") if s != ""]
-    if not seeds:
-        raise ValueError("--seeds: give at least one seed, e.g. 0,1,2")
-    t_lrs = [float(x) for x in a.transformer_lrs.split(",")] if a.transformer_lrs else [a.lr]
+    seeds = parse_seeds(a.seeds)
+    try:
+        t_lrs = [float(x) for x in a.transformer_lrs.split(",")] if a.transformer_lrs else [a.lr]
+    except ValueError:
+        raise ValueError(f"--transformer-lrs: expected numbers separated by commas, got {a.transformer_lrs!r}"
+                         ) from None
     plan = []
     for label in models + [f"fsn-{x}" for x in ablations]:
         arch, overrides = (label, {}) if label in BASE_MODELS else ABLATIONS[label[4:]]
@@ -86,15 +89,22 @@ def _plan(a) -> List[Dict[str, Any]]:
     return plan
 
 
+def parse_seeds(text: str) -> List[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; ValueError naming --seeds unless non-negative integers."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
 def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     lr_tag = f"-lr{item['lr']:g}" if a.transformer_lrs and item["label"] == "transformer" else ""
     out = runs_dir / f"{item['label']}{lr_tag}-s{item['seed']}"
-    cfg = train_mod.TrainConfig(
-        model=item["arch"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
-        seq_len=a.seq_len, lr=item["lr"], warmup=min(a.warmup, max(1, a.steps // 10)), seed=item["seed"],
-        device=a.device, out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows,
-        progress=not a.no_progress, model_overrides=dict(item["overrides"]), overwrite=True,
-    )
+    cfg = dataclasses.replace(base_config(a), model=item["arch"], lr=item["lr"], seed=item["seed"], out=str(out),
+                              model_overrides=dict(item["overrides"]))
     log = train_mod.train(cfg)
     per_step = a.batch_size * a.seq_len
     curve = [[v["step"] * per_step, v["bpb"]] for v in log["val"]]
@@ -181,39 +191,47 @@ def plot_curves(runs: List[Dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# the TrainConfig settings fsn-compare takes (flags derived from the dataclass); the
+# others keep TrainConfig's defaults
+SHARED_SETTINGS = ("params", "data", "steps", "batch_size", "seq_len", "lr", "warmup", "eval_every", "eval_windows",
+                   "device", "progress", "compile")
+
+
 def _parser() -> OneLineParser:
-    d = train_mod.TrainConfig()
     p = OneLineParser(prog="fsn-compare", description="Train FSN, its ablations and the transformer on the same "
                       "data, budget and seeds; write quality JSON, learning-curve PNG and copy-depth table.")
     p.add_argument("--models", default=",".join(BASE_MODELS), help="comma list of %s" % ", ".join(BASE_MODELS))
     p.add_argument("--ablations", default="no-delay,nh1", help="comma list of %s, or 'none'" % ", ".join(ABLATIONS))
-    p.add_argument("--params", default="1M", help="parameter target for every model (default %(default)s)")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--data", default=None, help="byte corpus file (any file; enwik8 gets its standard split); "
-                   "default: Python stdlib sources")
-    p.add_argument("--steps", type=int, default=d.steps, help="steps per run; tokens = steps*batch*seq_len")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the FSN models (and the transformer "
-                   "without --transformer-lrs)")
+    add_dataclass_flags(p, train_mod.TrainConfig, SHARED_SETTINGS, defaults={"params": "1M"}, helps={
+        "params": "parameter target for every model (default %(default)s)",
+        "steps": "steps per run; tokens = steps*batch*seq_len",
+        "lr": "learning rate of the FSN models (and the transformer without --transformer-lrs)",
+        "warmup": "warmup steps (capped at steps/10)"})
     p.add_argument("--transformer-lrs", default="6e-3", help="the transformer's learning rate(s), e.g. 3e-3,6e-3 "
                    "(default %(default)s, its best at 250k in the tuning study; '' = the --lr of the FSN models)")
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-windows", type=int, default=d.eval_windows)
     p.add_argument("--copy-windows", type=int, default=64, help="val windows for the copy-depth table (0: skip)")
-    p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default: benchmarks/results on CUDA, "
                    ".benchmarks/quality on CPU)")
     p.add_argument("--runs-dir", default=None, help="folder for run checkpoints (default runs/compare)")
-    p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def base_config(a) -> "train_mod.TrainConfig":
+    """The settings every run of this comparison shares (runs differ by model, lr, seed, out)."""
+    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))),
+                                 overwrite=True)
 
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
     device = resolve_device(a.device)
     plan = _plan(a)
+    for item in plan:  # every setting checked before the first run
+        train_mod.validate(dataclasses.replace(base_config(a), model=item["arch"], lr=item["lr"],
+                                               model_overrides=dict(item["overrides"])))
+    if a.copy_windows < 0:
+        raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")
     corpus = load_corpus(a.data)
     corpus_info = corpus.describe() if hasattr(corpus, "describe") else {"name": corpus.name}
     out_dir = Path(a.out) if a.out else (REPO_ROOT / "benchmarks" / "results" if device.type == "cuda"

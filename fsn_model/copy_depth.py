@@ -4,7 +4,8 @@ For position t of a window x, the copy depth is the largest k <= 32 such that th
 (k+1)-gram x[t-k..t] also ends at some earlier position of the same window; a byte never
 seen before in the window is "new". Positions pool into bins 0-1, 2-3, 4-7, 8-15, 16-23,
 24-32 and "new". ``fsn-copy-depth CKPT... --data FILE`` prints each model's mean loss per
-bin side by side and saves a bar chart (PNG).
+bin side by side and saves a bar chart (PNG); a bin without positions says "no data"
+(null in the JSON).
 """
 from __future__ import annotations
 
@@ -53,12 +54,13 @@ def bin_index(depth: np.ndarray) -> np.ndarray:
 
 
 def loss_by_bin(losses: np.ndarray, depths: np.ndarray) -> Dict[str, Dict[str, float]]:
-    """Mean loss (bits) and count per bin. losses, depths: same shape."""
+    """Mean loss (bits) and count per bin. losses, depths: same shape. An empty bin has
+    ``bits`` None (no data), which JSON writes as null and :func:`format_table` as "no data"."""
     idx = bin_index(depths)
     out = {}
     for i, name in enumerate(BIN_NAMES):
         m = idx == i
-        out[name] = {"count": int(m.sum()), "bits": float(losses[m].mean()) if m.any() else float("nan")}
+        out[name] = {"count": int(m.sum()), "bits": float(losses[m].mean()) if m.any() else None}
     return out
 
 
@@ -78,7 +80,8 @@ def plot(results: Dict[str, Dict[str, Dict[str, float]]], path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(1, len(results))
     for j, (name, res) in enumerate(results.items()):
-        ax.bar(np.arange(len(BIN_NAMES)) + j * width, [res[b]["bits"] for b in BIN_NAMES], width, label=name)
+        heights = [np.nan if res[b]["bits"] is None else res[b]["bits"] for b in BIN_NAMES]  # no bar: no data
+        ax.bar(np.arange(len(BIN_NAMES)) + j * width, heights, width, label=name)
     ax.set_xticks(np.arange(len(BIN_NAMES)) + 0.4 - width / 2, BIN_NAMES)
     ax.set_xlabel("copy depth")
     ax.set_ylabel("mean loss (bits/byte)")
@@ -88,36 +91,52 @@ def plot(results: Dict[str, Dict[str, Dict[str, float]]], path: str) -> None:
     plt.close(fig)
 
 
+def _cell(bits: Optional[float]) -> str:
+    return "no data" if bits is None or bits != bits else f"{bits:.4f}"  # None (or NaN): an empty bin
+
+
 def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """Markdown table: one row per bin (its count), one column per model; "no data" for an empty bin."""
     names = list(results)
     first = next(iter(results.values()))
     rows = ["| bin | count | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for b in BIN_NAMES:
-        cells = " | ".join(f"{results[n][b]['bits']:.4f}" for n in names)
+        cells = " | ".join(_cell(results[n][b]["bits"]) for n in names)
         rows.append(f"| {b} | {first[b]['count']} | {cells} |")
     return "\n".join(rows)
 
 
 def _main(argv: Sequence[str]) -> int:
-    from .checkpoint import load_model, resolve_device
+    from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_device
     from .cli import OneLineParser
-    from .data import eval_windows, load_corpus
-    from .evaluate import per_position_loss
+    from .data import check_same_corpus, eval_windows, load_corpus
+    from .evaluate import per_position_loss, recorded_corpus_path
 
     p = OneLineParser(prog="fsn-copy-depth", description="Mean loss per copy-depth bin, side by side.",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint.pt files written by fsn-train")
-    p.add_argument("--data", default=None, help="corpus file (None: Python stdlib sources)")
+    p.add_argument("--data", default=None, help="corpus file (None: the first checkpoint's corpus); a file whose "
+                   "sha256 differs from the one a checkpoint's run recorded is refused")
+    p.add_argument("--allow-different-data", action="store_true", help="measure on a corpus other than the one "
+                   "each checkpoint was trained on")
     p.add_argument("--split", default="val", choices=["val", "test"], help="which split's windows")
     p.add_argument("--seq-len", type=int, default=None, help="window length (None: the first checkpoint's)")
     p.add_argument("--windows", type=int, default=64, help="windows to evaluate")
     p.add_argument("--out", default="copy_depth.png", help="bar chart path (a .json with numbers beside it)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     a = p.parse_args(argv)
+    for name in ("seq_len", "windows"):
+        value = getattr(a, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     device = resolve_device(a.device)
-    models = [load_model(c, device) for c in a.checkpoints]
+    ckpts = [load_checkpoint(c) for c in a.checkpoints]
+    corpus = load_corpus(a.data if a.data is not None else recorded_corpus_path(ckpts[0]))
+    for path, ckpt in zip(a.checkpoints, ckpts):
+        check_same_corpus(corpus, ckpt.get("corpus"), path, a.allow_different_data)
+    models = [(model_from_checkpoint(ckpt, c, device), ckpt) for c, ckpt in zip(a.checkpoints, ckpts)]
     seq_len = a.seq_len or models[0][1]["train_config"]["seq_len"]
-    windows = eval_windows(load_corpus(a.data).split(a.split), seq_len, a.windows)
+    windows = eval_windows(corpus.split(a.split), seq_len, a.windows)
     depths = window_depths(windows)
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     for path, (model, _) in zip(a.checkpoints, models):

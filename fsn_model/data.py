@@ -92,10 +92,12 @@ class Corpus:
 
 
 def load_corpus(path: Optional[str] = None) -> Corpus:
-    """Open ``path`` (or the default corpus) as a :class:`Corpus`.
+    """Open ``path`` (or the default corpus) as a :class:`Corpus`; its ``path`` is resolved
+    (absolute, symlinks followed), so a run records which file it read.
 
     Raises:
-        FileNotFoundError: missing file. ValueError: a directory, or a file too small to split.
+        FileNotFoundError: missing file. ValueError: a directory, an unreadable file
+        (permission denied) or a file too small to split.
     """
     if path is None:
         p, name = build_default_corpus(), "pystdlib"
@@ -106,22 +108,37 @@ def load_corpus(path: Optional[str] = None) -> Corpus:
         if not p.is_file():
             raise FileNotFoundError(f"data file not found: {path}")
         name = p.name
-    n = p.stat().st_size
-    if n < 1000:
-        raise ValueError(f"data file {p} has {n} bytes; need at least 1000 to split 90/5/5")
-    if p.name == "enwik8" or (n == ENWIK8_SIZE and _starts_with(p, b"<mediawiki")):
-        cuts = (90_000_000, 95_000_000) if n == ENWIK8_SIZE else (int(n * 0.9), int(n * 0.95))
-        name = "enwik8"
-    else:
-        cuts = (int(n * 0.9), int(n * 0.95))
-    splits = {"train": (0, cuts[0]), "val": (cuts[0], cuts[1]), "test": (cuts[1], n)}
-    data = np.memmap(p, dtype=np.uint8, mode="r")
-    return Corpus(name, str(p), data, splits, sha256_file(p))
+    given, p = p, p.resolve()
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(b"<mediawiki"))
+        n = p.stat().st_size
+        if n < 1000:
+            raise ValueError(f"data file {p} has {n} bytes; need at least 1000 to split 90/5/5")
+        if given.name == "enwik8" or (n == ENWIK8_SIZE and head == b"<mediawiki"):
+            cuts = (90_000_000, 95_000_000) if n == ENWIK8_SIZE else (int(n * 0.9), int(n * 0.95))
+            name = "enwik8"
+        else:
+            cuts = (int(n * 0.9), int(n * 0.95))
+        splits = {"train": (0, cuts[0]), "val": (cuts[0], cuts[1]), "test": (cuts[1], n)}
+        data = np.memmap(p, dtype=np.uint8, mode="r")
+        return Corpus(name, str(p), data, splits, sha256_file(p))
+    except PermissionError:
+        raise ValueError(f"data file {path if path is not None else p} is not readable (permission denied)") from None
 
 
-def _starts_with(path: Path, prefix: bytes) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(prefix)) == prefix
+def check_same_corpus(corpus: Corpus, recorded: Optional[Dict[str, object]], what: str, allow: bool) -> None:
+    """Refuse ``corpus`` when its sha256 differs from the one ``what`` recorded.
+
+    ``recorded`` is the ``corpus`` dict a run saved (name, path, sha256; None or without a
+    sha256: nothing to check). Raises ValueError naming both hashes unless ``allow``
+    (the ``--allow-different-data`` flag).
+    """
+    old = (recorded or {}).get("sha256")
+    if allow or not old or old == corpus.sha256:
+        return
+    raise ValueError(f"data {corpus.path} (sha256 {corpus.sha256}) is not the corpus {what} trained on "
+                     f"({(recorded or {}).get('path')}, sha256 {old}); pass --allow-different-data to use it anyway")
 
 
 def get_batch(data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int,

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import load_model, resolve_device
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_device
 from .cli import OneLineParser, run_cli
-from .data import eval_windows, load_corpus
+from .data import check_same_corpus, eval_windows, load_corpus
 
 
 @torch.no_grad()
@@ -36,11 +36,20 @@ def bits_per_byte(model: nn.Module, windows: Tensor, batch_size: int = 32) -> fl
     return per_position_loss(model, windows, batch_size).mean().item() / math.log(2)
 
 
+def recorded_corpus_path(ckpt: dict) -> Optional[str]:
+    """The corpus file a checkpoint's run trained on (None: the default corpus)."""
+    corpus = ckpt.get("corpus") or {}
+    return None if corpus.get("name") == "pystdlib" else corpus.get("path")
+
+
 def _main(argv: Sequence[str]) -> int:
     p = OneLineParser(prog="fsn-eval", description="Validation and test bits per byte of a checkpoint.",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint.pt written by fsn-train")
-    p.add_argument("--data", default=None, help="corpus file (None: the checkpoint's corpus)")
+    p.add_argument("--data", default=None, help="corpus file (None: the checkpoint's corpus); a file whose sha256 "
+                   "differs from the one the run recorded is refused")
+    p.add_argument("--allow-different-data", action="store_true", help="evaluate on a corpus other than the one "
+                   "the checkpoint was trained on")
     p.add_argument("--seq-len", type=int, default=None, help="window length (None: training's)")
     p.add_argument("--windows", type=int, default=256, help="evaluation windows per split (training "
                    "validates on --eval-windows, 64 by default, so its figure can differ)")
@@ -51,11 +60,11 @@ def _main(argv: Sequence[str]) -> int:
         value = getattr(a, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    model, ckpt = load_model(a.checkpoint, resolve_device(a.device))
-    data = a.data
-    if data is None and ckpt.get("corpus", {}).get("name") != "pystdlib":
-        data = ckpt.get("corpus", {}).get("path")
-    corpus = load_corpus(data)
+    device = resolve_device(a.device)
+    ckpt = load_checkpoint(a.checkpoint)
+    corpus = load_corpus(a.data if a.data is not None else recorded_corpus_path(ckpt))
+    check_same_corpus(corpus, ckpt.get("corpus"), a.checkpoint, a.allow_different_data)
+    model = model_from_checkpoint(ckpt, a.checkpoint, device)
     seq_len = a.seq_len or ckpt["train_config"]["seq_len"]
     result = {"checkpoint": a.checkpoint, "corpus": corpus.name, "seq_len": seq_len}
     for split in ("val", "test"):

@@ -1,10 +1,19 @@
 """Sampling: temperature + top-k. Both models decode through preallocated caches, one
 token per step: FSN through its phase cache (``dim`` floats per token per layer), the
-transformer through its KV cache (``2 * dim``). ``fsn-generate CHECKPOINT --prompt TEXT``."""
+transformer through its KV cache (``2 * dim``). ``fsn-generate CHECKPOINT --prompt TEXT``.
+
+Temperature: any finite number >= 0. 0 is greedy; a positive temperature T samples from
+softmax((logits - max) / T), exact for every T > 0: as T -> 0 it samples among the
+most likely bytes only (1e-40 is greedy up to ties), never NaN. The prompt is taken as
+bytes: text that is not valid UTF-8 (bytes from the command line) reaches the model as
+given. ``--length`` is refused up front when its caches would not fit in the memory the
+device has free; running out of memory while generating is reported in one line.
+"""
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import List, Optional, Sequence
 
 import torch
@@ -26,7 +35,8 @@ def _pick(logits: Tensor, temperature: float, top_k: int, gen: torch.Generator) 
     logits = logits.float().cpu()
     if temperature == 0:
         return int(logits.argmax())
-    logits = logits / temperature
+    # float64 (a float32 temperature of 1e-300 would be 0): <= 0, max 0, finite or -inf for any T > 0
+    logits = (logits.double() - logits.max().double()) / temperature
     if 0 < top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -59,24 +69,61 @@ def sample(model: nn.Module, prompt: Sequence[int], max_new: int, temperature: f
     return out
 
 
+def cache_bytes(model: nn.Module, tokens: int) -> int:
+    """Upper bound of the decode caches' size for ``tokens`` tokens: 2 * dim float32 values
+    per token per layer (the transformer's K and V; FSN's phase cache holds half)."""
+    cfg = getattr(model, "config", None)
+    return tokens * 2 * getattr(cfg, "dim", 0) * getattr(cfg, "n_layers", 0) * 4
+
+
+def free_memory(device: torch.device) -> Optional[int]:
+    """Bytes free on ``device`` (CUDA: the allocator's view; CPU: available RAM), None if unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(
+        mark in str(e) for mark in ("out of memory", "can't allocate memory", "not enough memory")))
+
+
 def _main(argv: Sequence[str]) -> int:
     p = OneLineParser(prog="fsn-generate", description="Sample bytes from a checkpoint.",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint.pt written by fsn-train")
-    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--prompt", default="", help="text to continue (its bytes as given, UTF-8 or not)")
     p.add_argument("--length", type=int, default=200, help="new bytes to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (any finite "
+                   "value >= 0; tiny ones approach greedy)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely bytes; 0 = all")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (>= 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     a = p.parse_args(argv)
     check_sampling(a.temperature, a.top_k)
     if a.length < 0:
         raise ValueError(f"--length must be >= 0, got {a.length}")
-    model, ckpt = load_model(a.checkpoint, resolve_device(a.device))
-    out = sample(model, list(a.prompt.encode("utf-8")), a.length, a.temperature, a.top_k, a.seed,
-                 context=ckpt["train_config"]["seq_len"])
-    print(a.prompt + bytes(out).decode("utf-8", errors="replace"))
+    if a.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {a.seed}")
+    prompt = os.fsencode(a.prompt)  # the bytes given on the command line, valid UTF-8 or not
+    device = resolve_device(a.device)
+    model, ckpt = load_model(a.checkpoint, device)
+    context = ckpt["train_config"]["seq_len"]
+    need, free = cache_bytes(model, min(len(prompt), context) + a.length), free_memory(device)
+    if free is not None and need > free:
+        raise ValueError(f"--length {a.length}: its decode caches would need about {need / 2**30:,.1f} GiB, more "
+                         f"than the {free / 2**30:,.1f} GiB free on {device}; ask for fewer bytes")
+    try:
+        out = sample(model, list(prompt), a.length, a.temperature, a.top_k, a.seed, context=context)
+    except (MemoryError, RuntimeError) as e:
+        if not _is_out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MemoryError(f"generating {a.length} bytes on {device}: {first}; try a smaller --length") from None
+    print((prompt + bytes(out)).decode("utf-8", errors="replace"))
     return 0
 
 

@@ -30,6 +30,7 @@ Examples::
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import statistics
 from pathlib import Path
@@ -40,24 +41,12 @@ import torch
 from . import train as train_mod
 from .build import MODEL_NAMES
 from .checkpoint import resolve_device
-from .cli import OneLineParser, run_cli
-from .compare import _copy_depth, write_quality_files
+from .cli import OneLineParser, add_dataclass_flags, parse_knobs, run_cli, values_for
+from .compare import SHARED_SETTINGS, _copy_depth, parse_seeds, write_quality_files
 from .data import load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
 
 TRAIN_KEYS = ("lr", "warmup")
-
-
-def _value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_trial(spec: str) -> Dict[str, Any]:
@@ -65,13 +54,7 @@ def parse_trial(spec: str) -> Dict[str, Any]:
     model, _, rest = spec.partition(":")
     if model not in MODEL_NAMES:
         raise ValueError(f"--trial {spec!r}: model must be one of {', '.join(MODEL_NAMES)}")
-    knobs: Dict[str, Any] = {}
-    for part in filter(None, rest.split(",")):
-        key, eq, val = part.partition("=")
-        if not eq or not key or not val:
-            raise ValueError(f"--trial {spec!r}: expected key=value, got {part!r}")
-        knobs[key.strip()] = _value(val.strip())
-    return {"model": model, "knobs": knobs}
+    return {"model": model, "knobs": parse_knobs(rest, f"--trial {spec!r}")}
 
 
 def trial_label(trial: Dict[str, Any], lr: float) -> str:
@@ -83,20 +66,19 @@ def trial_label(trial: Dict[str, Any], lr: float) -> str:
 def _plan(a) -> List[Dict[str, Any]]:
     if not a.trial:
         raise ValueError("--trial: give at least one, e.g. --trial fsn:lr=3e-3")
-    seeds = [int(s) for s in a.seeds.split(",") if s != ""]
-    if not seeds:
-        raise ValueError("--seeds: give at least one seed, e.g. 0,1")
+    seeds = parse_seeds(a.seeds)
     plan = []
     for spec in a.trial:
         trial = parse_trial(spec)
-        lr = float(trial["knobs"].get("lr", a.lr))
-        warmup = int(trial["knobs"].get("warmup", min(a.warmup, max(1, a.steps // 10))))
+        lr = trial["knobs"].get("lr", a.lr)
+        warmup = trial["knobs"].get("warmup", base_config(a).warmup)
         overrides = {k: v for k, v in trial["knobs"].items() if k not in TRAIN_KEYS}
-        # fail before any training on a knob build_model does not take
-        from .build import build_model
-
-        with torch.device("meta"):
-            build_model(trial["model"], a.params, **overrides)
+        try:  # every setting checked before any training (a knob build_model does not take included)
+            train_mod.validate(dataclasses.replace(base_config(a), model=trial["model"], lr=lr, warmup=warmup,
+                                                   model_overrides=overrides))
+        except ValueError as e:
+            raise ValueError(f"--trial {spec!r}: {e}") from None
+        lr = float(lr)
         label = trial_label(trial, lr)
         for seed in seeds:
             plan.append(dict(model=trial["model"], trial=label, knobs=trial["knobs"], overrides=overrides,
@@ -112,14 +94,10 @@ def _run_dir(runs_dir: Path, item: Dict[str, Any], a) -> Path:
 def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     out = _run_dir(runs_dir, item, a)
     finished_or_started = (out / train_mod.CHECKPOINT_NAME).exists()
-    cfg = train_mod.TrainConfig(
-        model=item["model"], params=a.params, data=a.data, steps=a.steps, batch_size=a.batch_size,
-        seq_len=a.seq_len, lr=item["lr"], warmup=item["warmup"], seed=item["seed"], device=a.device,
-        out=str(out), eval_every=a.eval_every, eval_windows=a.eval_windows, progress=not a.no_progress,
-        model_overrides=dict(item["overrides"]),
-        # a run with a checkpoint is resumed (a finished one is read back, not retrained)
-        resume=finished_or_started, overwrite=not finished_or_started,
-    )
+    # a run with a checkpoint is resumed (a finished one is read back, not retrained)
+    cfg = dataclasses.replace(base_config(a), model=item["model"], lr=item["lr"], warmup=item["warmup"],
+                              seed=item["seed"], out=str(out), model_overrides=dict(item["overrides"]),
+                              resume=finished_or_started, overwrite=not finished_or_started)
     log = train_mod.train(cfg)
     per_step = a.batch_size * a.seq_len
     return dict(model=item["model"], architecture=item["model"], trial=item["trial"], knobs=item["knobs"],
@@ -162,35 +140,36 @@ def tables(runs: List[Dict[str, Any]], summary: Dict[str, Dict[str, Any]]) -> st
 
 
 def _parser() -> OneLineParser:
-    d = train_mod.TrainConfig()
     p = OneLineParser(prog="fsn-sweep", description="Tuning sweep: train trials (model, lr, build_model knobs) "
                       "x seeds at one budget; write the quality JSON/PNG/markdown with the sweep table.")
     p.add_argument("--trial", action="append", default=[], metavar="MODEL[:key=value,...]",
                    help="repeatable; keys lr, warmup and build_model overrides, e.g. fsn:lr=6e-3,k1_init=1.0")
-    p.add_argument("--params", default="250k", help="parameter target for every trial (default %(default)s)")
     p.add_argument("--seeds", default="0")
-    p.add_argument("--data", default=None, help="byte corpus file; default: Python stdlib sources")
-    p.add_argument("--steps", type=int, default=800, help="steps per run; tokens = steps*batch*seq_len")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of trials that set none")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="warmup steps (capped at steps/10)")
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--eval-windows", type=int, default=d.eval_windows)
+    add_dataclass_flags(p, train_mod.TrainConfig, SHARED_SETTINGS,
+                        defaults={"params": "250k", "steps": 800, "eval_every": 100}, helps={
+                            "params": "parameter target for every trial (default %(default)s)",
+                            "steps": "steps per run; tokens = steps*batch*seq_len",
+                            "lr": "learning rate of trials that set none",
+                            "warmup": "warmup steps (capped at steps/10)"})
     p.add_argument("--copy-windows", type=int, default=64, help="test windows for the copy-depth table (0: skip)")
-    p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default .benchmarks/sweep)")
     p.add_argument("--name", default=None, help="file stem (default sweep-<corpus>-<params>-<steps>steps)")
     p.add_argument("--runs-dir", default=None, help="run checkpoints; finished runs here are reused "
                    "(default runs/sweep/<corpus>)")
-    p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def base_config(a) -> "train_mod.TrainConfig":
+    """The settings every run of this sweep shares (trials differ by model, lr, warmup, knobs)."""
+    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))))
 
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
     device = resolve_device(a.device)
     plan = _plan(a)
+    if a.copy_windows < 0:
+        raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")
     corpus = load_corpus(a.data)
     out_dir = Path(a.out) if a.out else REPO_ROOT / ".benchmarks" / "sweep"
     runs_dir = Path(a.runs_dir) if a.runs_dir else Path("runs") / "sweep" / corpus.name

@@ -14,13 +14,22 @@ then cosine decay to ``min_lr_ratio * lr``, grad-norm clipping, bf16 autocast on
 The loop reads the loss back from the device only every ``log_every`` steps (and at each
 evaluation), so the GPU never waits on the host in between.
 
-Run directory ``out``: ``checkpoint.pt`` and ``log.json`` are written atomically at every
-evaluation and at the end. A fresh run refuses a directory that already holds a
-checkpoint unless ``overwrite=True``; ``resume=True`` continues the run there (and fails
-if there is none) with its saved settings: fields of the given config that differ from
-the saved ones override them and are announced, except model, params, model_overrides and
-data, which cannot change. :func:`resume_config` builds the config of a resume with only
-the given overrides. The next step's loss of a resumed run equals an uninterrupted run's.
+Every setting is checked before any work (:func:`validate`), and the data file is read,
+before the run directory is created. Run directory ``out``: one run at a time; a run
+holds its lock (:mod:`fsn_model.run_lock`) while it trains, and a second run, resume or
+sweep into it is refused naming the holder. ``checkpoint.pt`` and ``log.json`` are written
+atomically at every evaluation and at the end; a failed write (no space left, ...) is
+named in one line and the previous files stay. A fresh run refuses a directory that
+already holds a checkpoint unless ``overwrite=True``; ``resume=True`` continues the run
+there (and fails if there is none) with its saved settings: fields of the given config
+that differ from the saved ones override them and are announced, except model, params,
+model_overrides and data, which cannot change. :func:`resume_config` builds the config of
+a resume with only the given overrides. The next step's loss of a resumed run equals an
+uninterrupted run's. A resume with no step left to run says so and returns the log.
+
+The corpus: ``data`` is stored resolved (absolute) with the file's sha256; a resume
+refuses a file whose sha256 differs from the recorded one (naming both) unless
+``allow_different_data=True`` (the change is then kept in ``log["corpus_history"]``).
 
 Stops: SIGINT (Ctrl-C) finishes the current step, saves a checkpoint and raises
 :class:`TrainingInterrupted`; a non-finite loss raises :class:`NonFiniteLossError` and
@@ -60,47 +69,67 @@ from .checkpoint import (
     resolve_device,
     save_checkpoint,
 )
-from .cli import OneLineParser, run_cli
+from .cli import OneLineParser, add_dataclass_flags, explicit_args, run_cli
 from .config import config_to_dict
-from .data import document_boundaries, eval_windows, get_batch, load_corpus, separator_bytes
+from .data import check_same_corpus, document_boundaries, eval_windows, get_batch, load_corpus, separator_bytes
 from .evaluate import bits_per_byte
+from .run_lock import RunLock
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.json"
 
 
+def _setting(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) -> Any:
+    """A TrainConfig field; ``help`` (and ``choices``, ``metavar``) become its fsn-train flag's."""
+    extra = {"default_factory": dict} if default is dict else {"default": default}
+    return field(metadata=dict(help=help, **metadata), **extra)
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run depends on. Defaults are the CPU quickstart (~2-3 min on 2 idle
-    cores, ~200k-param FSN, 1000 steps)."""
+    """Everything a run depends on: the one declaration of a run's settings. Defaults are the
+    CPU quickstart (~2-3 min on 2 idle cores, ~200k-param FSN, 1000 steps).
 
-    model: str = "fsn"
-    params: Union[int, str] = "200k"
-    data: Optional[str] = None  # None: the default corpus (Python stdlib sources)
-    steps: int = 1000
-    batch_size: int = 16
-    seq_len: int = 128
-    lr: float = 1.2e-2  # FSN's best at 250k (tuning study); the transformer's was 6e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/fsn-quickstart"
-    resume: bool = False
-    overwrite: bool = False
-    eval_every: int = 250
-    eval_windows: int = 64
-    log_every: int = 10  # read the loss back from the device (and update the bar) every N steps
-    stop_at: Optional[int] = None  # stop (and checkpoint) after this many steps, as if interrupted
-    progress: bool = True
-    model_overrides: Dict[str, Any] = field(default_factory=dict)
-    pack_documents: Optional[str] = None  # separator: attention never crosses a document boundary
+    Each field is a flag of ``fsn-train`` (``batch_size`` -> ``--batch-size``, help from the
+    field's metadata; ``progress`` -> ``--no-progress``); ``fsn-compare`` and ``fsn-sweep``
+    take the shared ones from here too (:func:`fsn_model.cli.add_dataclass_flags`)."""
+
+    model: str = _setting("fsn", "architecture", choices=MODEL_NAMES)
+    params: Union[int, str] = _setting("200k", "target size, e.g. 250k, 1M")
+    data: Optional[str] = _setting(None, "byte corpus file (enwik8 gets its standard split); None: Python stdlib "
+                                   "sources. Stored resolved, with its sha256")
+    steps: int = _setting(1000, "optimizer steps")
+    batch_size: int = _setting(16, "windows per step")
+    seq_len: int = _setting(128, "bytes per window")
+    lr: float = _setting(1.2e-2, "peak learning rate (FSN's best at 250k in the tuning study; the transformer's "
+                         "was 6e-3)")
+    min_lr_ratio: float = _setting(0.1, "the cosine schedule ends at min_lr_ratio * lr")
+    warmup: int = _setting(50, "linear warmup steps")
+    weight_decay: float = _setting(0.1, "AdamW weight decay of 2-D weights (not embeddings)")
+    grad_clip: float = _setting(1.0, "gradient-norm clipping")
+    seed: int = _setting(0, "init and batch seed (>= 0)")
+    device: str = _setting("auto", "auto, cpu, cuda, cuda:1 ...")
+    out: str = _setting("runs/fsn-quickstart", "run directory (checkpoint.pt, log.json); one run at a time")
+    resume: bool = _setting(False, "continue the run in --out with its saved settings; flags given explicitly "
+                            "override them")
+    overwrite: bool = _setting(False, "replace a run already in --out")
+    allow_different_data: bool = _setting(False, "resume on a corpus whose sha256 differs from the one the run "
+                                          "recorded (or on another --data file)")
+    eval_every: int = _setting(250, "validate and checkpoint every N steps")
+    eval_windows: int = _setting(64, "validation windows")
+    log_every: int = _setting(10, "read the loss back from the device and update the progress bar every N steps")
+    stop_at: Optional[int] = _setting(None, "stop (with a checkpoint) after this step, as if interrupted")
+    progress: bool = _setting(True, "a progress bar on stderr; --no-progress turns it off")
+    model_overrides: Dict[str, Any] = _setting(dict, "build_model knobs, e.g. n_layers=2,k1_init=1.0")
+    pack_documents: Optional[str] = _setting(None, "split each training window into documents ending with SEP "
+                                             "(backslash escapes allowed, e.g. '\\n\\n'); attention never "
+                                             "crosses a document (FSN models)", metavar="SEP")
+    compile: bool = _setting(False, "torch.compile the model (CPU and CUDA; the first steps compile; "
+                             "fsn_model/README.md says when it pays)")
 
 
 # Fields that describe where and how this process runs, not the run itself.
-RUNTIME_FIELDS = ("device", "out", "resume", "overwrite", "progress")
+RUNTIME_FIELDS = ("device", "out", "resume", "overwrite", "progress", "allow_different_data", "compile")
 # Fields a resumed run cannot change: the saved weights and batches depend on them.
 FIXED_ON_RESUME = ("model", "params", "model_overrides", "data", "pack_documents")
 
@@ -142,17 +171,24 @@ def _dist_setup(device: torch.device) -> Tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def _validate(cfg: TrainConfig) -> None:
-    """Raise ValueError naming the first bad field of ``cfg``."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the first bad field of ``cfg``. Checks every setting before
+    any work (a knob of ``model_overrides`` that build_model does not take included)."""
     if cfg.model not in MODEL_NAMES:
         raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}; got {cfg.model!r}")
     parse_params(cfg.params)
     for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows", "log_every"):
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not _is_int(value) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if cfg.warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {cfg.warmup}")
+    for name in ("warmup", "seed"):
+        value = getattr(cfg, name)
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     for name, low, low_ok in (("lr", 0.0, False), ("grad_clip", 0.0, False), ("weight_decay", 0.0, True),
                               ("min_lr_ratio", 0.0, True)):
         value = getattr(cfg, name)
@@ -160,15 +196,28 @@ def _validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be a finite number {'>=' if low_ok else '>'} {low:g}, got {value!r}")
     if cfg.min_lr_ratio > 1:
         raise ValueError(f"min_lr_ratio must be <= 1, got {cfg.min_lr_ratio}")
-    if cfg.stop_at is not None and cfg.stop_at < 1:
-        raise ValueError(f"stop_at must be >= 1 when set, got {cfg.stop_at}")
-    if not str(cfg.out).strip():
+    if cfg.stop_at is not None and (not _is_int(cfg.stop_at) or cfg.stop_at < 1):
+        raise ValueError(f"stop_at must be an int >= 1 when set, got {cfg.stop_at!r}")
+    if not isinstance(cfg.out, (str, os.PathLike)) or not str(cfg.out).strip():
         raise ValueError(f"out must name a run directory, got {cfg.out!r}")
+    if cfg.data is not None and not isinstance(cfg.data, (str, os.PathLike)):
+        raise ValueError(f"data must be a file path or None, got {cfg.data!r}")
+    if not isinstance(cfg.model_overrides, dict):
+        raise ValueError(f"model_overrides must be a dict of build_model knobs, got {cfg.model_overrides!r}")
     if cfg.pack_documents is not None:
         separator_bytes(cfg.pack_documents)
         if cfg.model == "transformer":
             raise ValueError("pack_documents: the transformer baseline has no packed attention; "
                              "use it with the FSN models (fsn, fsn-meanfield)")
+    if cfg.model_overrides and not cfg.resume:
+        with torch.device("meta"):  # an unknown knob fails here, not after the data is read
+            try:
+                build_model(cfg.model, cfg.params, **cfg.model_overrides)
+            except TypeError as e:
+                raise ValueError(f"model_overrides {cfg.model_overrides}: {e}") from None
+
+
+_validate = validate  # the name used before it was public
 
 
 def _saved_config(ckpt: Dict[str, Any]) -> TrainConfig:
@@ -180,7 +229,8 @@ def _checkpoint_to_resume(out: Path) -> Dict[str, Any]:
     path = out / CHECKPOINT_NAME
     if not path.is_file():
         raise ValueError(f"resume: no checkpoint at {path}, so there is no run to resume (drop --resume to start one)")
-    return load_checkpoint(str(path))
+    mtime = path.stat().st_mtime_ns
+    return dict(load_checkpoint(str(path)), _read_mtime_ns=mtime)
 
 
 def resume_config(out: str, **overrides: Any) -> TrainConfig:
@@ -193,7 +243,8 @@ def resume_config(out: str, **overrides: Any) -> TrainConfig:
     if unknown:
         raise ValueError(f"resume_config: unknown TrainConfig fields {unknown}")
     saved = _saved_config(_checkpoint_to_resume(Path(out)))
-    return dataclasses.replace(saved, **overrides, out=out, resume=True)
+    # allow_different_data is a choice of this resume, never inherited from the saved one
+    return dataclasses.replace(saved, **{"allow_different_data": False, **overrides}, out=out, resume=True)
 
 
 def _resume_overrides(cfg: TrainConfig, ckpt: Dict[str, Any]) -> List[str]:
@@ -203,7 +254,12 @@ def _resume_overrides(cfg: TrainConfig, ckpt: Dict[str, Any]) -> List[str]:
     changed = []
     for f in dataclasses.fields(TrainConfig):
         new, old = getattr(cfg, f.name), getattr(saved, f.name)
+        if f.name == "data":  # the same file, however it was spelled
+            new, old = _resolved(new), _resolved(old)
         if f.name in RUNTIME_FIELDS or new == old:
+            continue
+        if f.name == "data" and cfg.allow_different_data:
+            changed.append(f"data {old!r} -> {new!r}")
             continue
         if f.name in FIXED_ON_RESUME:
             raise ValueError(f"resume: {f.name} cannot change on resume (saved {old!r}, given {new!r})")
@@ -211,26 +267,61 @@ def _resume_overrides(cfg: TrainConfig, ckpt: Dict[str, Any]) -> List[str]:
     return changed
 
 
-def _prepare_out_dir(cfg: TrainConfig) -> Path:
-    """Check the run directory before any training: creatable, a directory, writable, and for
-    a fresh run free of an earlier run (unless ``overwrite``). Removes stale temporaries."""
+def _resolved(data: Optional[str]) -> Optional[str]:
+    """A corpus path made absolute (symlinks followed); None (the default corpus) stays None."""
+    return None if data is None else str(Path(data).resolve())
+
+
+def _prepare_out_dir(cfg: TrainConfig) -> Tuple[Path, RunLock, bool]:
+    """Create and lock the run directory: a directory, writable, held by no other run
+    (:class:`fsn_model.run_lock.RunLock`), and for a fresh run free of an earlier run
+    (unless ``overwrite``). Removes stale temporaries. Returns (path, the held lock,
+    whether this call created the directory)."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {cfg.out} exists and is not a directory")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as e:
         raise ValueError(f"out {cfg.out} is not a writable directory ({e.strerror or e})") from None
-    if not cfg.resume and (out / CHECKPOINT_NAME).exists():
-        if not cfg.overwrite:
-            raise ValueError(f"out {cfg.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
-                             "it or --overwrite to replace it")
-        for name in (CHECKPOINT_NAME, LOG_NAME):
-            (out / name).unlink(missing_ok=True)
-    remove_stale_temporaries(out)
-    return out
+    lock = RunLock(out).acquire()
+    try:
+        if not cfg.resume and (out / CHECKPOINT_NAME).exists():
+            if not cfg.overwrite:
+                raise ValueError(f"out {cfg.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
+                                 "it or --overwrite to replace it")
+            for name in (CHECKPOINT_NAME, LOG_NAME):
+                (out / name).unlink(missing_ok=True)
+        remove_stale_temporaries(out)
+    except BaseException:
+        _release(out, lock, created)
+        raise
+    return out, lock, created
+
+
+def _release(out: Path, lock: RunLock, created: bool) -> None:
+    """Drop the run directory's lock; a directory this run created and left empty is removed."""
+    lock.release()
+    if created:
+        try:
+            out.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def _already_done(cfg: TrainConfig, ckpt: Dict[str, Any]) -> Optional[str]:
+    """For a resume with nothing left to run: what to say (and what to pass to continue)."""
+    step = ckpt["step"]
+    if step >= cfg.steps:
+        return (f"the run in {cfg.out} is already complete ({step} of {cfg.steps} steps); nothing to do "
+                f"(to train it further pass --resume with --steps N, N > {step})")
+    if cfg.stop_at is not None and step >= cfg.stop_at:
+        return (f"the run in {cfg.out} already stopped at step {step} (stop_at {cfg.stop_at}, of {cfg.steps} "
+                f"steps); nothing to do (to continue pass --resume with --stop-at N, {step} < N <= {cfg.steps})")
+    return None
 
 
 class _DeferredSigint:
@@ -304,16 +395,40 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint stays).
     """
     # settings: validate; a resume starts from its checkpoint's config
-    cfg = dataclasses.replace(config)
-    _validate(cfg)
+    cfg = dataclasses.replace(config, data=_resolved(config.data))
+    validate(cfg)
     ckpt = _checkpoint_to_resume(Path(cfg.out)) if cfg.resume else None
     overridden = _resume_overrides(cfg, ckpt) if ckpt is not None else []
     rank, world, device = _dist_setup(resolve_device(cfg.device))
-    # the run directory: checked before any work that its failure would waste
-    out = _prepare_out_dir(cfg) if rank == 0 else Path(cfg.out)
+    if ckpt is not None:
+        done = _already_done(cfg, ckpt)
+        if done is not None:
+            if rank == 0:
+                print(f"fsn-train: {done}", flush=True)
+            return ckpt["log"]
 
-    # data: the train split and fixed validation windows
+    # data: read (and, on resume, checked against the recorded sha256) before out is touched
     corpus = load_corpus(cfg.data)
+    if ckpt is not None:
+        check_same_corpus(corpus, ckpt.get("corpus"), f"the run in {cfg.out}", cfg.allow_different_data)
+
+    # the run directory: created only now, and held for the whole run
+    if rank != 0:
+        return _train_in(cfg, ckpt, overridden, corpus, rank, world, device, Path(cfg.out))
+    out, lock, created = _prepare_out_dir(cfg)
+    try:
+        if ckpt is not None and (out / CHECKPOINT_NAME).stat().st_mtime_ns != ckpt["_read_mtime_ns"]:
+            raise ValueError(f"resume: another run wrote {out / CHECKPOINT_NAME} while this one started; "
+                             "run the resume again")
+        return _train_in(cfg, ckpt, overridden, corpus, rank, world, device, out)
+    finally:
+        _release(out, lock, created)
+
+
+def _train_in(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], overridden: List[str], corpus, rank: int,
+              world: int, device: torch.device, out: Path) -> Dict[str, Any]:
+    """The run itself, in the locked run directory ``out`` (see :func:`train`)."""
+    # data: the train split and fixed validation windows
     train_data, val = corpus.split("train"), eval_windows(corpus.split("val"), cfg.seq_len, cfg.eval_windows)
 
     # model and optimizer: fresh from the seed, or restored from the checkpoint
@@ -332,8 +447,13 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         "model_config": config_to_dict(model.config), "params": count_params(model),
         "corpus": corpus.describe(), "world_size": world, "train": [], "val": [], "wall_time_s": 0.0,
     }
+    if ckpt is not None and log["corpus"].get("sha256") != corpus.sha256:  # allowed by allow_different_data
+        log.setdefault("corpus_history", []).append(dict(log["corpus"], until_step=step))
+        log["corpus"] = corpus.describe()
     log["train_config"] = dataclasses.asdict(cfg)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile:  # the checkpoint keeps saving `model`; only the calls go through the compiled wrapper
+        ddp = torch.compile(ddp)
     stop = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     if rank == 0:
         what = f"resuming {out} at step {step}" if ckpt else f"training {cfg.model} ({log['params']:,} params) in {out}"
@@ -409,71 +529,42 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     return log
 
 
+CLI_ONLY = ("threads", "sample")  # fsn-train flags that are not settings of the run
+
+
 def _parser() -> OneLineParser:
-    d = TrainConfig()
+    """fsn-train's flags: one per TrainConfig field, plus :data:`CLI_ONLY`."""
     p = OneLineParser(prog="fsn-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                       description="Train an FSN (or baseline) byte-level LM. With no arguments: the CPU quickstart "
                       "on the Python stdlib corpus.")
-    p.add_argument("--model", default=d.model, choices=list(MODEL_NAMES), help="architecture")
-    p.add_argument("--params", default=d.params, help="target size, e.g. 250k, 1M")
-    p.add_argument("--data", default=None, help="byte corpus file (enwik8 gets its standard split); "
-                   "None: Python stdlib sources")
-    helps = {"steps": "optimizer steps", "batch_size": "windows per step", "seq_len": "bytes per window",
-             "lr": "peak learning rate", "seed": "init and batch seed", "eval_every": "validate and checkpoint "
-             "every N steps", "eval_windows": "validation windows", "warmup": "linear warmup steps",
-             "log_every": "read the loss back and update the progress bar every N steps",
-             "stop_at": "stop (with a checkpoint) after this step, as if interrupted"}
-    for name, typ in (("steps", int), ("batch_size", int), ("seq_len", int), ("lr", float), ("seed", int),
-                      ("eval_every", int), ("eval_windows", int), ("warmup", int), ("log_every", int),
-                      ("stop_at", int)):
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name), help=helps[name])
-    p.add_argument("--pack-documents", default=None, metavar="SEP",
-                   help="split each training window into documents ending with SEP (backslash escapes allowed, "
-                   "e.g. '\\n\\n'); attention never crosses a document (FSN models)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--out", default=d.out, help="run directory (checkpoint.pt, log.json)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings; "
-                   "flags given explicitly override them")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataclass_flags(p, TrainConfig)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's default, "
                    "which follows OMP_NUM_THREADS); on a busy machine 1 can be many times faster")
     p.add_argument("--sample", type=int, default=200, help="bytes to sample at the end (0: none)")
     return p
 
 
-def _explicit_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Dict[str, Any]:
-    """The options given on the command line (not defaults), parsed."""
-    unset = object()  # not a str, so argparse never converts it with the option's type
-    parser.set_defaults(**{k: unset for k in vars(parser.parse_args(argv))})
-    return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not unset}
-
-
 def _config_from_args(argv: Sequence[str]) -> Tuple[TrainConfig, Dict[str, Any]]:
     """(TrainConfig, CLI-only options {sample, threads}) from the command line. A resume
     takes the saved config and only the flags given explicitly."""
-    parser = _parser()
-    args = vars(parser.parse_args(argv))
-    cli_only = {"sample": args.pop("sample"), "threads": args.pop("threads")}
-    args["progress"] = not args.pop("no_progress")
+    args = vars(_parser().parse_args(argv))
+    cli_only = {name: args.pop(name) for name in CLI_ONLY}
+    if cli_only["threads"] is not None and cli_only["threads"] < 1:
+        raise ValueError(f"--threads must be >= 1, got {cli_only['threads']}")
+    if cli_only["sample"] < 0:
+        raise ValueError(f"--sample must be >= 0, got {cli_only['sample']}")
     if not args["resume"]:
         return TrainConfig(**args), cli_only
-    given = _explicit_args(_parser(), argv)
-    for name in ("sample", "threads", "resume", "out"):
+    given = explicit_args(_parser(), argv)
+    for name in CLI_ONLY + ("resume", "out"):
         given.pop(name, None)
-    if "no_progress" in given:
-        given["progress"] = not given.pop("no_progress")
     return resume_config(args["out"], **given), cli_only
 
 
 def _main(argv: Sequence[str]) -> int:
     cfg, cli_only = _config_from_args(argv)
     if cli_only["threads"] is not None:
-        if cli_only["threads"] < 1:
-            raise ValueError(f"--threads must be >= 1, got {cli_only['threads']}")
         torch.set_num_threads(cli_only["threads"])
-    if cli_only["sample"] < 0:
-        raise ValueError(f"--sample must be >= 0, got {cli_only['sample']}")
     t0 = time.time()
     try:
         log = train(cfg)
@@ -486,7 +577,7 @@ def _main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("fsn-train: interrupted; nothing was saved after the last checkpoint", file=sys.stderr)
         return 130
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0 and "final_val_bpb" in log:
         print(f"final val bits/byte: {log['final_val_bpb']:.4f}  ({log['params']:,} params, "
               f"corpus {log['corpus']['name']} sha256 {log['corpus']['sha256'][:12]}, {time.time() - t0:.0f}s)")
         if cli_only["sample"] > 0:

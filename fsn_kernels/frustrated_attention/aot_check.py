@@ -37,21 +37,12 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from .backward import _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel  # noqa: E402
-from .common import (  # noqa: E402
-    DOT_BF16,
-    DOT_FP16,
-    DOT_IEEE,
-    DOT_NAMES,
-    backward_kv_configs,
-    backward_q_configs,
-    forward_configs,
-    padded_harmonics,
-    padded_head_dim,
-    token_block,
-)
+from .constants import DOT_BF16, DOT_FP16, DOT_IEEE, DOT_NAMES  # noqa: E402
 from .decoding import _decode_combine_kernel, _decode_split_kernel, decode_config  # noqa: E402
 from .features import _features_kernel  # noqa: E402
 from .forward import _demodulate_kernel, _fwd_kernel  # noqa: E402
+from .geometry import padded_harmonics, padded_head_dim  # noqa: E402
+from .launch_policy import backward_kv_configs, backward_q_configs, forward_configs, token_block  # noqa: E402
 
 SHARED_LIMIT = 227 * 1024  # bytes of shared memory one H100 block may use
 CLEAN_SHAPES = [(nh, d) for nh in (1, 2, 4) for d in (16, 32, 64)]  # (NH, D) asserted by --assert-clean

@@ -3,7 +3,7 @@ chain rule back to theta, gate and the coupling. No atomics, no T x T tensor.
 
 1. ``compute_features(..., grad_out, out)``: q^, k^, v^ (recomputed: cheaper than saving
    them, see README), the upstream gradient ``dO^ = i Gd exp(i n theta)`` and
-   ``Delta = sum_d Gd dtheta``.
+   ``Delta = sum_d Gd out``.
 2. ``_bwd_kv_kernel``, key-major: for keys u, ``dv^_u = sum_{t>u} P dO^_t`` and
    ``dk^_u = sum_{t>u} dS q^_t`` with ``dS = P (dO^_t . v^_u - Delta_t)``.
 3. ``_bwd_q_kernel``, query-major: ``dq^_t = sum_{u<t} dS k^_u``.
@@ -18,28 +18,23 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (
-    LN2,
-    LOG2E,
-    backward_kv_configs,
-    backward_q_configs,
+from .constants import LN2, LOG2E, dot_mode
+from .device_math import harmonics, mm, phase_trig
+from .features import compute_features_and_upstream
+from .geometry import launch_geometry
+from .launch_policy import backward_kv_configs, backward_q_configs, fixed_config, launch
+from .tiles import (
     deinterleave,
-    dot_mode,
+    feature_rows,
     feature_tile,
-    fixed_config,
-    harmonics,
-    launch,
     load_coupling,
-    mm,
-    packing,
-    padded_harmonics,
-    padded_head_dim,
-    phase_trig,
+    order_offsets,
     program_sequence,
-    token_block,
-    token_program,
+    token_offsets,
+    token_positions,
+    token_rows,
+    token_stats,
 )
-from .features import compute_features
 
 
 @triton.jit
@@ -59,11 +54,8 @@ def _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, lo
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        q_ptrs, m_ok = feature_tile(Q, h, bos, offs_m, seq_len, KW, N)
-        do_ptrs, _ = feature_tile(DO, h, bos, offs_m, seq_len, VW, N)
-        q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, KW]
-        do = tl.load(do_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, VW]
-        lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
+        q, do = feature_rows(Q, DO, h, bos, offs_m, seq_len, N, KW, VW, True)  # [BM, KW], [BM, VW]
+        lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, offs_m < seq_len)
         p_t = tl.exp2(mm(k, tl.trans(q), None, DOT) - lse2[None, :])  # [BN, BM]
         if MASKED:
             p_t = tl.where(offs_m[None, :] > offs_n[:, None], p_t, 0.0)
@@ -89,10 +81,7 @@ def _bwd_kv_kernel(
     if start_n >= seq_len:  # a packed sequence shorter than the longest
         return
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    k_ptrs, n_ok = feature_tile(K, h, bos, offs_n, seq_len, KW, N)
-    v_ptrs, _ = feature_tile(V, h, bos, offs_n, seq_len, VW, N)
-    k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, KW]
-    v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, VW]
+    k, v = feature_rows(K, V, h, bos, offs_n, seq_len, N, KW, VW, True)  # [BN, KW], [BN, VW]
     dk = tl.zeros([BLOCK_N, KW], tl.float32)
     dv = tl.zeros([BLOCK_N, VW], tl.float32)
     band_lo = (start_n // BLOCK_M) * BLOCK_M
@@ -101,7 +90,7 @@ def _bwd_kv_kernel(
                            BLOCK_M, KW, VW, True, DOT)
     dk, dv = _bwd_kv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, h, bos, stat_base, offs_n, band_hi, seq_len, seq_len, N,
                            BLOCK_M, KW, VW, False, DOT)
-    dk_ptrs, _ = feature_tile(DK, h, bos, offs_n, seq_len, KW, N)
+    dk_ptrs, n_ok = feature_tile(DK, h, bos, offs_n, seq_len, KW, N)
     dv_ptrs, _ = feature_tile(DV, h, bos, offs_n, seq_len, VW, N)
     tl.store(dk_ptrs, dk, mask=n_ok[:, None])
     tl.store(dv_ptrs, dv, mask=n_ok[:, None])
@@ -116,14 +105,7 @@ def _bwd_q_inner(dq, q, do, lse2, delta, K, V, h, bos, offs_m, lo, hi, seq_len, 
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_ptrs, n_ok = feature_tile(K, h, bos, offs_n, seq_len, KW, N)
-        v_ptrs, _ = feature_tile(V, h, bos, offs_n, seq_len, VW, N)
-        if MASKED:
-            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, KW]
-            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, VW]
-        else:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
+        k, v = feature_rows(K, V, h, bos, offs_n, seq_len, N, KW, VW, MASKED)  # [BN, KW], [BN, VW]
         p = tl.exp2(mm(q, tl.trans(k), None, DOT) - lse2[:, None])  # [BM, BN]
         if MASKED:
             p = tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)
@@ -148,10 +130,8 @@ def _bwd_q_kernel(
     if start_m >= seq_len:  # a packed sequence shorter than the longest
         return
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q_ptrs, m_ok = feature_tile(Q, h, bos, offs_m, seq_len, KW, N)
-    do_ptrs, _ = feature_tile(DO, h, bos, offs_m, seq_len, VW, N)
-    q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, KW]
-    do = tl.load(do_ptrs, mask=m_ok[:, None], other=0.0)  # [BM, VW]
+    q, do = feature_rows(Q, DO, h, bos, offs_m, seq_len, N, KW, VW, True)  # [BM, KW], [BM, VW]
+    m_ok = offs_m < seq_len
     lse2, delta = _row_stats(LSE, DELTA, stat_base + offs_m, m_ok)
     dq = tl.zeros([BLOCK_M, KW], tl.float32)
     band = (start_m // BLOCK_N) * BLOCK_N
@@ -189,8 +169,11 @@ def _chain_kernel(
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
     part = tl.program_id(0)
-    h, rows, pos, _, row_ok, offs_d, in_off, in_mask, stat = token_program(
-        N, T, H, D, POS, POS, BLOCK_T, BLOCK_D, IS_VARLEN)  # (the sequence ends are not needed here)
+    h = tl.program_id(1)
+    rows, row_ok = token_rows(N, BLOCK_T)
+    offs_d, in_off, in_mask = token_offsets(rows, row_ok, h, H, D, BLOCK_D)
+    pos = token_positions(rows, row_ok, T, POS, IS_VARLEN)
+    stat = token_stats(rows, h, H, T)
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gd = tl.load(GRAD + in_off, mask=in_mask, other=0.0).to(tl.float32)
@@ -231,10 +214,8 @@ def _chain_kernel(
     ui = dpi * zr - dpr * zi
     d_theta += tl.sum(n * (lr * ui - li * ur), 1)
     # Demodulation exp(-i n theta_t).
-    offs_h = tl.arange(0, NH_P)
-    order_ptrs = (rows[:, None, None].to(tl.int64) * H + h) * NH * D + offs_h[None, :, None] * D + offs_d[None, None, :]
-    order_mask = in_mask[:, None, :] & (offs_h[None, :, None] < NH)
-    r = tl.load(ORDER + order_ptrs, mask=order_mask, other=0.0)
+    order_off, order_mask = order_offsets(rows, h, H, D, NH, offs_d, in_mask, NH_P)
+    r = tl.load(ORDER + order_off, mask=order_mask, other=0.0)
     d_theta -= gd * tl.sum(n * r, 1)
 
     tl.store(DTHETA + in_off, d_theta.to(DTHETA.dtype.element_ty), mask=in_mask)
@@ -248,46 +229,40 @@ def attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, 
     """Launch the fused backward.
 
     Args:
-        grad_out: (B, T, H, D) upstream gradient of dtheta, contiguous.
+        grad_out: (B, T, H, D) upstream gradient of the output ``out``, contiguous.
         theta, gate, coupling_real, omega, scale, dot: as given to ``attention_fwd``.
-        out, lse, order: the forward's outputs (dtheta, lse (B, H, T), R (B, T, H, NH, D)).
+        out, lse, order: the forward's outputs (out, lse (B, H, T), R (B, T, H, NH, D)).
         block_m, block_n: tile overrides for both flash passes.
         cu_seqlens, max_seqlen: packed sequences, as given to ``attention_fwd``.
     Returns:
-        (dtheta, dgate, dcoupling_real) in theta's, gate's and coupling_real's dtypes.
+        the gradients (dtheta, dgate, dcoupling_real) in theta's, gate's and coupling_real's dtypes.
     """
     B, T, H, D = theta.shape
     NH = coupling_real.shape[2]
-    N = B * T
     dtheta = torch.empty_like(theta)
     dgate = torch.empty_like(gate)
     if theta.numel() == 0:
         return dtheta, dgate, torch.zeros_like(coupling_real)
-    dot = dot_mode(theta.dtype) if dot is None else dot
-    nh_p, n_bits = padded_harmonics(NH)
-    block_d = padded_head_dim(D)
-    pack = packing(B, T, cu_seqlens, max_seqlen)
-    q, k, v, s_diag, d_o, delta = compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out, out, pack)
-    dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+    geom = launch_geometry(theta.shape, NH, dot_mode(theta.dtype) if dot is None else dot, cu_seqlens, max_seqlen)
+    feats, upstream = compute_features_and_upstream(geom, theta, gate, coupling_real, omega, scale, grad_out, out)
+    dq = torch.empty(feats.q.shape, device=theta.device, dtype=torch.float32)
     dk = torch.empty_like(dq)
-    dv = torch.empty(v.shape, device=v.device, dtype=torch.float32)
-    consts = dict(BLOCK_D=block_d, NH_P=nh_p, DOT=dot)
+    dv = torch.empty(feats.v.shape, device=theta.device, dtype=torch.float32)
+    flash_args = dict(Q=feats.q, K=feats.k, V=feats.v, DO=upstream.d_o, LSE=lse, DELTA=upstream.delta,
+                      CU=geom.pack.cu_seqlens, N=geom.N, T=T, H=H, **geom.tile_meta())
     override = block_m is not None or block_n is not None
-    kv_configs = backward_kv_configs(block_d, nh_p, dot)
-    launch(_bwd_kv_kernel, lambda bm, bn: (triton.cdiv(pack.max_len, bn), H, pack.num_seqs),
-           (q, k, v, d_o, lse, delta, dk, dv, pack.cu_seqlens, N, T, H), consts, kv_configs,
+    kv_configs = backward_kv_configs(geom.block_d, geom.nh_p, geom.dot)
+    launch(_bwd_kv_kernel, lambda bm, bn: geom.sequence_grid(bn), dict(flash_args, DK=dk, DV=dv), kv_configs,
            fixed_config(kv_configs, block_m, block_n) if override else None)
-    q_configs = backward_q_configs(block_d, nh_p, dot)
-    launch(_bwd_q_kernel, lambda bm, bn: (triton.cdiv(pack.max_len, bm), H, pack.num_seqs),
-           (q, k, v, d_o, lse, delta, dq, pack.cu_seqlens, N, T, H), consts, q_configs,
+    q_configs = backward_q_configs(geom.block_d, geom.nh_p, geom.dot)
+    launch(_bwd_q_kernel, lambda bm, bn: geom.sequence_grid(bm), dict(flash_args, DQ=dq), q_configs,
            fixed_config(q_configs, block_m, block_n) if override else None)
-    block_t, warps = token_block(block_d, nh_p)
-    parts = triton.cdiv(N, block_t)
+    parts = geom.token_grid()[0]
     d_cpl = torch.empty((parts, H, D, NH, 2, 2), device=theta.device, dtype=torch.float32)
-    _chain_kernel[(parts, H)](
-        theta, gate, coupling_real, omega, grad_out, order, lse, s_diag, delta, dq, dk, dv, pack.pos,
-        dtheta, dgate, d_cpl,
-        N, T, H, D, NH, scale,
-        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=warps, enable_fp_fusion=True,
+    _chain_kernel[geom.token_grid()](
+        THETA=theta, GATE=gate, CPL=coupling_real, OMEGA=omega, GRAD=grad_out, ORDER=order, LSE=lse,
+        SDIAG=feats.s_diag, DELTA=upstream.delta, DQ=dq, DK=dk, DV=dv, POS=geom.pack.pos,
+        DTHETA=dtheta, DGATE=dgate, DCPL=d_cpl,
+        N=geom.N, T=T, H=H, D=D, NH=NH, scale=scale, **geom.token_meta(), enable_fp_fusion=True,
     )
     return dtheta, dgate, d_cpl.sum(dim=0).to(coupling_real.dtype)

@@ -6,7 +6,7 @@ position ``t``; the step returns row ``t`` of the full op over ``cache[b, :t]`` 
 the new token, and writes the new token's phases into ``cache[b, t]`` in place.
 
 The cache holds phases only (one D-vector per token and head); everything else is
-recomputed per cached token and step with ``common.sincos`` (FMAs only). Per row the math
+recomputed per cached token and step with ``device_math.sincos`` (FMAs only). Per row the math
 of the full op (README, "The math") reads, with the new token's query
 ``q = scale * log2(e) * gate_t``:
 
@@ -29,31 +29,20 @@ unnormalised. Splits past ``t`` write ``m = -inf, l = 0, o = 0``.
 
 ``_decode_combine_kernel``, grid (H, B): merges the splits in a fixed order, adds the new
 token's row (static ``p_t K z_t`` and delay ``p_{t-1} L z_t``, ``p_{t-1}`` from the cache's
-row ``t - 1``), demodulates (``dtheta = sum_n Im(exp(-i n theta_t) O)``) and writes
+row ``t - 1``), demodulates (``out = sum_n Im(exp(-i n theta_t) O)``) and writes
 ``theta_new`` into ``cache[b, t]``. The splits never read row ``t``, and the combine runs
 after them on the stream, so the in-place write races with nothing.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 
-from .common import (
-    LOG2E,
-    cmul,
-    harmonics,
-    interpreting,
-    load_coupling,
-    padded_harmonics,
-    padded_head_dim,
-    sincos,
-)
-from .naive import naive_frustrated_attention
-from .validation import BACKENDS, MAX_GRID_DIM, MAX_HARMONICS, MAX_HEAD_DIM, _check_real_tensor, _describe
+from .constants import DOT_IEEE, LOG2E
+from .device_math import cmul, harmonics, sincos
+from .geometry import launch_geometry
+from .tiles import load_coupling
 
 MIN_SPLIT_ROWS = 256  # a split covers at least this many cache rows (on CUDA's heuristic)
 
@@ -267,7 +256,7 @@ def _decode_combine_kernel(
     d_ok = offs_d < D
     theta_raw, theta_t, q, omega, phi_t = _new_token(THETA, GATE, OMEGA, b, h, t, H, D, offs_d, qk_scale,
                                                      HAS_OMEGA)
-    tok = (b.to(tl.int64) * H + h) * D  # the new token's row in (B, 1, H, D), for dtheta
+    tok = (b.to(tl.int64) * H + h) * D  # the new token's row in (B, 1, H, D), for out
     s_tt = tl.sum(q, 0)  # the diagonal: cos 0 = 1
     row0 = b.to(tl.int64) * T_MAX
     has_prev = t >= 1
@@ -322,14 +311,23 @@ def default_num_splits(batch_heads: int, t_max: int, block_n: int, device: torch
 
 
 def decode_fwd(theta_new, gate_new, coupling_real, omega, scale, phase_cache, cache_seqlens, num_splits=None):
-    """Launch the split and combine kernels (inputs checked and contiguous; coupling_real
-    (H, D, NH, 2, 2) fp32, omega (H, D) fp32 or None). Returns dtheta (B, 1, H, D)."""
-    B, _, H, D = theta_new.shape
+    """Launch the split and combine kernels.
+
+    Args:
+        theta_new, gate_new: (B, 1, H, D) contiguous, fp32/bf16/fp16 (checked by the caller).
+        coupling_real: (H, D, NH, 2, 2) fp32 contiguous; omega (H, D) fp32 or None.
+        scale: float, the score scale.
+        phase_cache: (B, T_max, H, D) contiguous, theta_new's dtype; row ``cache_seqlens[b]``
+            of sequence b is written in place.
+        cache_seqlens: (B,) int32 in [0, T_max - 1].
+        num_splits: splits of the cache length, or None for :func:`default_num_splits`.
+    Returns:
+        out (B, 1, H, D) in theta_new's dtype.
+    """
+    geom = launch_geometry(theta_new.shape, coupling_real.shape[2], DOT_IEEE.value)  # no matmuls: fp32
+    B, H = geom.B, geom.H
     T_MAX = phase_cache.shape[1]
-    NH = coupling_real.shape[2]
-    nh_p, n_bits = padded_harmonics(NH)
-    block_d = padded_head_dim(D)
-    block_n, warps, row_partials = decode_config(block_d, nh_p)
+    block_n, warps, row_partials = decode_config(geom.block_d, geom.nh_p)
     if num_splits is None:
         num_splits = default_num_splits(B * H, T_MAX, block_n, theta_new.device)
     split_len = triton.cdiv(triton.cdiv(T_MAX, num_splits), block_n) * block_n
@@ -337,173 +335,18 @@ def decode_fwd(theta_new, gate_new, coupling_real, omega, scale, phase_cache, ca
     dev = theta_new.device
     m = torch.empty((B, H, num_splits), device=dev, dtype=torch.float32)
     l_part = torch.empty_like(m)
-    o_re = torch.empty((B, H, num_splits, nh_p, block_d), device=dev, dtype=torch.float32)
+    o_re = torch.empty((B, H, num_splits, geom.nh_p, geom.block_d), device=dev, dtype=torch.float32)
     o_im = torch.empty_like(o_re)
     out = torch.empty_like(theta_new)
-    qk_scale = scale * LOG2E.value
+    token = dict(THETA=theta_new, GATE=gate_new, CACHE=phase_cache, SEQLENS=cache_seqlens, CPL=coupling_real,
+                 OMEGA=omega, T_MAX=T_MAX, H=H, D=geom.D, NH=geom.NH, qk_scale=scale * LOG2E.value,
+                 BLOCK_D=geom.block_d, NH_P=geom.nh_p, N_BITS=geom.n_bits, enable_fp_fusion=True)
     _decode_split_kernel[(num_splits, H, B)](
-        theta_new, gate_new, phase_cache, cache_seqlens, coupling_real, omega, m, l_part, o_re, o_im,
-        T_MAX, split_len, H, D, NH, qk_scale,
-        ROW_PARTIALS=row_partials, BLOCK_N=block_n, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
-        num_warps=warps, enable_fp_fusion=True,
+        **token, M_OUT=m, L_OUT=l_part, ORE=o_re, OIM=o_im, SPLIT_LEN=split_len,
+        ROW_PARTIALS=row_partials, BLOCK_N=block_n, num_warps=warps,
     )
     _decode_combine_kernel[(H, B)](
-        theta_new, gate_new, phase_cache, cache_seqlens, coupling_real, omega, m, l_part, o_re, o_im, out,
-        T_MAX, num_splits, H, D, NH, qk_scale,
-        BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=4 if nh_p * block_d <= 512 else 8,
-        enable_fp_fusion=True,
+        **token, M_IN=m, L_IN=l_part, ORE=o_re, OIM=o_im, OUT=out, N_SPLIT=num_splits,
+        num_warps=4 if geom.nh_p * geom.block_d <= 512 else 8,
     )
     return out
-
-
-def decode_reference(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens):
-    """The torch path: per sequence, the LAST row of :func:`naive_frustrated_attention` over
-    ``cache[b, :t]`` plus the new token (earlier rows' gates do not enter the last row);
-    then ``cache[b, t] = theta_new[b, 0]``."""
-    B = theta_new.shape[0]
-    out = torch.empty_like(theta_new)
-    for b, t in enumerate(cache_seqlens.tolist()):
-        th = torch.cat([phase_cache[b:b + 1, :t], theta_new[b:b + 1]], 1)
-        g = torch.cat([torch.ones_like(phase_cache[b:b + 1, :t], dtype=gate_new.dtype), gate_new[b:b + 1]], 1)
-        out[b:b + 1] = naive_frustrated_attention(th, g, coupling, omega, scale)[0][:, -1:].to(out.dtype)
-    phase_cache[torch.arange(B, device=phase_cache.device), cache_seqlens.long()] = theta_new[:, 0]
-    return out
-
-
-# ------------------------------------------------------------------------------ checks
-def _check_decode_inputs(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens, backend,
-                         check_seqlens):
-    _check_real_tensor("theta_new", theta_new)
-    if theta_new.dim() != 4 or theta_new.shape[1] != 1:
-        raise ValueError(f"theta_new must have shape (B, 1, H, D), got {_describe(theta_new)}")
-    B, _, H, D = theta_new.shape
-    if min(B, H, D) < 1:
-        raise ValueError(f"theta_new must have B, H, D >= 1, got {_describe(theta_new)}")
-    _check_real_tensor("gate_new", gate_new)
-    if gate_new.shape != theta_new.shape:
-        raise ValueError(f"gate_new must have theta_new's shape {tuple(theta_new.shape)}, got {_describe(gate_new)}")
-    if not isinstance(coupling, torch.Tensor) or not coupling.is_complex():
-        raise TypeError(f"coupling must be a complex tensor (H, D, NH, 2), got {_describe(coupling)}")
-    if coupling.dim() != 4 or coupling.shape[:2] != (H, D) or coupling.shape[3] != 2:
-        raise ValueError(f"coupling must have shape (H, D, NH, 2) = ({H}, {D}, NH, 2), got {tuple(coupling.shape)}")
-    if not 1 <= coupling.shape[2] <= MAX_HARMONICS:
-        raise ValueError(f"coupling's NH (dim 2) must be in [1, {MAX_HARMONICS}], got {coupling.shape[2]}")
-    if omega is not None:
-        _check_real_tensor("omega", omega)
-        if omega.shape != (H, D):
-            raise ValueError(f"omega must have shape (H, D) = ({H}, {D}) or be None, got {tuple(omega.shape)}")
-    if not isinstance(phase_cache, torch.Tensor):
-        raise TypeError(f"phase_cache must be a torch.Tensor, got {_describe(phase_cache)}")
-    if phase_cache.dtype != theta_new.dtype:
-        raise TypeError(f"phase_cache must have theta_new's dtype {theta_new.dtype} (theta_new is written into it), "
-                        f"got {_describe(phase_cache)}")
-    if phase_cache.dim() != 4 or phase_cache.shape[0] != B or phase_cache.shape[2:] != (H, D):
-        raise ValueError(f"phase_cache must have shape (B, T_max, H, D) = ({B}, T_max, {H}, {D}), "
-                         f"got {_describe(phase_cache)}")
-    if phase_cache.shape[1] < 1:
-        raise ValueError(f"phase_cache must hold T_max >= 1 positions, got {_describe(phase_cache)}")
-    if not phase_cache.is_contiguous():
-        raise ValueError("phase_cache must be contiguous (it is written in place; a copy would lose the write), "
-                         f"got strides {phase_cache.stride()}")
-    if not isinstance(cache_seqlens, torch.Tensor):
-        raise TypeError(f"cache_seqlens must be an int32 torch.Tensor of shape (B,), got {_describe(cache_seqlens)}")
-    if cache_seqlens.dtype != torch.int32:
-        raise TypeError(f"cache_seqlens must be int32, got {_describe(cache_seqlens)}")
-    if cache_seqlens.shape != (B,):
-        raise ValueError(f"cache_seqlens must have shape (B,) = ({B},), got {_describe(cache_seqlens)}")
-    for name, x in (("gate_new", gate_new), ("coupling", coupling), ("omega", omega), ("phase_cache", phase_cache),
-                    ("cache_seqlens", cache_seqlens)):
-        if x is not None and x.device != theta_new.device:
-            raise ValueError(f"{name} is on {x.device} but theta_new is on {theta_new.device}; all tensors must "
-                             "be on one device")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    wide = torch.float64 in (theta_new.dtype, gate_new.dtype)
-    if backend == "triton" and wide:
-        raise ValueError(f"the Triton backend computes in float32; got theta_new {theta_new.dtype} and gate_new "
-                         f"{gate_new.dtype}: use backend='torch' (or 'auto') for float64")
-    uses_kernels = backend == "triton" or (backend == "auto" and theta_new.device.type == "cuda" and not wide)
-    if uses_kernels and max(B, H) > MAX_GRID_DIM:
-        raise ValueError(f"B and H must be <= {MAX_GRID_DIM} for the Triton kernels, got B={B}, H={H}")
-    if uses_kernels and D > MAX_HEAD_DIM:
-        raise ValueError(f"the Triton backend supports D from 1 to {MAX_HEAD_DIM}, got D={D}; use backend='torch'")
-    if check_seqlens and cache_seqlens.numel():
-        lo, hi = int(cache_seqlens.min()), int(cache_seqlens.max())  # one device sync
-        t_max = phase_cache.shape[1]
-        if lo < 0 or hi >= t_max:
-            raise ValueError(f"cache_seqlens must be in [0, T_max - 1] = [0, {t_max - 1}] (the new token is written "
-                             f"at position cache_seqlens[b] of phase_cache), got values in [{lo}, {hi}]")
-    if scale is None:
-        return D ** -0.5
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a real number or None, got {_describe(scale)}")
-    scale = float(scale)
-    if not scale > 0 or scale == float("inf"):
-        raise ValueError(f"scale must be finite and positive, got {scale}")
-    return scale
-
-
-# ---------------------------------------------------------------------------- public API
-def frustrated_attention_decode(
-    theta_new: Tensor,
-    gate_new: Tensor,
-    coupling: Tensor,
-    omega: Optional[Tensor] = None,
-    scale: Optional[float] = None,
-    *,
-    phase_cache: Tensor,
-    cache_seqlens: Tensor,
-    backend: str = "auto",
-    num_splits: Optional[int] = None,
-    check_seqlens: bool = True,
-) -> Tensor:
-    """One decode step of :func:`frustrated_attention` with a preallocated phase cache.
-
-    For each sequence ``b`` with ``t = cache_seqlens[b]`` tokens in ``phase_cache[b, :t]``,
-    returns row ``t`` of ``frustrated_attention(cat(phase_cache[b, :t], theta_new[b]), ...)``
-    (the new token at position ``t``: rotary phase ``theta + omega * t``, and the last
-    cached token's delay value is the new token's ``exp(i n theta)``), and writes
-    ``theta_new[b, 0]`` into ``phase_cache[b, t]`` in place. Nothing else of the cache is
-    written. Not differentiable (inference); cache_seqlens is not advanced.
-
-    Args:
-        theta_new, gate_new: (B, 1, H, D) real (float32 / bfloat16 / float16; float64 on
-            the torch backend), the new token's phases and gate.
-        coupling: complex (H, D, NH, 2), 1 <= NH <= 8, as in :func:`frustrated_attention`.
-        omega: (H, D) real rotary drift or None.
-        scale: positive score scale; None means ``D ** -0.5``.
-        phase_cache: (B, T_max, H, D) contiguous, theta_new's dtype; rows ``>= t`` may hold
-            anything (they are not read).
-        cache_seqlens: (B,) int32, tokens already cached per sequence (ragged batches),
-            each in ``[0, T_max - 1]``.
-        backend: "auto" (the kernels on CUDA for float32/bf16/fp16, the reference
-            otherwise), "triton" (CUDA, or CPU under ``TRITON_INTERPRET=1``), "torch"
-            (the reference, :func:`naive_frustrated_attention` on each prefix).
-        num_splits: splits of the cache length (flash-decoding); default: about 4
-            programs per SM, one split off CUDA. Results do not depend on it beyond rounding.
-        check_seqlens: check the range of cache_seqlens (one device sync); a caller that
-            tracks lengths on the host may pass False.
-
-    Returns:
-        dtheta (B, 1, H, D) in theta_new's dtype.
-    """
-    scale = _check_decode_inputs(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens, backend,
-                                 check_seqlens)
-    if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
-                                   or num_splits < 1):
-        raise ValueError(f"num_splits must be an int >= 1 or None, got {num_splits!r}")
-    wide = torch.float64 in (theta_new.dtype, gate_new.dtype)
-    if backend == "torch" or (backend == "auto" and (theta_new.device.type != "cuda" or wide)):
-        impl = "torch"
-    else:
-        if theta_new.device.type != "cuda" and not interpreting():
-            raise ValueError(f"backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is "
-                             f"imported; got tensors on {theta_new.device}")
-        impl = "triton"
-    with torch.no_grad():
-        if impl == "torch":
-            return decode_reference(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens)
-        coupling_real = torch.view_as_real(coupling.resolve_conj()).float().contiguous()
-        return decode_fwd(theta_new.contiguous(), gate_new.contiguous(), coupling_real,
-                          None if omega is None else omega.float().contiguous(), scale, phase_cache,
-                          cache_seqlens, num_splits)

@@ -10,31 +10,51 @@ For token ``t`` of head ``h`` (phases in fp32, precise trig):
   fp32, (B, H, T)
 
 and, for the backward, the complex upstream gradient ``dO^ = [Re, Im] of i Gd z_t`` and
-the softmax row term ``Delta = sum_d Gd dtheta``. Re/im (and cos/sin) are interleaved.
+the softmax row term ``Delta = sum_d Gd out``. Re/im (and cos/sin) are interleaved.
 Features are stored (H, B*T, width) in the matmul operand dtype, so the flash passes read
 each key tile as one contiguous block and contain no trigonometry.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-from .common import (
-    FEATURE_DTYPES,
-    LOG2E,
-    cmul,
+from .constants import LOG2E
+from .device_math import cmul, harmonics, phase_trig, sincos
+from .geometry import LaunchGeometry
+from .tiles import (
     feature_tile,
-    harmonics,
     interleave,
     load_coupling,
-    padded_harmonics,
-    padded_head_dim,
-    phase_trig,
-    sincos,
-    token_block,
-    token_program,
+    sequence_ends,
+    token_offsets,
+    token_positions,
+    token_rows,
+    token_stats,
 )
+
+
+@dataclass(frozen=True)
+class Features:
+    """The per-token features: q^, k^ (H, B*T, 2*D_P) and v^ (H, B*T, 2*NH_P*D_P) in the
+    operand dtype, and the diagonal score s_tt (B, H, T) fp32 in base 2."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    s_diag: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The backward's view of the upstream gradient: dO^ (H, B*T, 2*NH_P*D_P) in the
+    operand dtype and the softmax row term Delta (B, H, T) fp32."""
+
+    d_o: torch.Tensor
+    delta: torch.Tensor
 
 
 @triton.heuristics({
@@ -53,8 +73,12 @@ def _features_kernel(
 ):
     KW: tl.constexpr = 2 * BLOCK_D
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    h, rows, pos, seq_end, row_ok, offs_d, in_off, in_mask, stat = token_program(
-        N, T, H, D, POS, SEQ_END, BLOCK_T, BLOCK_D, IS_VARLEN)
+    h = tl.program_id(1)
+    rows, row_ok = token_rows(N, BLOCK_T)
+    offs_d, in_off, in_mask = token_offsets(rows, row_ok, h, H, D, BLOCK_D)
+    pos = token_positions(rows, row_ok, T, POS, IS_VARLEN)
+    seq_end = sequence_ends(rows, pos, row_ok, T, SEQ_END, IS_VARLEN)
+    stat = token_stats(rows, h, H, T)
 
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     gate = tl.load(GATE + in_off, mask=in_mask, other=0.0).to(tl.float32)
@@ -95,45 +119,44 @@ def _features_kernel(
         tl.store(DELTA + stat, tl.sum(gd * out, 1), mask=row_ok)
 
 
-def compute_features(theta, gate, coupling_real, omega, scale, dot, grad_out=None, out=None, pack=None):
-    """Launch the feature pass.
+def _launch_features(geom: LaunchGeometry, theta, gate, coupling_real, omega, scale, grad_out, out, upstream):
+    N, width_k, width_v = geom.N, geom.key_width, geom.value_width
+    dev, dtype = theta.device, geom.feature_dtype
+    feats = Features(q=torch.empty((geom.H, N, width_k), device=dev, dtype=dtype),
+                     k=torch.empty((geom.H, N, width_k), device=dev, dtype=dtype),
+                     v=torch.empty((geom.H, N, width_v), device=dev, dtype=dtype),
+                     s_diag=torch.empty((geom.B, geom.H, geom.T), device=dev, dtype=torch.float32))
+    _features_kernel[geom.token_grid()](
+        THETA=theta, GATE=gate, CPL=coupling_real, OMEGA=omega, GRAD=grad_out, OUT=out,
+        Q=feats.q, K=feats.k, V=feats.v, SDIAG=feats.s_diag,
+        DO=None if upstream is None else upstream.d_o, DELTA=None if upstream is None else upstream.delta,
+        POS=geom.pack.pos, SEQ_END=geom.pack.seq_end,
+        N=N, T=geom.T, H=geom.H, D=geom.D, NH=geom.NH, qk_scale=scale * LOG2E.value,
+        **geom.token_meta(), enable_fp_fusion=True,
+    )
+    return feats
+
+
+def compute_features(geom: LaunchGeometry, theta, gate, coupling_real, omega, scale) -> Features:
+    """Launch the feature pass of the forward.
 
     Args:
+        geom: the call's launch geometry (``geometry.launch_geometry``); its operand mode
+            is the features' dtype and its packing restarts the rotary positions and
+            stops the delay at each sequence.
         theta, gate: (B, T, H, D) contiguous, fp32/bf16/fp16.
         coupling_real: (H, D, NH, 2, 2) fp32 contiguous.
         omega: (H, D) fp32 contiguous, or None.
         scale: score scale (natural units).
-        dot: matmul operand mode (``common.DOT_*`` value); the features' dtype.
-        grad_out, out: (B, T, H, D) upstream gradient and forward output, for the
-            backward's dO^ and Delta (both or neither).
-        pack: ``common.Packing`` of packed sequences (rotary positions restart and the
-            delay stops at each sequence), or None for B sequences of length T.
-    Returns:
-        q^, k^ (H, B*T, 2*D_P), v^ (H, B*T, 2*NH_P*D_P) in the operand dtype, the diagonal
-        score s_tt (B, H, T) fp32 in base 2; with grad_out also dO^ (like v^) and
-        Delta (B, H, T) fp32.
     """
-    B, T, H, D = theta.shape
-    NH = coupling_real.shape[2]
-    N = B * T
-    nh_p, n_bits = padded_harmonics(NH)
-    block_d = padded_head_dim(D)
-    dtype = FEATURE_DTYPES[dot]
-    kw, vw = 2 * block_d, 2 * nh_p * block_d
-    q = torch.empty((H, N, kw), device=theta.device, dtype=dtype)
-    k = torch.empty_like(q)
-    v = torch.empty((H, N, vw), device=theta.device, dtype=dtype)
-    with_grad = grad_out is not None
-    s_diag = torch.empty((B, H, T), device=theta.device, dtype=torch.float32)
-    d_o = torch.empty_like(v) if with_grad else None
-    delta = torch.empty((B, H, T), device=theta.device, dtype=torch.float32) if with_grad else None
-    block_t, warps = token_block(block_d, nh_p)
-    grid = (triton.cdiv(N, block_t), H)
-    _features_kernel[grid](
-        theta, gate, coupling_real, omega, grad_out, out, q, k, v, s_diag, d_o, delta,
-        None if pack is None else pack.pos, None if pack is None else pack.seq_end,
-        N, T, H, D, NH, scale * LOG2E.value,
-        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits,
-        num_warps=warps, enable_fp_fusion=True,
-    )
-    return (q, k, v, s_diag, d_o, delta) if with_grad else (q, k, v, s_diag)
+    return _launch_features(geom, theta, gate, coupling_real, omega, scale, None, None, None)
+
+
+def compute_features_and_upstream(geom: LaunchGeometry, theta, gate, coupling_real, omega, scale, grad_out, out):
+    """Launch the feature pass of the backward: :func:`compute_features`'s features and,
+    from the upstream gradient ``grad_out`` and the forward's output ``out`` (both
+    (B, T, H, D)), the :class:`Upstream` dO^ and Delta. Returns (Features, Upstream)."""
+    upstream = Upstream(d_o=torch.empty((geom.H, geom.N, geom.value_width), device=theta.device,
+                                        dtype=geom.feature_dtype),
+                        delta=torch.empty((geom.B, geom.H, geom.T), device=theta.device, dtype=torch.float32))
+    return _launch_features(geom, theta, gate, coupling_real, omega, scale, grad_out, out, upstream), upstream

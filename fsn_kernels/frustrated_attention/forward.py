@@ -12,7 +12,7 @@ writes ``O_partial = sum_{u<t} A[t,u] v^_u`` and the natural-log lse; no trigono
 and no harmonics, so the loop holds only the FlashAttention state.
 
 ``_demodulate_kernel``, per token: ``O = O_partial + A[t,t] K z_t`` with
-``A[t,t] = exp(s_tt - lse_t)``, ``G = exp(-i n theta_t) O``, ``dtheta = sum_n Im G``,
+``A[t,t] = exp(s_tt - lse_t)``, ``G = exp(-i n theta_t) O``, ``out = sum_n Im G``,
 ``R = Re G``.
 """
 from __future__ import annotations
@@ -21,28 +21,22 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (
-    LN2,
-    LOG2E,
-    cmul,
-    deinterleave,
-    dot_mode,
-    feature_tile,
-    fixed_config,
-    forward_configs,
-    harmonics,
-    launch,
-    load_coupling,
-    mm,
-    packing,
-    padded_harmonics,
-    padded_head_dim,
-    program_sequence,
-    sincos,
-    token_block,
-    token_program,
-)
+from .constants import LN2, LOG2E, dot_mode
+from .device_math import cmul, harmonics, mm, sincos
 from .features import compute_features
+from .geometry import launch_geometry
+from .launch_policy import fixed_config, forward_configs, launch
+from .tiles import (
+    deinterleave,
+    feature_rows,
+    feature_tile,
+    load_coupling,
+    order_offsets,
+    program_sequence,
+    token_offsets,
+    token_rows,
+    token_stats,
+)
 
 
 @triton.jit
@@ -55,14 +49,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, h, bos, offs_m, lo, hi, seq_len, N,
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_ptrs, n_ok = feature_tile(K, h, bos, offs_n, seq_len, KW, N)
-        v_ptrs, _ = feature_tile(V, h, bos, offs_n, seq_len, VW, N)
-        if MASKED:
-            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, KW]
-            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)  # [BN, VW]
-        else:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
+        k, v = feature_rows(K, V, h, bos, offs_n, seq_len, N, KW, VW, MASKED)  # [BN, KW], [BN, VW]
         s = mm(q, tl.trans(k), None, DOT)  # [BM, BN], base-2 scores
         if MASKED:
             s = tl.where(offs_n[None, :] < offs_m[:, None], s, float("-inf"))
@@ -117,10 +104,12 @@ def _demodulate_kernel(
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, NH_P: tl.constexpr, N_BITS: tl.constexpr,
 ):
     """Per token: O = O_partial + A[t,t] K z_t, G = exp(-i n theta_t) O,
-    dtheta = sum_n Im G, R = Re G."""
+    out = sum_n Im G, R = Re G."""
     VW: tl.constexpr = 2 * NH_P * BLOCK_D
-    h, rows, _, _, row_ok, offs_d, in_off, in_mask, stat = token_program(N, T, H, D, None, None, BLOCK_T, BLOCK_D,
-                                                                          False)
+    h = tl.program_id(1)
+    rows, row_ok = token_rows(N, BLOCK_T)
+    offs_d, in_off, in_mask = token_offsets(rows, row_ok, h, H, D, BLOCK_D)
+    stat = token_stats(rows, h, H, T)
     theta = tl.load(THETA + in_off, mask=in_mask, other=0.0).to(tl.float32)
     st, ct = sincos(theta)
     zr, zi = harmonics(ct, st, NH_P, N_BITS)  # [BT, NH_P, BD]
@@ -136,26 +125,25 @@ def _demodulate_kernel(
     g_re = zr * o_re + zi * o_im  # [BT, NH_P, BD]
     g_im = zr * o_im - zi * o_re
     tl.store(OUT + in_off, tl.sum(g_im, 1).to(OUT.dtype.element_ty), mask=in_mask)
-    offs_h = tl.arange(0, NH_P)
-    order_off = (rows[:, None, None].to(tl.int64) * H + h) * NH * D + offs_h[None, :, None] * D + offs_d[None, None, :]
-    tl.store(ORDER + order_off, g_re, mask=in_mask[:, None, :] & (offs_h[None, :, None] < NH))
+    order_off, order_mask = order_offsets(rows, h, H, D, NH, offs_d, in_mask, NH_P)
+    tl.store(ORDER + order_off, g_re, mask=order_mask)
 
 
 def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=None, block_n=None,
                   cu_seqlens=None, max_seqlen=None):
-    """Launch the feature pass and the flash forward.
+    """Launch the feature pass, the flash forward and the demodulation.
 
     Args:
         theta, gate: (B, T, H, D) contiguous, fp32/bf16/fp16.
         coupling_real: (H, D, NH, 2, 2) fp32 contiguous (``torch.view_as_real`` of coupling).
         omega: (H, D) fp32 contiguous, or None.
         scale: float, the score scale.
-        dot: matmul operand mode (``common.DOT_*`` value); default from theta's dtype.
+        dot: matmul operand mode (``constants.DOT_*`` value); default from theta's dtype.
         block_m, block_n: tile overrides (powers of two >= 16); default: the configs.
         cu_seqlens, max_seqlen: packed sequences (validated by the caller): int32
             (S + 1,) boundaries in the T axis of a B = 1 batch, and the longest length.
     Returns:
-        dtheta (B, T, H, D) in theta's dtype, lse (B, H, T) fp32 natural log,
+        out (B, T, H, D) in theta's dtype, lse (B, H, T) fp32 natural log,
         order R (B, T, H, NH, D) fp32.
     """
     B, T, H, D = theta.shape
@@ -165,20 +153,17 @@ def attention_fwd(theta, gate, coupling_real, omega, scale, dot=None, block_m=No
     order = torch.empty((B, T, H, NH, D), device=theta.device, dtype=torch.float32)
     if out.numel() == 0:
         return out, lse, order
-    dot = dot_mode(theta.dtype) if dot is None else dot
-    nh_p, n_bits = padded_harmonics(NH)
-    block_d = padded_head_dim(D)
-    pack = packing(B, T, cu_seqlens, max_seqlen)
-    q, k, v, s_diag = compute_features(theta, gate, coupling_real, omega, scale, dot, pack=pack)
-    o_partial = torch.empty(v.shape, device=v.device, dtype=torch.float32)
-    configs = forward_configs(block_d, nh_p, dot)
+    geom = launch_geometry(theta.shape, NH, dot_mode(theta.dtype) if dot is None else dot, cu_seqlens, max_seqlen)
+    feats = compute_features(geom, theta, gate, coupling_real, omega, scale)
+    o_partial = torch.empty(feats.v.shape, device=theta.device, dtype=torch.float32)
+    configs = forward_configs(geom.block_d, geom.nh_p, geom.dot)
     cfg = None if block_m is None and block_n is None else fixed_config(configs, block_m, block_n)
-    launch(_fwd_kernel, lambda bm, bn: (triton.cdiv(pack.max_len, bm), H, pack.num_seqs),
-           (q, k, v, s_diag, o_partial, lse, pack.cu_seqlens, B * T, T, H), dict(BLOCK_D=block_d, NH_P=nh_p, DOT=dot),
+    launch(_fwd_kernel, lambda bm, bn: geom.sequence_grid(bm),
+           dict(Q=feats.q, K=feats.k, V=feats.v, SDIAG=feats.s_diag, OPART=o_partial, LSE=lse,
+                CU=geom.pack.cu_seqlens, N=geom.N, T=T, H=H, **geom.tile_meta()),
            configs, cfg)
-    block_t, warps = token_block(block_d, nh_p)
-    _demodulate_kernel[(triton.cdiv(B * T, block_t), H)](
-        theta, coupling_real, s_diag, o_partial, lse, out, order, B * T, T, H, D, NH,
-        BLOCK_T=block_t, BLOCK_D=block_d, NH_P=nh_p, N_BITS=n_bits, num_warps=warps, enable_fp_fusion=True,
+    _demodulate_kernel[geom.token_grid()](
+        THETA=theta, CPL=coupling_real, SDIAG=feats.s_diag, OPART=o_partial, LSE=lse, OUT=out, ORDER=order,
+        N=geom.N, T=T, H=H, D=D, NH=NH, **geom.token_meta(), enable_fp_fusion=True,
     )
     return out, lse, order

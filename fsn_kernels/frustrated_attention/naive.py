@@ -37,7 +37,7 @@ def naive_frustrated_attention(
             of the GPU tolerance rule.
 
     Returns:
-        ``(dtheta, lse, order)``: dtheta (B, T, H, D) in the compute dtype, lse (B, H, T)
+        ``(out, lse, order)``: out (B, T, H, D) in the compute dtype, lse (B, H, T)
         natural-log log-sum-exp of the scores, order R (B, T, H, NH, D), ``Re G``.
     """
     B, T, H, D = theta.shape
@@ -77,9 +77,9 @@ def naive_frustrated_attention(
     o_im = k_re * s_im + k_im * s_re + l_re * d_im + l_im * d_re
     g_re = z_re * o_re + z_im * o_im  # G = exp(-i n theta_t) O
     g_im = z_re * o_im - z_im * o_re
-    dtheta = g_im.sum(dim=3).permute(0, 2, 1, 3)  # (B, T, H, D)
+    out = g_im.sum(dim=3).permute(0, 2, 1, 3)  # (B, T, H, D)
     order = g_re.permute(0, 2, 1, 3, 4)  # (B, T, H, NH, D)
-    return dtheta, lse, order
+    return out, lse, order
 
 
 def kuramoto_closed_form(theta, gate, omega=None, scale=None, alpha=0.0):
@@ -106,3 +106,19 @@ def _attention_weights(theta, gate, omega=None, scale=None):
     scores = scale * (g * torch.cos(diff)).sum(-1)
     causal = torch.ones(T, T, dtype=torch.bool, device=theta.device).tril()
     return torch.softmax(scores.masked_fill(~causal, -math.inf), dim=-1)
+
+
+def decode_reference(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens):
+    """Reference decode step: per sequence, the LAST row of
+    :func:`naive_frustrated_attention` over ``cache[b, :t]`` plus the new token (earlier
+    rows' gates do not enter the last row); then ``cache[b, t] = theta_new[b, 0]``.
+    Shapes as in :func:`frustrated_attention_decode`; returns out (B, 1, H, D) in
+    theta_new's dtype. Reads cache_seqlens on the host."""
+    B = theta_new.shape[0]
+    out = torch.empty_like(theta_new)
+    for b, t in enumerate(cache_seqlens.tolist()):
+        th = torch.cat([phase_cache[b:b + 1, :t], theta_new[b:b + 1]], 1)
+        g = torch.cat([torch.ones_like(phase_cache[b:b + 1, :t], dtype=gate_new.dtype), gate_new[b:b + 1]], 1)
+        out[b:b + 1] = naive_frustrated_attention(th, g, coupling, omega, scale)[0][:, -1:].to(out.dtype)
+    phase_cache[torch.arange(B, device=phase_cache.device), cache_seqlens.long()] = theta_new[:, 0]
+    return out

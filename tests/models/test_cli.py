@@ -155,3 +155,53 @@ def test_bad_input_real_process():
     r = subprocess.run([sys.executable, "-m", "fsn_model.train", "--params", "lots"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "params" in r.stderr, r.stderr
+
+
+# --- settings declared once: fsn-train's flags are TrainConfig's fields ----------------------
+
+def _dests(parser):
+    return {a.dest for a in parser._actions} - {"help"}
+
+
+def test_every_train_config_field_has_a_flag_and_every_flag_is_a_field_or_cli_only():
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(train_mod.TrainConfig)}
+    assert _dests(train_mod._parser()) == fields | set(train_mod.CLI_ONLY)
+    assert not fields & set(train_mod.CLI_ONLY)
+    for f in dataclasses.fields(train_mod.TrainConfig):
+        assert f.metadata.get("help"), f"{f.name} has no help"
+
+
+def test_the_flags_keep_their_names_and_defaults():
+    parser = train_mod._parser()
+    options = {s for a in parser._actions for s in a.option_strings}
+    assert {"--model", "--params", "--data", "--steps", "--batch-size", "--seq-len", "--lr", "--seed", "--eval-every",
+            "--eval-windows", "--warmup", "--log-every", "--stop-at", "--pack-documents", "--device", "--out",
+            "--resume", "--overwrite", "--no-progress", "--threads", "--sample"} <= options
+    args = vars(parser.parse_args([]))
+    for name in train_mod.CLI_ONLY:
+        args.pop(name)
+    assert train_mod.TrainConfig(**args) == train_mod.TrainConfig()  # the defaults are the dataclass's
+    assert args["progress"] is True and vars(parser.parse_args(["--no-progress"]))["progress"] is False
+    assert vars(parser.parse_args(["--model-overrides", "n_layers=2,delay=false,k1_init=0.5"]))[
+        "model_overrides"] == {"n_layers": 2, "delay": False, "k1_init": 0.5}
+
+
+def test_compare_and_sweep_take_the_shared_flags_from_train_config():
+    import dataclasses
+
+    from fsn_model import compare, sweep
+
+    defaults = train_mod.TrainConfig()
+    for module, own in ((compare, {"params": "1M"}), (sweep, {"params": "250k", "steps": 800, "eval_every": 100})):
+        parser = module._parser()
+        assert set(compare.SHARED_SETTINGS) <= _dests(parser)
+        parsed = vars(parser.parse_args(["--trial", "fsn"] if module is sweep else []))
+        for name in compare.SHARED_SETTINGS:
+            assert parsed[name] == own.get(name, getattr(defaults, name)), name
+        a = parser.parse_args(["--trial", "fsn", "--lr", "0.5", "--seq-len", "8"] if module is sweep
+                              else ["--lr", "0.5", "--seq-len", "8"])
+        base = module.base_config(a)
+        assert (base.lr, base.seq_len) == (0.5, 8)
+        assert dataclasses.replace(base, seed=3).seq_len == 8

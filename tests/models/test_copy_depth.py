@@ -31,3 +31,14 @@ def test_bins_and_pooling():
     assert res["24-32"]["bits"] == 11.5
     table = format_table({"a": res, "b": res})
     assert table.count("\n") == len(BIN_NAMES) + 1 and "| new | 1 |" in table
+
+
+def test_an_empty_bin_says_no_data_in_the_table_and_is_null_in_json():
+    import json
+
+    depths = np.array([NEW, 0, 1, 2])  # nothing deeper than 2: bins 4-7 .. 24-32 are empty
+    res = loss_by_bin(np.array([1.0, 2.0, 3.0, 4.0]), depths)
+    assert res["8-15"] == {"count": 0, "bits": None}
+    table = format_table({"a": res, "b": res})
+    assert "| 8-15 | 0 | no data | no data |" in table and "nan" not in table
+    assert json.loads(json.dumps(res))["24-32"]["bits"] is None  # strict JSON, no NaN token

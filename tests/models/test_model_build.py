@@ -45,8 +45,8 @@ def test_more_weights_than_memory_is_a_value_error_not_an_allocation_failure():
 
 
 def test_backend_is_a_runtime_option_not_part_of_the_config():
-    model = build_model("fsn", "30k", n_layers=1, backend="torch")
-    assert all(block.attn.backend == "torch" for block in model.blocks)
+    model = build_model("fsn", "30k", n_layers=1, backend="reference")
+    assert all(block.attn.backend == "reference" for block in model.blocks)
     assert "backend" not in vars(model.config)
     with pytest.raises(ValueError, match="overrides"):
         build_model("fsn", "30k", not_a_field=1)

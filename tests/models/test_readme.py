@@ -35,7 +35,33 @@ def test_the_decoding_snippets_run(path, heading):
 
 def test_the_packed_sequences_snippet_runs():
     """The packed-sequences example runs and its own equality check holds."""
-    (block,) = _python_blocks(ROOT / "README.md", "### Packed variable-length sequences")
+    (block,) = _python_blocks(ROOT / "fsn_kernels/frustrated_attention/README.md", "## Packed sequences")
     namespace = {}
-    exec(compile(block, "README.md (packed sequences)", "exec"), namespace)
-    assert tuple(namespace["dtheta"].shape) == (1, 1024, 4, 16)
+    exec(compile(block, "op README (packed sequences)", "exec"), namespace)
+    assert tuple(namespace["out"].shape) == (1, 1024, 4, 16)
+
+
+@pytest.mark.parametrize("path", ["README.md", "benchmarks/results/STUDY-250k.md"])
+def test_every_relative_link_resolves(path):
+    """Every markdown link to a file of the repository points at a file that exists."""
+    doc = ROOT / path
+    targets = [t for t in re.findall(r"\]\(([^)#\s]+)", doc.read_text(encoding="utf-8")) if "://" not in t]
+    assert targets, f"{path} links to no file"
+    missing = [t for t in targets if not (doc.parent / t).exists()]
+    assert not missing, f"{path} links to missing files: {missing}"
+
+
+def test_the_study_trial_table_matches_its_result_files():
+    """Each row of the study's trial table is a run of the result file it links to."""
+    import json
+
+    results = ROOT / "benchmarks" / "results"
+    text = (results / "STUDY-250k.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (fsn|transformer) \| [^|]+ \| ([\d.]+) \| (\d) \| ([\d.]+) \| ([\d,]+) \| "
+                      r"\[[\w-]+\]\(([\w.-]+)\.md\) \|$", text, flags=re.M)
+    assert len(rows) == 22
+    for model, lr, seed, bpb, tokens, stem in rows:
+        runs = json.loads((results / f"{stem}.json").read_text(encoding="utf-8"))["runs"]
+        assert any(r["model"] == model and r["seed"] == int(seed) and r["lr"] == float(lr)
+                   and f"{r['final_val_bpc']:.4f}" == bpb and r["tokens"] == int(tokens.replace(",", ""))
+                   for r in runs), (model, lr, seed, bpb, stem)

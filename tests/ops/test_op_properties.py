@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsn_kernels import frustrated_attention
-from fsn_kernels.testing import assert_close, backend_params, make_inputs
+from fsn_kernels.testing import TOLERANCES, assert_close, backend_params, make_inputs
 
 BACKENDS = backend_params()
 
@@ -55,7 +55,7 @@ def test_constant_phase_shift_invariance(backend, shape):
     shift = torch.rand(H, D, generator=torch.Generator().manual_seed(shape[-1])) * 20 - 10
     out = frustrated_attention(theta, gate, coupling, omega, backend=backend)
     shifted = frustrated_attention(theta + shift, gate, coupling, omega, backend=backend)
-    assert_close(shifted, out, 2e-4, 1e-4, "shifted dtheta")
+    assert_close(shifted, out, *TOLERANCES["invariance"], "shifted out")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -66,4 +66,4 @@ def test_two_pi_periodicity(backend, shape):
     out = frustrated_attention(theta, gate, coupling, omega, backend=backend)
     wrapped = frustrated_attention(theta + 2 * math.pi * k, gate, coupling, omega, backend=backend)
     # theta + 2 pi k is rounded to fp32 (|theta| up to ~30, ulp ~2e-6): "up to rounding".
-    assert_close(wrapped, out, 2e-4, 1e-4, "2 pi shifted dtheta")
+    assert_close(wrapped, out, *TOLERANCES["invariance"], "2 pi shifted out")

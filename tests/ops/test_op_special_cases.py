@@ -6,10 +6,10 @@ import torch
 
 from fsn_kernels import frustrated_attention
 from fsn_kernels.frustrated_attention.naive import _attention_weights, kuramoto_closed_form
-from fsn_kernels.testing import assert_close, backend_params, make_inputs
+from fsn_kernels.testing import TOLERANCES, assert_close, backend_params, make_inputs
 
 BACKENDS = backend_params()
-ATOL, RTOL = 3e-5, 1e-4
+ATOL, RTOL = TOLERANCES["closed-forms"]
 B, T, H, D = 2, 37, 2, 5
 
 

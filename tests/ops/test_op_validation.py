@@ -1,10 +1,14 @@
 """Every bad input raises its documented ValueError/TypeError, naming the argument."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from fsn_kernels import frustrated_attention
+from fsn_model import build_model
 
 B, T, H, D, NH = 2, 5, 2, 4, 2
 
@@ -86,6 +90,38 @@ def test_triton_backend_on_cpu_without_interpreter_says_how_to_enable_it(monkeyp
         frustrated_attention(**good(), backend="triton")
 
 
+LATE_INTERPRETER = """
+import os
+import torch, triton
+import fsn_kernels
+os.environ["TRITON_INTERPRET"] = "1"  # too late: triton is imported
+x = torch.ones(1, 1, 1, 4)
+c = torch.ones(1, 4, 1, 2, dtype=torch.complex64)
+calls = [lambda: fsn_kernels.frustrated_attention(x, x, c, backend="triton"),
+         lambda: fsn_kernels.frustrated_attention_decode(x, x, c, phase_cache=torch.zeros(1, 2, 1, 4),
+                                                         cache_seqlens=torch.zeros(1, dtype=torch.int32),
+                                                         backend="triton")]
+for call in calls:
+    try:
+        call()
+        print("no error")
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path without the interpreter")
+def test_interpreter_enabled_after_triton_import_names_the_fix():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", LATE_INTERPRETER], capture_output=True, text=True, env=env,
+                         timeout=300)
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and len(lines) == 2, res.stdout + res.stderr
+    for line in lines:
+        assert line.startswith("RuntimeError TRITON_INTERPRET=1 was set after triton was imported"), line
+        assert "before importing torch, triton or fsn_kernels" in line and "backend='auto'" in line, line
+
+
 def test_fp32_matmul_width_limit_names_the_fix():
     from fsn_kernels.frustrated_attention.validation import check_kernel_limits
 
@@ -96,10 +132,17 @@ def test_fp32_matmul_width_limit_names_the_fix():
     check_kernel_limits(64, 8, fp32_matmuls=True, on_gpu=True)  # 8 * 64 = 512 fits
 
 
-def test_triton_backend_refuses_float64_and_auto_routes_it_to_torch():
+def test_triton_backend_refuses_float64_and_auto_routes_it_to_sdpa():
     kwargs = {k: (v.double() if isinstance(v, torch.Tensor) and not v.is_complex() else v) for k, v in good().items()}
-    with pytest.raises(ValueError, match="float64.*backend='torch'"):
+    with pytest.raises(ValueError, match="float64.*backend=.sdpa."):
         frustrated_attention(**kwargs, backend="triton")
     out = frustrated_attention(**kwargs, backend="auto")
     assert out.dtype == torch.float64
-    assert torch.equal(out, frustrated_attention(**kwargs, backend="torch"))
+    assert torch.equal(out, frustrated_attention(**kwargs, backend="sdpa"))
+
+
+def test_the_old_backend_name_torch_is_refused_naming_its_replacements():
+    for call in (lambda: frustrated_attention(**good(), backend="torch"),
+                 lambda: build_model("fsn", "30k", n_layers=1, backend="torch")):
+        with pytest.raises(ValueError, match="backend='torch' was renamed: use 'reference'.*'sdpa'"):
+            call()

@@ -1,0 +1,165 @@
+"""CPU timings measured in one run, the two sides alternated so that a busy shared
+machine slows both alike: model train steps (FSN vs the matched transformer) and the
+op's forward + backward ("auto" vs the reference) with peak memory.
+
+``python -m benchmarks.cpu_steps`` prints both at the issue's grid; the pytest cases in
+``benchmarks/test_bench_cpu.py`` record them into the CPU result JSON.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+import fsn_model
+from benchmarks import lib
+from fsn_kernels import frustrated_attention
+
+
+def train_step_fn(model, B: int, T: int, seed: int = 0) -> Callable[[], None]:
+    """One AdamW step (forward, cross-entropy, backward, update) on a fixed random batch."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = torch.randint(0, 256, (B, T + 1), generator=gen)
+    x, y = batch[:, :-1], batch[:, 1:]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step():
+        logits = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> Dict[str, float]:
+    """Median ms per call of each function, calls interleaved round by round."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, rounds: int = 6,
+                    compile_fsn: bool = False) -> Dict:
+    """FSN and transformer train steps at ``params``, alternated, ``threads`` torch threads
+    (recorded as ``step_threads``: the result writer's ``cpu_threads`` is the session's)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        fsn = fsn_model.build_model("fsn", params)
+        tr = fsn_model.build_model("transformer", params)
+        steps = {"fsn": train_step_fn(torch.compile(fsn) if compile_fsn else fsn, B, T),
+                 "transformer": train_step_fn(tr, B, T)}
+        ms = alternate(steps, rounds, warmup=2 if compile_fsn else 1)
+    finally:
+        torch.set_num_threads(before)
+    return dict(impl="model-train-step", params=params, fsn_params=fsn_model.count_params(fsn),
+                transformer_params=fsn_model.count_params(tr), B=B, T=T, step_threads=threads, rounds=rounds,
+                fsn_compiled=compile_fsn, fsn_ms=ms["fsn"], transformer_ms=ms["transformer"],
+                ratio=ms["fsn"] / ms["transformer"], device="cpu", dtype="float32", **{"pass": "train-step"})
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_bytes(fn: Callable[[], None]) -> Optional[int]:
+    """Peak resident memory during one call above the resident memory before it (Linux:
+    the high-water mark is reset through /proc/self/clear_refs). Only meaningful in a
+    fresh process (freed heap memory is reused without raising the resident size): see
+    :func:`op_peak_bytes`. None where /proc is not available."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_kib("VmRSS")
+    except OSError:
+        return None
+    fn()
+    return (_status_kib("VmHWM") - base) * 1024
+
+
+def op_peak_bytes(backend: str, B: int, T: int, H: int, D: int, NH: int, threads: int = 1) -> Optional[int]:
+    """:func:`peak_bytes` of one op forward + backward, in a fresh Python process."""
+    code = (f"import torch; torch.set_num_threads({threads}); from benchmarks import lib, cpu_steps; "
+            f"from fsn_kernels import frustrated_attention; x = lib.make_inputs({B}, {T}, {H}, {D}, {NH}); "
+            f"f = lambda th, g, c, om: frustrated_attention(th, g, c, om, backend={backend!r}); "
+            f"print(cpu_steps.peak_bytes(lib.make_pass(f, x, 'fwd+bwd')))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lib.ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    value = out.stdout.strip().splitlines()[-1]
+    return None if value == "None" else int(value)
+
+
+def op_case(T: int, B: int = 1, H: int = 4, D: int = 16, NH: int = 2, rounds: int = 3,
+            backends=("auto", "reference"), peak: bool = True) -> List[Dict]:
+    """The op's forward + backward per backend, alternated, with peak memory (``peak``:
+    one fresh process per backend); every backend checked against the float64 reference
+    first (on a prefix of up to 256)."""
+    inputs = lib.make_inputs(B, T, H, D, NH)
+    fns, cases = {}, []
+    for backend in backends:
+        def fwd(th, g, c, om, backend=backend):
+            return frustrated_attention(th, g, c, om, backend=backend)
+        fns[backend] = lib.make_pass(fwd, inputs, "fwd+bwd")
+        err = lib.check_against_reference(fwd, inputs, torch.float32, max_t=256)
+        cases.append(dict(impl=f"op-{backend}", backend=backend, B=B, T=T, H=H, D=D, NH=NH, dtype="float32",
+                          device="cpu", max_err_vs_fp64=err, **{"pass": "fwd+bwd"}))
+    ms = alternate(fns, rounds)
+    for c in cases:
+        c["ms"] = ms[c["backend"]]
+        c["peak_mem_bytes"] = op_peak_bytes(c["backend"], B, T, H, D, NH, torch.get_num_threads()) if peak else None
+        c["tokens_per_s"] = B * T / (c["ms"] * 1e-3)
+    return cases
+
+
+def decode_case(params: str = "250k", length: int = 3000, threads: int = 1, seed: int = 0) -> Dict:
+    """Generation bytes/s on the CPU: greedy decoding of ``length`` bytes through the
+    phase cache from a fresh model (the speed does not depend on the weights)."""
+    from fsn_model.generate import sample
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        model = fsn_model.build_model("fsn", params)
+        t = time.perf_counter()
+        out = sample(model, list(b"The "), length, temperature=0.0)
+        s = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(before)
+    assert len(out) == length
+    return dict(impl="fsn-generate", params=params, length=length, step_threads=threads, seconds=s,
+                bytes_per_s=length / s, device="cpu", **{"pass": "decode"})
+
+
+def main() -> None:
+    import json
+
+    for params in ("250k", "1M"):
+        for threads in (1, 2):
+            print(json.dumps(model_step_case(params, threads=threads)))
+    for T in (128, 256, 512, 1024, 2048, 4096):
+        for c in op_case(T, rounds=3 if T <= 1024 else 1):
+            print(json.dumps(c))
+
+
+if __name__ == "__main__":
+    main()

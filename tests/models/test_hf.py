@@ -1,0 +1,291 @@
+"""FSNForCausalLM in the Hugging Face stack: save/load, loss, masks, generate() through the
+phase cache against full forwards, fsn-export, and the declared transformers floor."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="the hf extra is not installed (pip install -e '.[hf]')")
+
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+from fsn_model import hf  # noqa: E402
+from fsn_model.hf import FSNForCausalLM, FSNHFConfig, FSNPhaseCache  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(**overrides) -> FSNForCausalLM:
+    torch.manual_seed(0)
+    fields = dict(dim=16, n_layers=2, n_heads=2, hidden=24, n_harmonics=2)
+    fields.update(overrides)
+    return FSNForCausalLM(FSNHFConfig(**fields)).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def prompt():
+    return torch.randint(0, 256, (2, 5), generator=torch.Generator().manual_seed(1))
+
+
+def greedy_by_full_forwards(model, ids, n):
+    """The reference: each new token from a full forward over everything so far."""
+    with torch.no_grad():
+        for _ in range(n):
+            ids = torch.cat([ids, model(ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+def count_embedded_tokens(model):
+    """A list that grows by the number of token ids each forward embeds."""
+    seen = []
+    model.fsn.embed.register_forward_hook(lambda mod, args, out: seen.append(args[0].numel()))
+    return seen
+
+
+def test_the_config_is_registered_and_checked():
+    cfg = AutoConfig.for_model("fsn", dim=32, n_heads=4)
+    assert isinstance(cfg, FSNHFConfig) and cfg.hidden_size == 32 and cfg.num_hidden_layers == 4
+    assert cfg.to_fsn_config() == hf.FSNConfig(dim=32, n_heads=4)
+    assert FSNHFConfig.from_fsn_config(cfg.to_fsn_config()).to_fsn_config() == cfg.to_fsn_config()
+    with pytest.raises(ValueError, match="divisible"):
+        FSNHFConfig(dim=10, n_heads=4)
+    with pytest.raises(ValueError, match="mixer"):
+        FSNHFConfig(mixer="mlp")
+
+
+def test_a_fresh_model_keeps_the_fsn_init():
+    """post_init must not re-initialise FSN's weights with HF's defaults."""
+    m = tiny()
+    torch.manual_seed(0)
+    ref = hf.FSNLM(m.config.to_fsn_config())
+    for (name, a), (_, b) in zip(m.fsn.state_dict().items(), ref.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("overrides", [{}, {"mixer": "meanfield", "n_modes": 8, "readout_norm": True,
+                                             "embed_scale": 4.0, "delay": False}])
+def test_save_pretrained_and_auto_from_pretrained_round_trip(tmp_path, prompt, overrides):
+    m = tiny(**overrides)
+    m.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "fsn"
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(loaded) is FSNForCausalLM
+    assert loaded.config.to_fsn_config() == m.config.to_fsn_config()
+    for name, p in m.fsn.state_dict().items():
+        assert torch.equal(p, loaded.fsn.state_dict()[name]), name
+    assert torch.equal(loaded.fsn.blocks[0].attn.omega, m.fsn.blocks[0].attn.omega)  # a buffer not saved
+    with torch.no_grad():
+        assert torch.equal(loaded(prompt).logits, m(prompt).logits)
+
+
+def test_labels_give_the_shifted_cross_entropy(model, prompt):
+    labels = prompt.clone()
+    labels[0, 3] = -100
+    out = model(prompt, labels=labels)
+    logits = model.fsn(prompt)
+    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 256), labels[:, 1:].reshape(-1),
+                                            ignore_index=-100)
+    assert torch.allclose(out.loss, ref, rtol=0, atol=1e-6)
+    assert getattr(out, hf.CACHE_NAME) is None  # no cache when training on labels
+
+
+def test_the_model_trains():
+    m = tiny().train()
+    ids = torch.tensor([list(b"abcabcabcabcabcabc")])
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = m(ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_padding_is_refused_and_an_all_ones_mask_accepted(model, prompt):
+    with torch.no_grad():
+        plain = model(prompt).logits
+        assert torch.equal(model(prompt, attention_mask=torch.ones_like(prompt)).logits, plain)
+    mask = torch.ones_like(prompt)
+    mask[1, 0] = 0
+    with pytest.raises(ValueError, match="padding"):
+        model(prompt, attention_mask=mask)
+    with pytest.raises(ValueError, match="padding"):
+        model.generate(prompt, attention_mask=mask, max_new_tokens=2)
+
+
+def test_bad_inputs_are_refused(model, prompt):
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        model(inputs_embeds=torch.zeros(1, 2, 16))
+    with pytest.raises(TypeError, match="FSNPhaseCache"):
+        model(prompt, **{hf.CACHE_NAME: transformers.DynamicCache()})
+    with pytest.raises(NotImplementedError, match="phases"):
+        FSNPhaseCache(2).update(None, None, 0)
+
+
+def test_greedy_generate_through_the_phase_cache_equals_full_forwards(model, prompt):
+    n = 8
+    seen = count_embedded_tokens(model)
+    out = model.generate(prompt, max_new_tokens=n, do_sample=False, return_dict_in_generate=True)
+    cached_tokens = sum(seen)
+    seen.clear()
+    uncached = model.generate(prompt, max_new_tokens=n, do_sample=False, use_cache=False)
+    uncached_tokens = sum(seen)
+    assert torch.equal(out.sequences, uncached)
+    assert torch.equal(out.sequences, greedy_by_full_forwards(model, prompt, n))
+    cache = getattr(out, hf.CACHE_NAME)
+    assert isinstance(cache, FSNPhaseCache) and cache.get_seq_length() == prompt.shape[1] + n - 1
+    # The cost: the cache embeds (and runs every block on) each token once; without it every
+    # step reruns the whole sequence.
+    B, T = prompt.shape
+    assert cached_tokens == B * (T + n - 1)
+    assert uncached_tokens == B * sum(T + i for i in range(n))
+
+
+def test_sampling_with_and_without_the_cache_draws_the_same_tokens(model, prompt):
+    torch.manual_seed(7)
+    cached = model.generate(prompt, max_new_tokens=10, do_sample=True, top_k=30, temperature=1.3)
+    torch.manual_seed(7)
+    uncached = model.generate(prompt, max_new_tokens=10, do_sample=True, top_k=30, temperature=1.3, use_cache=False)
+    assert torch.equal(cached, uncached)
+    assert cached.shape == (2, 15)
+
+
+def test_beam_search_reorders_the_phase_cache(model, prompt):
+    cached = model.generate(prompt, max_new_tokens=5, num_beams=3, do_sample=False)
+    assert torch.equal(cached, model.generate(prompt, max_new_tokens=5, num_beams=3, do_sample=False, use_cache=False))
+
+
+def test_generation_continues_from_a_returned_cache(model, prompt):
+    first = model.generate(prompt, max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    more = model.generate(first.sequences, max_new_tokens=4, do_sample=False,
+                          **{hf.CACHE_NAME: getattr(first, hf.CACHE_NAME)})
+    assert torch.equal(more, model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False))
+
+
+def test_a_chunk_after_a_cached_prefix_equals_the_full_forward(model, prompt):
+    """Chunked prefill / continuation: several new tokens on a non-empty cache, then crop."""
+    ids = torch.cat([prompt, prompt.flip(1)], dim=1)
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+        first = model(ids[:, :4], use_cache=True)
+        cache = getattr(first, hf.CACHE_NAME)
+        rest = model(ids[:, 4:], **{hf.CACHE_NAME: cache}).logits
+        assert torch.allclose(torch.cat([first.logits, rest], 1), full, atol=1e-5, rtol=0)
+        cache.crop(-3)  # drop the last 3 tokens, then feed them again
+        again = model(ids[:, -3:], **{hf.CACHE_NAME: cache}).logits
+    assert cache.get_seq_length() == ids.shape[1]
+    assert torch.allclose(again, full[:, -3:], atol=1e-5, rtol=0)
+
+
+# --- fsn-export ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from fsn_model import train as train_mod
+
+    corpus = tmp_path_factory.mktemp("data") / "small.txt"
+    corpus.write_bytes(b"def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 300)
+    paths = {}
+    for name in ("fsn", "transformer"):
+        out = tmp_path_factory.mktemp(name)
+        cfg = train_mod.TrainConfig(model=name, params="30k", data=str(corpus), steps=3, batch_size=4, seq_len=32,
+                                    eval_windows=2, eval_every=3, progress=False, out=str(out),
+                                    model_overrides={"n_layers": 1})
+        train_mod.train(cfg)
+        paths[name] = str(out / "checkpoint.pt")
+    return paths
+
+
+def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(checkpoints, tmp_path, capsys):
+    from fsn_model import export
+    from fsn_model.checkpoint import load_checkpoint, load_model
+
+    out = tmp_path / "exported"
+    assert export.main([checkpoints["fsn"], str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    original, _ = load_model(checkpoints["fsn"])
+    ids = torch.tensor([list(b"def f(x):\n  ")])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, original(ids))
+    assert loaded.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, ids.shape[1] + 4)
+    card = (out / "README.md").read_text()
+    ckpt = load_checkpoint(checkpoints["fsn"])
+    val = ckpt["log"]["val"][-1]
+    assert f"**{val['bpb']:.4f} val bits/byte** at step {val['step']}" in card
+    assert json.dumps(ckpt["train_config"], indent=1) in card and json.dumps(ckpt["model_config"], indent=1) in card
+
+
+def test_a_transformer_checkpoint_exports_as_an_equal_llama(checkpoints, tmp_path):
+    from fsn_model import export
+    from fsn_model.checkpoint import load_model
+    from fsn_model.generate import sample
+
+    out = tmp_path / "llama"
+    assert export.main([checkpoints["transformer"], str(out)]) == 0
+    llama = AutoModelForCausalLM.from_pretrained(out)
+    assert type(llama).__name__ == "LlamaForCausalLM"
+    original, _ = load_model(checkpoints["transformer"])
+    ids = torch.tensor([list(b"class A:\n    def f(self):")])
+    with torch.no_grad():
+        ref = original(ids)
+        assert torch.allclose(llama(ids).logits, ref, atol=1e-5, rtol=1e-5)
+    greedy = llama.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:].tolist()
+    assert greedy == sample(original, ids[0].tolist(), 6, temperature=0)
+    assert "LlamaForCausalLM" in (out / "README.md").read_text()
+
+
+def _one_line_error(main, argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("fsn-export: error: ")
+    return err
+
+
+def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys):
+    from fsn_model import export
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert "cannot read" in _one_line_error(export.main, [str(tmp_path / "junk.pt"), str(tmp_path / "t")], capsys)
+    assert "not found" in _one_line_error(export.main, [str(tmp_path / "none.pt"), str(tmp_path / "n")], capsys)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert "not empty" in _one_line_error(export.main, [checkpoints["fsn"], str(tmp_path / "full")], capsys)
+    assert export.main([checkpoints["fsn"], str(tmp_path / "full"), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert "arguments" in _one_line_error(export.main, [checkpoints["fsn"]], capsys)
+
+
+# --- the declared floor -----------------------------------------------------------------
+
+def test_the_transformers_floor_is_declared_once_and_met():
+    """setup.py's hf extra and the docs state hf.TRANSFORMERS_FLOOR, the oldest release the
+    tests were run on; importing fsn_model.hf checks it."""
+    floor = hf.TRANSFORMERS_FLOOR
+    assert f'"transformers>={floor}"' in (ROOT / "setup.py").read_text()
+    assert f"transformers >= {floor}" in (ROOT / "fsn_model" / "huggingface.md").read_text()
+    version = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
+    assert version >= tuple(int(x) for x in floor.split(".")[:2])
+
+
+def test_the_readme_snippet_runs():
+    """The README's "Hugging Face" example runs and its own equality checks hold."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Hugging Face")
+    section = text[start: text.find("\n## ", start + 1)]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace = {}
+    exec(compile(block, "README.md (Hugging Face)", "exec"), namespace)
+    assert namespace["out"].shape == (1, 20)
