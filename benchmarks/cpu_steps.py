@@ -2,11 +2,12 @@
 machine slows both alike: model train steps (FSN vs the matched transformer) and the
 op's forward + backward ("auto" vs the reference) with peak memory.
 
-``python -m benchmarks.cpu_steps`` prints both at the issue's grid; the pytest cases in
+``python -m benchmarks.cpu_steps`` prints both at the full grid; the pytest cases in
 ``benchmarks/test_bench_cpu.py`` record them into the CPU result JSON.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -22,20 +23,26 @@ from benchmarks import lib
 from fsn_kernels import frustrated_attention
 
 
-def train_step_fn(model, B: int, T: int, seed: int = 0) -> Callable[[], None]:
-    """One AdamW step (forward, cross-entropy, backward, update) on a fixed random batch."""
-    gen = torch.Generator().manual_seed(seed)
-    batch = torch.randint(0, 256, (B, T + 1), generator=gen)
-    x, y = batch[:, :-1], batch[:, 1:]
+def batch_step_fn(model, batch, autocast=None) -> Callable[[], None]:
+    """One AdamW step (forward, cross-entropy, backward, update) on ``batch`` (B, T + 1)
+    int64 bytes; ``autocast``: a context manager for the forward (e.g. CUDA bf16) or None."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = batch[:, :-1], batch[:, 1:]
 
     def step():
-        logits = model(x)
+        with autocast or contextlib.nullcontext():
+            logits = model(x)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return step
+
+
+def train_step_fn(model, B: int, T: int, seed: int = 0) -> Callable[[], None]:
+    """One AdamW step on a fixed random (B, T + 1) batch."""
+    gen = torch.Generator().manual_seed(seed)
+    return batch_step_fn(model, torch.randint(0, 256, (B, T + 1), generator=gen))
 
 
 def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> Dict[str, float]:

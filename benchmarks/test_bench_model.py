@@ -7,41 +7,25 @@ CPU: one tiny smoke case per model (100k params, B=2, T=64) to keep the code pat
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import fsn_model
 from benchmarks import lib
+from benchmarks.cpu_steps import batch_step_fn
 from fsn_model.config import config_to_dict
 
 HAS_CUDA = torch.cuda.is_available()
-
-
-def _train_step_fn(model, batch, device):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
-    x, y = batch[:, :-1], batch[:, 1:]
-
-    def step():
-        with amp:
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
 
 
 def _bench_model(benchmark, record_case, name, params, B, T, device, rounds):
     model = fsn_model.build_model(name, params).to(device)
     cfg = config_to_dict(model.config)
     batch = torch.randint(0, 256, (B, T + 1), device=device, generator=None)
-    step = _train_step_fn(model, batch, device)
+    step = batch_step_fn(model, batch, torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else None)
     impl = "transformer-model" if name == "transformer" else "fsn-model"
     benchmark.group = f"model training step B={B} T={T}"
     if device == "cuda":
