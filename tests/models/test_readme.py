@@ -41,7 +41,8 @@ def test_the_packed_sequences_snippet_runs():
     assert tuple(namespace["out"].shape) == (1, 1024, 4, 16)
 
 
-@pytest.mark.parametrize("path", ["README.md", "benchmarks/results/STUDY-250k.md"])
+@pytest.mark.parametrize("path", ["README.md", "benchmarks/results/STUDY-250k.md",
+                                  "benchmarks/results/STUDY-prose-250k.md", "benchmarks/results/STUDY-1M.md"])
 def test_every_relative_link_resolves(path):
     """Every markdown link to a file of the repository points at a file that exists."""
     doc = ROOT / path
@@ -51,15 +52,17 @@ def test_every_relative_link_resolves(path):
     assert not missing, f"{path} links to missing files: {missing}"
 
 
-def test_the_study_trial_table_matches_its_result_files():
-    """Each row of the study's trial table is a run of the result file it links to."""
+@pytest.mark.parametrize("study,n_rows", [("STUDY-250k.md", 35), ("STUDY-prose-250k.md", 41),
+                                          ("STUDY-1M.md", 2)])
+def test_each_study_trial_table_matches_its_result_files(study, n_rows):
+    """Each row of a study's trial table is a run of the result file it links to."""
     import json
 
     results = ROOT / "benchmarks" / "results"
-    text = (results / "STUDY-250k.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| (fsn|transformer) \| [^|]+ \| ([\d.]+) \| (\d) \| ([\d.]+) \| ([\d,]+) \| "
+    text = (results / study).read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (fsn|fsn-meanfield|transformer) \| [^|]+ \| ([\d.]+) \| (\d) \| ([\d.]+) \| ([\d,]+) \| "
                       r"\[[\w-]+\]\(([\w.-]+)\.md\) \|$", text, flags=re.M)
-    assert len(rows) == 22
+    assert len(rows) == n_rows
     for model, lr, seed, bpb, tokens, stem in rows:
         runs = json.loads((results / f"{stem}.json").read_text(encoding="utf-8"))["runs"]
         assert any(r["model"] == model and r["seed"] == int(seed) and r["lr"] == float(lr)
