@@ -27,7 +27,7 @@ TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "delay"}
 # FSN init / readout knobs (the tuning study's), FSNConfig fields
 FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale")
-_OVERRIDES |= set(FSN_KNOBS)
+_OVERRIDES |= set(FSN_KNOBS) | {"token_shift"}
 # "fsn" default from the 250k tuning study: the phase embedding learns 8x faster under Adam
 # (FSNConfig's own default stays 1, so configs saved before this default rebuild unchanged)
 FSN_EMBED_SCALE = 8.0
@@ -73,9 +73,9 @@ def _count(config: ModelConfig) -> int:
 def _resolved(name: str, vocab_size: int, dim: int, fine: int, o: Dict[str, Any]) -> ModelConfig:
     shape = dict(vocab_size=vocab_size, dim=dim, n_layers=o["n_layers"], n_heads=dim // o["head_dim"])
     if name == "transformer":
-        return TransformerConfig(**shape, hidden=fine)
+        return TransformerConfig(**shape, hidden=fine, token_shift=o.get("token_shift", False))
     mixer = "swiglu" if name == "fsn" else "meanfield"
-    knobs = {k: o[k] for k in FSN_KNOBS if k in o}
+    knobs = {k: o[k] for k in FSN_KNOBS + ("token_shift",) if k in o}
     if name == "fsn":
         knobs.setdefault("embed_scale", FSN_EMBED_SCALE)
     return FSNConfig(**shape, n_harmonics=o.get("n_harmonics", 2), mixer=mixer, delay=o.get("delay", True),
@@ -103,7 +103,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
         **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, delay
             (FSN names: False removes the one-step delay term, the ablation), and for
             FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
-            embed_scale (phase-embedding multiplier: its Adam step size relative to the rest).
+            embed_scale (phase-embedding multiplier: its Adam step size relative to the rest);
+            for every model token_shift (bool: the mixer / MLP also reads the previous token).
 
     Returns:
         The model (fresh weights); ``model.config`` is its :class:`FSNConfig` or

@@ -36,6 +36,8 @@ class FSNConfig:
         readout_norm: a LayerNorm on the readout features [cos, sin] (default norm-free).
         embed_scale: s in theta_0 = s * E[idx], E uniform on [-pi/s, pi/s): the same phases
             at init, and the phase embedding moves s times faster under Adam.
+        token_shift: each block's mixer also reads the previous token's block input, through
+            learned per-feature mixes (fsn_model/README.md, "The model"); default off.
     """
 
     vocab_size: int = 256
@@ -52,8 +54,12 @@ class FSNConfig:
     gate_std: float = 0.02
     readout_norm: bool = False
     embed_scale: float = 1.0
+    token_shift: bool = False
 
     def __post_init__(self) -> None:
+        for flag in ("delay", "readout_norm", "token_shift"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"FSNConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
         if not (isinstance(self.embed_scale, (int, float)) and self.embed_scale > 0):
             raise ValueError(f"embed_scale must be a positive number, got {self.embed_scale!r}")
         if self.mixer not in FSN_MIXERS:
@@ -73,6 +79,8 @@ class TransformerConfig:
     Args:
         vocab_size: tokens. dim: model width. n_layers: blocks. n_heads: heads.
         hidden: SwiGLU hidden width.
+        token_shift: the MLP also reads the previous token's block input, as FSN's mixer
+            does with ``FSNConfig.token_shift`` (the control trial); default off.
     """
 
     vocab_size: int = 256
@@ -80,8 +88,11 @@ class TransformerConfig:
     n_layers: int = 4
     n_heads: int = 4
     hidden: int = 176
+    token_shift: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.token_shift, bool):
+            raise TypeError(f"TransformerConfig.token_shift must be a bool, got {self.token_shift!r}")
         _check_shape(self)
 
     @property

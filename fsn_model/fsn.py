@@ -55,8 +55,25 @@ class PhaseCache:
             self.phases[i] = grown
 
 
+def previous_token_features(theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
+    """Features of the token before each position: (B, T, C) phases -> (B, T, 2C) with row t
+    equal to ``[cos theta[t-1], sin theta[t-1]]``, and zeros where t starts a sequence (t = 0,
+    and each document start ``cu_seqlens[:-1]`` when packed)."""
+    f = phase_features(theta)
+    B, T, F2 = f.shape
+    prev = f.new_zeros(B, T + 1, F2)
+    prev[:, 1:] = f
+    if cu_seqlens is not None:
+        prev[:, cu_seqlens[:-1].long()] = 0  # an empty last document starts at T: row T, dropped below
+    return prev[:, :T]
+
+
 class FSNBlock(nn.Module):
     """``theta += attn(theta); theta += mix(theta)`` (residual on the torus, no norms).
+
+    With ``config.token_shift`` the mixer also reads the features of the previous token's
+    block input (:func:`previous_token_features`), which the phase cache already holds, so
+    decoding needs no extra state.
 
     Args:
         config: the model shape; ``config.mixer`` picks "swiglu" (``hidden`` wide) or
@@ -69,21 +86,28 @@ class FSNBlock(nn.Module):
         c = config
         self.attn = FrustratedAttention(c.dim, c.n_heads, c.n_harmonics, backend=backend, delay=c.delay,
                                         k1_init=c.k1_init, coupling_std=c.coupling_std, gate_std=c.gate_std)
+        self.token_shift = c.token_shift
         if c.mixer == "swiglu":
-            self.mix = PhaseSwiGLU(c.dim, c.hidden)
+            self.mix = PhaseSwiGLU(c.dim, c.hidden, shift=c.token_shift)
         else:
-            self.mix = MeanFieldCoupling(c.dim, c.n_heads, c.n_modes, c.n_harmonics)
+            self.mix = MeanFieldCoupling(c.dim, c.n_heads, c.n_modes, c.n_harmonics, shift=c.token_shift)
 
     def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) -> (B, T, dim); ``cu_seqlens``: packed sequences (B = 1)."""
+        prev = previous_token_features(theta, cu_seqlens) if self.token_shift else None
         theta = theta + self.attn(theta, cu_seqlens)
-        return theta + self.mix(theta)
+        return theta + self.mix(theta, prev)
 
     def decode(self, theta: Tensor, phase_cache: Tensor, cache_seqlens: Tensor, check_seqlens: bool = True) -> Tensor:
         """One new token (B, 1, dim) given this layer's preallocated phase cache (B, T_max,
         dim), holding ``cache_seqlens[b]`` tokens; theta is written into it in place."""
+        prev = None
+        if self.token_shift:  # the previous token's block input, from the cache (zeros for a first token)
+            B, _, C = phase_cache.shape
+            last = (cache_seqlens.long() - 1).clamp(min=0).view(B, 1, 1).expand(B, 1, C)
+            prev = phase_features(phase_cache.gather(1, last)) * (cache_seqlens > 0).view(B, 1, 1)
         theta = theta + self.attn.decode(theta, phase_cache, cache_seqlens, check_seqlens)
-        return theta + self.mix(theta)
+        return theta + self.mix(theta, prev)
 
 
 class FSNLM(nn.Module):

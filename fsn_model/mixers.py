@@ -1,6 +1,9 @@
 """Phase mixers, the second half of an FSN block: (B, T, dim) phases -> (B, T, dim)
-increments, acting on each token independently."""
+increments, acting on each token independently, or (``shift=True``) on each token and the
+one before it (:func:`shift_mix`)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -9,24 +12,50 @@ from torch import Tensor, nn
 from .attention import GATE_BIAS_INIT, init_coupling, phase_features
 
 
+def shift_weights(n_features: int) -> nn.Parameter:
+    """Per-feature weights ``mu`` of :func:`shift_mix`, initialised as a ramp from 1 (this
+    token only) down to 0 (the previous token only) across the ``n_features`` features."""
+    return nn.Parameter(torch.linspace(1.0, 0.0, n_features))
+
+
+def shift_mix(features: Tensor, prev_features: Tensor, mu: Tensor) -> Tensor:
+    """Token shift: ``mu * features + (1 - mu) * prev_features`` (all (..., F); ``mu`` (F,)).
+    ``prev_features`` are the previous token's features, zero for a sequence's first token."""
+    return prev_features + mu * (features - prev_features)
+
+
 class PhaseSwiGLU(nn.Module):
     """SwiGLU on the features ``[cos theta, sin theta]``: W_2 (silu(W_1 f) * W_3 f).
+
+    With ``shift``, W_1 and W_3 each read their own :func:`shift_mix` of this token's
+    features and the previous token's (``prev_features``), so ``silu(a) * b`` can pair the
+    two tokens (4 * dim more parameters).
 
     Args:
         dim: phase channels C (input features 2C, output C increments).
         hidden: SwiGLU hidden width. The output projection is initialised small
             (std ``out_std``) so a fresh block is close to its attention alone.
+        shift: token shift (above).
     """
 
-    def __init__(self, dim: int, hidden: int, out_std: float = 0.02):
+    def __init__(self, dim: int, hidden: int, out_std: float = 0.02, shift: bool = False):
         super().__init__()
         self.w13 = nn.Linear(2 * dim, 2 * hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
         nn.init.normal_(self.w2.weight, 0.0, out_std)
+        self.shift_a = shift_weights(2 * dim) if shift else None
+        self.shift_b = shift_weights(2 * dim) if shift else None
 
-    def forward(self, theta: Tensor) -> Tensor:
-        """(B, T, dim) -> (B, T, dim)."""
-        a, b = self.w13(phase_features(theta)).chunk(2, dim=-1)
+    def forward(self, theta: Tensor, prev_features: Optional[Tensor] = None) -> Tensor:
+        """(B, T, dim) -> (B, T, dim); ``prev_features`` (B, T, 2 dim): the previous token's
+        features, required with ``shift`` and ignored without it."""
+        f = phase_features(theta)
+        if self.shift_a is None:
+            a, b = self.w13(f).chunk(2, dim=-1)
+        else:
+            w1, w3 = self.w13.weight.chunk(2, dim=0)
+            a = F.linear(shift_mix(f, prev_features, self.shift_a), w1)
+            b = F.linear(shift_mix(f, prev_features, self.shift_b), w3)
         return self.w2(F.silu(a) * b)
 
 
@@ -45,10 +74,13 @@ class MeanFieldCoupling(nn.Module):
         n_heads: H.
         n_modes: M collective modes per head.
         n_harmonics: NH. Coupling stored real (H, D, NH, 2) = re/im of K_n; K_1 = ``k1_init``.
+        shift: the gate reads a :func:`shift_mix` of this token's features and the previous
+            token's (2 * dim more parameters).
     """
 
     def __init__(self, dim: int, n_heads: int, n_modes: int, n_harmonics: int = 2, *,
-                 k1_init: float = 0.5, coupling_std: float = 0.02, gate_std: float = 0.02):
+                 k1_init: float = 0.5, coupling_std: float = 0.02, gate_std: float = 0.02,
+                 shift: bool = False):
         super().__init__()
         self.n_heads, self.head_dim, self.n_modes = n_heads, dim // n_heads, n_modes
         self.scale = self.head_dim ** -0.5
@@ -59,12 +91,17 @@ class MeanFieldCoupling(nn.Module):
         nn.init.constant_(self.gate_proj.bias, GATE_BIAS_INIT)
         nn.init.uniform_(self.psi, -torch.pi, torch.pi)
         init_coupling(self.coupling_real[:, :, :, None], k1_init, coupling_std)
+        self.shift_g = shift_weights(2 * dim) if shift else None
 
-    def forward(self, theta: Tensor) -> Tensor:
-        """(B, T, dim) -> (B, T, dim), computed in float32."""
+    def forward(self, theta: Tensor, prev_features: Optional[Tensor] = None) -> Tensor:
+        """(B, T, dim) -> (B, T, dim), computed in float32; ``prev_features`` (B, T, 2 dim):
+        the previous token's features, required with ``shift`` and ignored without it."""
         B, T, C = theta.shape
         H, D = self.n_heads, self.head_dim
-        g = F.softplus(self.gate_proj(phase_features(theta))).float().view(B, T, H, D)
+        f = phase_features(theta)
+        if self.shift_g is not None:
+            f = shift_mix(f, prev_features, self.shift_g)
+        g = F.softplus(self.gate_proj(f)).float().view(B, T, H, D)
         th = theta.float().view(B, T, H, D)
         psi = self.psi.float()
         scores = self.scale * (torch.einsum("bthd,hmd->bthm", g * torch.cos(th), torch.cos(psi))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TransformerConfig
+from .mixers import shift_mix, shift_weights
 
 
 def apply_rope(x: Tensor, base: float = 10000.0, offset: int = 0) -> Tensor:
@@ -57,31 +58,50 @@ class CausalSelfAttention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """(B, T, dim) -> (B, T, dim) via W_2 (silu(W_1 x) * W_3 x)."""
+    """(B, T, dim) -> (B, T, dim) via W_2 (silu(W_1 x) * W_3 x); with ``shift``, W_1 and W_3
+    each read their own ``shift_mix`` of x and ``prev`` (the previous token's input), as FSN's
+    ``PhaseSwiGLU`` does."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, shift: bool = False):
         super().__init__()
         self.w13 = nn.Linear(dim, 2 * hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.shift_a = shift_weights(dim) if shift else None
+        self.shift_b = shift_weights(dim) if shift else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        a, b = self.w13(x).chunk(2, dim=-1)
+    def forward(self, x: Tensor, prev: Optional[Tensor] = None) -> Tensor:
+        if self.shift_a is None:
+            a, b = self.w13(x).chunk(2, dim=-1)
+        else:
+            w1, w3 = self.w13.weight.chunk(2, dim=0)
+            a = F.linear(shift_mix(x, prev, self.shift_a), w1)
+            b = F.linear(shift_mix(x, prev, self.shift_b), w3)
         return self.w2(F.silu(a) * b)
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, dim: int, n_heads: int, hidden: int):
+    """Pre-norm block. With ``token_shift`` the MLP also reads ``norm2`` of the previous
+    token's block input (zeros for a first token); decoding keeps that input per layer."""
+
+    def __init__(self, dim: int, n_heads: int, hidden: int, token_shift: bool = False):
         super().__init__()
+        self.token_shift = token_shift
         self.norm1, self.attn = nn.RMSNorm(dim), CausalSelfAttention(dim, n_heads)
-        self.norm2, self.mlp = nn.RMSNorm(dim), SwiGLU(dim, hidden)
+        self.norm2, self.mlp = nn.RMSNorm(dim), SwiGLU(dim, hidden, shift=token_shift)
 
     def forward(self, x: Tensor, kv: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        prev = F.pad(self.norm2(x), (0, 0, 1, 0))[:, :-1] if self.token_shift else None
         x = x + self.attn(self.norm1(x), kv)
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x), prev)
 
-    def decode(self, x: Tensor, kv: Tuple[Tensor, Tensor], pos: int) -> Tensor:
+    def decode(self, x: Tensor, kv: Tuple[Tensor, Tensor], pos: int, prev_input: Optional[Tensor] = None) -> Tensor:
+        """One token x (B, 1, dim) at ``pos``; ``prev_input`` (B, 1, dim): the previous
+        token's block input (used with ``token_shift``; None at pos 0)."""
+        prev = None
+        if self.token_shift:
+            prev = self.norm2(prev_input) if prev_input is not None else torch.zeros_like(x)
         x = x + self.attn.decode(self.norm1(x), kv, pos)
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x), prev)
 
 
 @dataclass
@@ -89,11 +109,13 @@ class KVCache:
     """Preallocated decode state of a :class:`TransformerLM`: per layer keys (after RoPE) and
     values (B, H, T_max, Dh), ``2 * dim`` numbers per token per layer, and ``length``
     tokens cached (every sequence of the batch alike). Grows by doubling, like
-    ``fsn_model.fsn.PhaseCache``."""
+    ``fsn_model.fsn.PhaseCache``. With ``token_shift``, ``last_input`` holds per layer the
+    last token's block input (B, 1, dim) (None before the first token, or without shift)."""
 
     k: List[Tensor]
     v: List[Tensor]
     length: int
+    last_input: Optional[List[Tensor]] = None
 
     @property
     def capacity(self) -> int:
@@ -127,7 +149,8 @@ class TransformerLM(nn.Module):
         dim, n_layers = config.dim, config.n_layers
         self.vocab_size, self.dim = config.vocab_size, dim
         self.embed = nn.Embedding(config.vocab_size, dim)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, config.n_heads, config.hidden) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, config.n_heads, config.hidden, config.token_shift)
+                                    for _ in range(n_layers))
         self.norm = nn.RMSNorm(dim)
         self.head = nn.Linear(dim, config.vocab_size, bias=False)
         for name, p in self.named_parameters():
@@ -159,9 +182,12 @@ class TransformerLM(nn.Module):
         B, T = idx.shape
         x = self.embed(idx)
         cache = self.new_cache(B, max(capacity or 2 * T, T, 1), dtype=x.dtype)
+        last = []
         for block, k, v in zip(self.blocks, cache.k, cache.v):
+            last.append(x[:, -1:].clone())
             x = block(x, (k, v))
         cache.length = T
+        cache.last_input = last if self.config.token_shift and T > 0 else None
         return self.head(self.norm(x)).float(), cache
 
     @torch.no_grad()
@@ -172,7 +198,10 @@ class TransformerLM(nn.Module):
             raise TypeError(f"cache must be a KVCache (from prefill or new_cache), got {type(cache).__name__}")
         cache.reserve(1)
         x = self.embed(idx_new.view(-1, 1))
-        for block, k, v in zip(self.blocks, cache.k, cache.v):
-            x = block.decode(x, (k, v), cache.length)
+        last = []
+        for i, (block, k, v) in enumerate(zip(self.blocks, cache.k, cache.v)):
+            last.append(x)
+            x = block.decode(x, (k, v), cache.length, cache.last_input[i] if cache.last_input else None)
         cache.length += 1
+        cache.last_input = last if self.config.token_shift else None
         return self.head(self.norm(x)).float()[:, 0], cache

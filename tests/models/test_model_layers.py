@@ -164,8 +164,9 @@ def test_lm_cached_decoding_equals_full_forward(backend):
     """prefill + decode through the preallocated phase cache (in place, growing by doubling
     past its capacity) equals the full forward; so does decoding from an empty cache."""
     torch.manual_seed(4)
-    for mixer in ("swiglu", "meanfield"):
-        cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6)
+    for mixer, token_shift in [("swiglu", False), ("meanfield", False), ("swiglu", True), ("meanfield", True)]:
+        cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6,
+                        token_shift=token_shift)
         dev = DEVICE if backend == "triton" else "cpu"
         model = FSNLM(cfg, backend=backend).to(dev).eval()
         for block in model.blocks:
