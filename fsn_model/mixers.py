@@ -18,9 +18,14 @@ def shift_weights(n_features: int) -> nn.Parameter:
     return nn.Parameter(torch.linspace(1.0, 0.0, n_features))
 
 
-def shift_mix(features: Tensor, prev_features: Tensor, mu: Tensor) -> Tensor:
+def shift_mix(features: Tensor, prev_features: Optional[Tensor], mu: Tensor) -> Tensor:
     """Token shift: ``mu * features + (1 - mu) * prev_features`` (all (..., F); ``mu`` (F,)).
-    ``prev_features`` are the previous token's features, zero for a sequence's first token."""
+    ``prev_features`` are the previous token's features, zero for a sequence's first token.
+    Raises ValueError when they are missing or of another shape."""
+    if prev_features is None or prev_features.shape != features.shape:
+        got = None if prev_features is None else tuple(prev_features.shape)
+        raise ValueError(f"prev_features: a token-shift mixer needs the previous token's features of shape "
+                         f"{tuple(features.shape)}, got {got}")
     return prev_features + mu * (features - prev_features)
 
 

@@ -42,7 +42,8 @@ def test_the_packed_sequences_snippet_runs():
 
 
 @pytest.mark.parametrize("path", ["README.md", "benchmarks/results/STUDY-250k.md",
-                                  "benchmarks/results/STUDY-prose-250k.md", "benchmarks/results/STUDY-1M.md"])
+                                  "benchmarks/results/STUDY-prose-250k.md", "benchmarks/results/STUDY-1M.md",
+                                  "benchmarks/results/STUDY-token-shift.md"])
 def test_every_relative_link_resolves(path):
     """Every markdown link to a file of the repository points at a file that exists."""
     doc = ROOT / path
@@ -52,8 +53,8 @@ def test_every_relative_link_resolves(path):
     assert not missing, f"{path} links to missing files: {missing}"
 
 
-@pytest.mark.parametrize("study,n_rows", [("STUDY-250k.md", 35), ("STUDY-prose-250k.md", 41),
-                                          ("STUDY-1M.md", 15)])
+@pytest.mark.parametrize("study,n_rows", [("STUDY-250k.md", 35), ("STUDY-prose-250k.md", 43),
+                                          ("STUDY-1M.md", 15), ("STUDY-token-shift.md", 19)])
 def test_each_study_trial_table_matches_its_result_files(study, n_rows):
     """Each row of a study's trial table is a run of the result file it links to."""
     import json

@@ -40,10 +40,14 @@ def test_previous_token_features_shift_by_one_and_restart_at_each_document(lengt
     assert torch.equal(unpacked[0, 0], torch.zeros_like(f[0, 0])) and torch.equal(unpacked[0, 1:], f[0, :-1])
 
 
-def test_shift_mix_is_the_per_feature_interpolation():
+def test_shift_mix_is_the_per_feature_interpolation_and_needs_the_previous_token():
     f, p = torch.randn(3, 4), torch.randn(3, 4)
     mu = torch.tensor([1.0, 0.0, 0.25, 0.5])
     torch.testing.assert_close(shift_mix(f, p, mu), mu * f + (1 - mu) * p)
+    with pytest.raises(ValueError, match=r"prev_features: .* shape \(3, 4\), got None"):
+        PhaseSwiGLU(2, 5, shift=True)(torch.randn(3, 2))
+    with pytest.raises(ValueError, match=r"got \(3, 2\)"):
+        MeanFieldCoupling(2, 1, 3, shift=True)(torch.randn(1, 3, 2), torch.randn(3, 2))
 
 
 def test_swiglu_with_shift_pairs_the_two_tokens_and_without_ignores_them():
