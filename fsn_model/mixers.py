@@ -29,6 +29,21 @@ def shift_mix(features: Tensor, prev_features: Optional[Tensor], mu: Tensor) -> 
     return prev_features + mu * (features - prev_features)
 
 
+def swiglu(x: Tensor, w13: nn.Linear, w2: nn.Linear, shift_a: Optional[Tensor] = None,
+           shift_b: Optional[Tensor] = None, prev: Optional[Tensor] = None) -> Tensor:
+    """``W_2 (silu(W_1 x) * W_3 x)`` with ``W_1; W_3`` stacked in ``w13``; with the token-shift
+    weights ``shift_a``, ``shift_b``, W_1 and W_3 read their own :func:`shift_mix` of ``x``
+    and ``prev`` (the previous token's input, same shape as ``x``). The SwiGLU of FSN's
+    :class:`PhaseSwiGLU` and of the baseline transformer."""
+    if shift_a is None:
+        a, b = w13(x).chunk(2, dim=-1)
+    else:
+        w1, w3 = w13.weight.chunk(2, dim=0)
+        a = F.linear(shift_mix(x, prev, shift_a), w1)
+        b = F.linear(shift_mix(x, prev, shift_b), w3)
+    return w2(F.silu(a) * b)
+
+
 class PhaseSwiGLU(nn.Module):
     """SwiGLU on the features ``[cos theta, sin theta]``: W_2 (silu(W_1 f) * W_3 f).
 
@@ -54,14 +69,7 @@ class PhaseSwiGLU(nn.Module):
     def forward(self, theta: Tensor, prev_features: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) -> (B, T, dim); ``prev_features`` (B, T, 2 dim): the previous token's
         features, required with ``shift`` and ignored without it."""
-        f = phase_features(theta)
-        if self.shift_a is None:
-            a, b = self.w13(f).chunk(2, dim=-1)
-        else:
-            w1, w3 = self.w13.weight.chunk(2, dim=0)
-            a = F.linear(shift_mix(f, prev_features, self.shift_a), w1)
-            b = F.linear(shift_mix(f, prev_features, self.shift_b), w3)
-        return self.w2(F.silu(a) * b)
+        return swiglu(phase_features(theta), self.w13, self.w2, self.shift_a, self.shift_b, prev_features)
 
 
 class MeanFieldCoupling(nn.Module):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TransformerConfig
-from .mixers import shift_mix, shift_weights
+from .mixers import shift_weights, swiglu
 
 
 def apply_rope(x: Tensor, base: float = 10000.0, offset: int = 0) -> Tensor:
@@ -70,13 +70,7 @@ class SwiGLU(nn.Module):
         self.shift_b = shift_weights(dim) if shift else None
 
     def forward(self, x: Tensor, prev: Optional[Tensor] = None) -> Tensor:
-        if self.shift_a is None:
-            a, b = self.w13(x).chunk(2, dim=-1)
-        else:
-            w1, w3 = self.w13.weight.chunk(2, dim=0)
-            a = F.linear(shift_mix(x, prev, self.shift_a), w1)
-            b = F.linear(shift_mix(x, prev, self.shift_b), w3)
-        return self.w2(F.silu(a) * b)
+        return swiglu(x, self.w13, self.w2, self.shift_a, self.shift_b, prev)
 
 
 class TransformerBlock(nn.Module):
