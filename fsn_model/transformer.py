@@ -176,12 +176,14 @@ class TransformerLM(nn.Module):
         B, T = idx.shape
         x = self.embed(idx)
         cache = self.new_cache(B, max(capacity or 2 * T, T, 1), dtype=x.dtype)
+        shift = self.config.token_shift and T > 0
         last = []
         for block, k, v in zip(self.blocks, cache.k, cache.v):
-            last.append(x[:, -1:].clone())
+            if shift:
+                last.append(x[:, -1:].clone())
             x = block(x, (k, v))
         cache.length = T
-        cache.last_input = last if self.config.token_shift and T > 0 else None
+        cache.last_input = last if shift else None
         return self.head(self.norm(x)).float(), cache
 
     @torch.no_grad()
@@ -192,10 +194,12 @@ class TransformerLM(nn.Module):
             raise TypeError(f"cache must be a KVCache (from prefill or new_cache), got {type(cache).__name__}")
         cache.reserve(1)
         x = self.embed(idx_new.view(-1, 1))
+        shift = self.config.token_shift
         last = []
         for i, (block, k, v) in enumerate(zip(self.blocks, cache.k, cache.v)):
-            last.append(x)
+            if shift:
+                last.append(x)
             x = block.decode(x, (k, v), cache.length, cache.last_input[i] if cache.last_input else None)
         cache.length += 1
-        cache.last_input = last if self.config.token_shift else None
+        cache.last_input = last if shift else None
         return self.head(self.norm(x)).float()[:, 0], cache
