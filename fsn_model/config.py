@@ -57,9 +57,7 @@ class FSNConfig:
     token_shift: bool = False
 
     def __post_init__(self) -> None:
-        for flag in ("delay", "readout_norm", "token_shift"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"FSNConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
+        _check_flags(self)
         if not (isinstance(self.embed_scale, (int, float)) and self.embed_scale > 0):
             raise ValueError(f"embed_scale must be a positive number, got {self.embed_scale!r}")
         if self.mixer not in FSN_MIXERS:
@@ -91,8 +89,7 @@ class TransformerConfig:
     token_shift: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.token_shift, bool):
-            raise TypeError(f"TransformerConfig.token_shift must be a bool, got {self.token_shift!r}")
+        _check_flags(self)
         _check_shape(self)
 
     @property
@@ -101,6 +98,14 @@ class TransformerConfig:
 
 
 ModelConfig = Union[FSNConfig, TransformerConfig]
+
+
+def _check_flags(cfg: ModelConfig) -> None:
+    """Every bool field holds a bool (TypeError naming the field otherwise)."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if field.type in ("bool", bool) and not isinstance(value, bool):
+            raise TypeError(f"{type(cfg).__name__}.{field.name} must be a bool, got {value!r}")
 
 
 def _check_shape(cfg: ModelConfig) -> None:
