@@ -6,7 +6,8 @@ seed see the same batches), then writes
 
 * ``quality-<corpus>-<date>.json``: top level ``kind`` = "quality", ``device``, ``corpus``
   (its name), ``commit``, ``settings``, ``runs`` (one per model x seed [x lr]:
-  ``{model, params, seed, tokens, final_val_bpc, curve: [[tokens, val_bpc], ...], lr, ...}``),
+  ``{model, params, seed, tokens, final_val_bpc, final_train_bpb, epochs, curve: [[tokens, val_bpc],
+  ...], lr, ...}``; :func:`train_fit` defines the two fit fields),
   ``corpus_info`` (path, bytes, sha256, splits), ``summary`` (mean / std / min of final
   val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each
   model's best checkpoint on test windows; see ``fsn_model/README.md``, "Copy depth");
@@ -110,8 +111,29 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     curve = [[v["step"] * per_step, v["bpb"]] for v in log["val"]]
     return dict(model=item["label"], architecture=item["arch"], params=log["params"], target_params=str(a.params),
                 seed=item["seed"], lr=item["lr"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
+                **train_fit(log, a.eval_every, a.steps * per_step),
                 curve=curve, overrides=item["overrides"], delay=item["overrides"].get("delay", True),
                 wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
+
+
+def train_fit(log: Dict[str, Any], last_steps: int, tokens: int) -> Dict[str, float]:
+    """How well a finished run fits its training data, beside its validation loss.
+
+    Args:
+        log: the run's ``log.json`` (:func:`fsn_model.train.train`'s return value).
+        last_steps: how many final steps to average the training loss over (>= 1).
+        tokens: the bytes the run trained on (steps x batch x seq_len).
+
+    Returns:
+        ``final_train_bpb``: the mean training loss over the last ``last_steps`` steps, in bits
+        per byte (each step's loss is taken before its update, on its own batch); ``epochs``:
+        ``tokens`` over the bytes of the corpus's training split. Once ``epochs`` passes 1 the
+        training batches repeat, and ``final_val_bpc - final_train_bpb`` grows as a model
+        memorises them.
+    """
+    losses = [t["loss"] for t in log["train"][-max(1, last_steps):]]
+    start, stop = log["corpus"]["splits"]["train"]
+    return dict(final_train_bpb=statistics.fmean(losses) / math.log(2), epochs=tokens / (stop - start))
 
 
 def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:

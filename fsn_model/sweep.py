@@ -7,7 +7,8 @@ batches), and writes the files ``fsn-compare`` writes, in its schema:
 
 * ``sweep-<corpus>-<params>-<steps>steps.json``: ``kind`` = "quality", ``study`` = "sweep",
   ``device``, ``corpus``, ``corpus_info``, ``commit``, ``settings``, ``runs`` (one per trial x
-  seed: ``{model, trial, knobs, params, seed, lr, tokens, final_val_bpc, curve, ...}``),
+  seed: ``{model, trial, knobs, params, seed, lr, tokens, final_val_bpc, final_train_bpb, epochs, curve,
+  ...}``, the fit fields as in :func:`fsn_model.compare.train_fit`),
   ``summary`` (per trial: mean / std / min of the final val bits per byte over seeds) and
   ``copy_depth`` (test-window loss per copy-depth bin of each architecture's best run);
 * ``.png``: validation curves, one colour per trial; ``-copy-depth.png``;
@@ -42,7 +43,7 @@ from . import train as train_mod
 from .build import MODEL_NAMES
 from .checkpoint import resolve_device
 from .cli import OneLineParser, add_dataclass_flags, parse_knobs, run_cli, values_for
-from .compare import SHARED_SETTINGS, _copy_depth, parse_seeds, write_quality_files
+from .compare import SHARED_SETTINGS, _copy_depth, parse_seeds, train_fit, write_quality_files
 from .data import load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
 
@@ -103,6 +104,7 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     return dict(model=item["model"], architecture=item["model"], trial=item["trial"], knobs=item["knobs"],
                 params=log["params"], target_params=str(a.params), seed=item["seed"], lr=item["lr"],
                 warmup=item["warmup"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
+                **train_fit(log, a.eval_every, a.steps * per_step),
                 curve=[[v["step"] * per_step, v["bpb"]] for v in log["val"]], overrides=item["overrides"],
                 wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
 
@@ -126,12 +128,15 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def tables(runs: List[Dict[str, Any]], summary: Dict[str, Dict[str, Any]]) -> str:
-    lines = ["| model | trial | lr | seed | final val bits/byte | tokens |", "|---|---|---|---|---|---|"]
+def tables(runs: List[Dict[str, Any]], summary: Dict[str, Dict[str, Any]], fit_steps: int) -> str:
+    """The sweep table (one row per run, with its training fit over the last ``fit_steps``
+    steps) and the per-trial summary, as markdown."""
+    lines = ["| model | trial | lr | seed | final val bits/byte | tokens | "
+             f"train bits/byte (last {fit_steps} steps) | epochs |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         knobs = ", ".join(f"{k}={v}" for k, v in r["knobs"].items() if k != "lr") or "defaults"
         lines.append(f"| {r['model']} | {knobs} | {r['lr']:g} | {r['seed']} | {r['final_val_bpc']:.4f} | "
-                     f"{r['tokens']:,} |")
+                     f"{r['tokens']:,} | {r['final_train_bpb']:.4f} | {r['epochs']:.2f} |")
     lines += ["", "| trial | params | seeds | final val bits/byte (mean +/- std) | min |", "|---|---|---|---|---|"]
     for key, s in sorted(summary.items(), key=lambda kv: (kv[1]["model"], kv[1]["mean"])):
         lines.append(f"| {key}{' (best of ' + s['model'] + ')' if s.get('best_of_model') else ''} | "
@@ -195,7 +200,7 @@ def _main(argv: Sequence[str]) -> int:
     )
     write_quality_files(out_dir, stem, doc, [dict(r, model=r["trial"]) for r in runs],
                         f"{corpus.name}, ~{a.params} params, {a.steps * a.batch_size * a.seq_len:,} tokens/run, "
-                        f"{doc['device']}", tables(runs, summary))
+                        f"{doc['device']}", tables(runs, summary, a.eval_every))
     return 0
 
 

@@ -50,6 +50,11 @@ def test_quality_json_schema(run):
         assert [c[0] for c in r["curve"]] == [2 * 64, 3 * 64]
         assert r["curve"][-1][1] == r["final_val_bpc"]
         assert abs(r["params"] - 30_000) <= 0.02 * 30_000  # same parameter target for all
+        log = json.loads((Path(r["run_dir"]) / "log.json").read_text())
+        start, stop = log["corpus"]["splits"]["train"]
+        assert r["epochs"] == pytest.approx(r["tokens"] / (stop - start))
+        last = [t["loss"] for t in log["train"] if t["step"] >= 1]  # eval_every 2: steps 1 and 2
+        assert r["final_train_bpb"] == pytest.approx(sum(last) / len(last) / math.log(2))
     assert sorted(r["lr"] for r in doc["runs"] if r["model"] == "transformer") == [1e-3, 3e-3]
     assert sum(s.get("best_lr", False) for s in doc["summary"].values()) == 1
     assert set(doc["copy_depth"]["bins"]) == LABELS
@@ -92,3 +97,10 @@ def test_a_rerun_into_the_same_runs_dir_retrains(tmp_path):
     first = compare._run_one(item, a, tmp_path / "runs")
     again = compare._run_one(item, a, tmp_path / "runs")
     assert again["final_val_bpc"] == first["final_val_bpc"]
+
+
+def test_train_fit_averages_the_last_steps_in_bits():
+    log = {"train": [{"step": i, "loss": loss * math.log(2)} for i, loss in enumerate([9.0, 3.0, 2.0, 1.0])],
+           "corpus": {"splits": {"train": [10, 110]}}}
+    assert compare.train_fit(log, 2, 250) == pytest.approx({"final_train_bpb": 1.5, "epochs": 2.5})
+    assert compare.train_fit(log, 10, 50)["final_train_bpb"] == pytest.approx(15.0 / 4)  # fewer steps than asked

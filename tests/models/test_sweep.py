@@ -50,6 +50,7 @@ def test_sweep_json_schema_and_table(run):
         assert r["tokens"] == 3 * 2 * 32 and math.isfinite(r["final_val_bpc"])
         assert r["curve"][-1][1] == r["final_val_bpc"]
         assert abs(r["params"] - 30_000) <= 0.02 * 30_000
+        assert 0 < r["final_train_bpb"] < 9 and r["epochs"] == pytest.approx(r["tokens"] / (0.9 * 120_000), rel=1e-4)
     knobbed = [r for r in doc["runs"] if r["knobs"].get("k1_init") == 1.0]
     assert len(knobbed) == 2 and all(r["lr"] == 6e-3 for r in knobbed)
     cfg = knobbed[0]["model_config"]
@@ -57,7 +58,8 @@ def test_sweep_json_schema_and_table(run):
     assert sum(s["best_of_model"] for s in doc["summary"].values()) == 2  # one fsn, one transformer
     assert set(doc["copy_depth"]["bins"]) == {"fsn", "transformer"}
     md = json_path.with_suffix(".md").read_text()
-    assert "| model | trial | lr | seed |" in md and "| bin |" in md
+    assert "| model | trial | lr | seed |" in md and "| train bits/byte (last 2 steps) | epochs |" in md
+    assert "| bin |" in md
     for suffix in (".png", "-copy-depth.png"):
         assert json_path.with_name(json_path.stem + suffix).stat().st_size > 1000
 
