@@ -127,9 +127,10 @@ def train_fit(log: Dict[str, Any], last_steps: int, tokens: int) -> Dict[str, fl
     Returns:
         ``final_train_bpb``: the mean training loss over the last ``last_steps`` steps, in bits
         per byte (each step's loss is taken before its update, on its own batch); ``epochs``:
-        ``tokens`` over the bytes of the corpus's training split. Once ``epochs`` passes 1 the
-        training batches repeat, and ``final_val_bpc - final_train_bpb`` grows as a model
-        memorises them.
+        ``tokens`` over the bytes of the corpus's training split, how often the run has seen
+        each training byte on average (batches are random windows). ``final_val_bpc -
+        final_train_bpb`` is the split's own shift (validation is the corpus's next 5%) plus
+        what the model has memorised, which grows with ``epochs``.
     """
     losses = [t["loss"] for t in log["train"][-max(1, last_steps):]]
     start, stop = log["corpus"]["splits"]["train"]
