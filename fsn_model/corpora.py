@@ -1,15 +1,23 @@
-"""Build extra byte corpora from Debian packages: ``python -m fsn_model.corpora prose --out FILE``.
+"""Build extra byte corpora from Debian packages: ``python -m fsn_model.corpora NAME --out FILE``.
 
-The ``prose`` corpus is English technical prose: the English HTML manuals of eight Debian
-packages (``PROSE_SOURCES``: the Debian Administrator's Handbook, the Debian Reference, the
-Developer's Reference, Debian Policy, the Securing Debian manual, the New Maintainers' Guide,
-the Debian FAQ and the GNU coding and maintainer standards), fetched with
-``apt-get download`` and unpacked with ``dpkg-deb -x``. Text is kept from paragraphs, list
-items, definitions, titles and admonitions; ``<pre>`` blocks, tables, scripts, styles and
-navigation are dropped. Whitespace is collapsed to single spaces, each block becomes one line,
-blocks shorter than 40 characters are dropped and exact repeats (the same block in a second
-copy of a page, boilerplate) are kept once. The result is UTF-8 text, deterministic for the
-package versions listed in the output's provenance line (printed, not written into the file).
+Two corpora (``CORPORA``), both English technical prose, fetched with ``apt-get download``
+and unpacked with ``dpkg-deb -x``:
+
+* ``prose`` (2.9 MB): the English HTML manuals of eight packages (``PROSE_SOURCES``: the Debian
+  Administrator's Handbook, the Debian Reference, the Developer's Reference, Debian Policy, the
+  Securing Debian manual, the New Maintainers' Guide, the Debian FAQ and the GNU coding and
+  maintainer standards).
+* ``kernel-docs`` (18 MB): the Linux kernel's documentation as packaged in ``linux-doc-6.1``
+  (``KERNEL_DOC_SOURCES``), without its translations and without Sphinx's C API declarations
+  (``<dl class="c function">`` and the like) and permalink marks. Large enough that a 13M-token
+  run sees each training byte less than once.
+
+Text is kept from paragraphs, list items, definitions, titles and admonitions; ``<pre>``
+blocks, tables, scripts, styles and navigation are dropped. Whitespace is collapsed to single
+spaces, each block becomes one line, blocks shorter than 40 characters are dropped and exact
+repeats (the same block in a second copy of a page, boilerplate) are kept once. The result is
+UTF-8 text, deterministic for the package versions listed in the output's provenance line
+(printed, not written into the file).
 """
 
 from __future__ import annotations
@@ -24,15 +32,26 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PROSE_SOURCES", "ProseSource", "build_prose", "html_blocks", "main"]
+__all__ = ["CORPORA", "KERNEL_DOC_SOURCES", "PROSE_SOURCES", "ProseSource", "build_prose",
+           "html_blocks", "main"]
 
 
 @dataclass(frozen=True)
 class ProseSource:
-    """One Debian package and the glob (relative to its unpacked root) of its English HTML."""
+    """One Debian package and the glob (relative to its unpacked root) of its English HTML.
+
+    ``exclude``: directory names whose pages are left out (translations); ``skip_classes``:
+    HTML classes whose elements are left out with everything inside them."""
 
     package: str
     html_glob: str
+    exclude: tuple[str, ...] = ()
+    skip_classes: frozenset[str] = frozenset()
+
+    def pages(self, root: Path) -> list[Path]:
+        """The source's HTML pages under an unpacked root, sorted, excluded directories dropped."""
+        return [path for path in sorted(root.glob(self.html_glob))
+                if not set(self.exclude).intersection(path.relative_to(root).parts[:-1])]
 
 
 PROSE_SOURCES = (
@@ -46,6 +65,14 @@ PROSE_SOURCES = (
     ProseSource("gnu-standards", "usr/share/doc/gnu-standards/*.html"),
 )
 
+KERNEL_DOC_SOURCES = (
+    ProseSource("linux-doc-6.1", "usr/share/doc/linux-doc-6.1/html/**/*.html",
+                exclude=("translations", "_sources", "_static"),
+                skip_classes=frozenset({"headerlink", "c"})),
+)
+
+CORPORA = {"prose": PROSE_SOURCES, "kernel-docs": KERNEL_DOC_SOURCES}
+
 _BLOCK_TAGS = {"p", "li", "dd", "dt", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "blockquote",
                "div", "title", "caption", "figcaption"}
 _SKIP_TAGS = {"pre", "table", "script", "style", "nav", "head", "header", "footer", "noscript",
@@ -56,13 +83,19 @@ MIN_BLOCK_CHARS = 40
 
 
 class _ProseParser(html.parser.HTMLParser):
-    """Collects the text of block elements outside skipped subtrees, one string per block."""
+    """Collects the text of block elements outside skipped subtrees, one string per block.
 
-    def __init__(self) -> None:
+    A subtree is skipped when its tag is in _SKIP_TAGS or its class list holds one of
+    ``skip_classes``."""
+
+    def __init__(self, skip_classes: frozenset[str] = frozenset()) -> None:
         super().__init__(convert_charrefs=True)
+        self._skip_classes = skip_classes
         self.blocks: list[str] = []
         self._skip_depth = 0
         self._buf: list[str] = []
+        self._class_skip_tag: str | None = None
+        self._class_skip_nesting = 0
 
     def _flush(self) -> None:
         text = " ".join("".join(self._buf).split())
@@ -70,7 +103,21 @@ class _ProseParser(html.parser.HTMLParser):
             self.blocks.append(text)
         self._buf = []
 
+    def _class_skipped(self, tag: str, attrs) -> bool:
+        """Tracks the subtree skipped for its class; True while inside it (its own tags included)."""
+        if self._class_skip_tag is not None:
+            if tag == self._class_skip_tag:
+                self._class_skip_nesting += 1
+            return True
+        classes = next((value or "" for name, value in attrs if name == "class"), "").split()
+        if tag not in _VOID_TAGS and self._skip_classes.intersection(classes):
+            self._class_skip_tag, self._class_skip_nesting = tag, 1
+            return True
+        return False
+
     def handle_starttag(self, tag: str, attrs) -> None:
+        if self._class_skipped(tag, attrs):
+            return
         if tag in _VOID_TAGS:
             if tag == "br" and not self._skip_depth:
                 self._buf.append(" ")
@@ -83,6 +130,12 @@ class _ProseParser(html.parser.HTMLParser):
             self._flush()
 
     def handle_endtag(self, tag: str) -> None:
+        if self._class_skip_tag is not None:
+            if tag == self._class_skip_tag:
+                self._class_skip_nesting -= 1
+                if not self._class_skip_nesting:
+                    self._class_skip_tag = None
+            return
         if tag in _VOID_TAGS:
             return
         if tag in _SKIP_TAGS:
@@ -91,7 +144,7 @@ class _ProseParser(html.parser.HTMLParser):
             self._flush()
 
     def handle_data(self, data: str) -> None:
-        if not self._skip_depth:
+        if not self._skip_depth and self._class_skip_tag is None:
             self._buf.append(data)
 
     def close(self) -> None:
@@ -99,9 +152,10 @@ class _ProseParser(html.parser.HTMLParser):
         self._flush()
 
 
-def html_blocks(markup: str) -> list[str]:
-    """Text blocks of an HTML page (markup str), whitespace-collapsed, in document order."""
-    parser = _ProseParser()
+def html_blocks(markup: str, skip_classes: frozenset[str] = frozenset()) -> list[str]:
+    """Text blocks of an HTML page (markup str), whitespace-collapsed, in document order;
+    elements whose class list holds one of ``skip_classes`` are dropped with their contents."""
+    parser = _ProseParser(skip_classes)
     parser.feed(markup)
     parser.close()
     return parser.blocks
@@ -139,8 +193,9 @@ def prose_from_tree(root: Path, sources=PROSE_SOURCES) -> str:
     seen: set[str] = set()
     lines: list[str] = []
     for source in sources:
-        for path in sorted(root.glob(source.html_glob)):
-            for block in html_blocks(path.read_text(encoding="utf-8", errors="replace")):
+        for path in source.pages(root):
+            markup = path.read_text(encoding="utf-8", errors="replace")
+            for block in html_blocks(markup, source.skip_classes):
                 if len(block) < MIN_BLOCK_CHARS or block in seen:
                     continue
                 seen.add(block)
@@ -172,15 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fsn_model.corpora",
         description="Build a byte corpus from Debian packages (needs apt-get and dpkg-deb); "
                     "train on it with --data FILE.")
-    parser.add_argument("corpus", choices=["prose"], help="prose: English manuals of "
-                        "eight Debian documentation packages (debian-handbook, debian-reference-en, ...)")
+    parser.add_argument("corpus", choices=sorted(CORPORA), help="prose: English manuals of eight "
+                        "Debian documentation packages (debian-handbook, debian-reference-en, ...), "
+                        "2.9 MB; kernel-docs: the Linux kernel's documentation (linux-doc-6.1), "
+                        "English pages without C API declarations, 18 MB")
     parser.add_argument("--out", required=True, type=Path, help="file to write (UTF-8 text)")
     args = parser.parse_args(argv)
     if args.out.is_dir():
         print(f"error: --out must be a file path, got the directory {args.out}", file=sys.stderr)
         return 2
     try:
-        info = build_prose(args.out)
+        info = build_prose(args.out, CORPORA[args.corpus])
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
-"""The prose corpus builder: HTML -> prose blocks, the tree walk with dedupe, and its CLI errors
-(no network: the download step is replaced or made to fail)."""
+"""The corpus builder: HTML -> prose blocks, class-skipped subtrees, the tree walk with dedupe and
+excluded directories, and its CLI (no network: the download step is replaced or made to fail)."""
 from pathlib import Path
 
 import pytest
@@ -81,6 +81,54 @@ def test_build_prose_writes_file_and_provenance(tmp_path, monkeypatch):
     assert info["bytes"] == len(data) > 0 and info["packages"] == {"pkg": "1.0"}
     import hashlib
     assert info["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+SPHINX_PAGE = """<html><body><div class="body">
+<h1>Memory management overview<a class="headerlink" href="#mm" title="Permalink">¶</a></h1>
+<dl class="c function"><dt class="sig">int <span>alloc_pages_exact</span>(size_t size)</dt>
+<dd><p>Allocates pages; the API description goes with its declaration.</p>
+<dl class="simple"><dt>size</dt><dd><p>the number of bytes to allocate, a nested list</p></dd></dl>
+</dd></dl>
+<p>A paragraph after the declaration is prose and has to be kept.</p>
+</div></body></html>"""
+
+
+def test_skip_classes_drop_whole_subtrees_and_nothing_else():
+    kept = html_blocks(SPHINX_PAGE, frozenset({"headerlink", "c"}))
+    assert kept == ["Memory management overview",
+                    "A paragraph after the declaration is prose and has to be kept."]
+    plain = "\n".join(html_blocks(SPHINX_PAGE))
+    for text in ("\u00b6", "alloc_pages_exact", "nested list", "has to be kept"):
+        assert text in plain
+
+
+def test_pages_leave_out_excluded_directories(tmp_path):
+    for rel in ("html/a.html", "html/mm/b.html", "html/translations/zh_CN/c.html",
+                "html/mm/translations.html"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("<p>x</p>", encoding="utf-8")
+    source = ProseSource("pkg", "html/**/*.html", exclude=("translations",))
+    assert [p.relative_to(tmp_path).as_posix() for p in source.pages(tmp_path)] == [
+        "html/a.html", "html/mm/b.html", "html/mm/translations.html"]
+
+
+def test_cli_builds_kernel_docs_from_its_sources(tmp_path, monkeypatch, capsys):
+    def fake(workdir, packages):
+        assert packages == [s.package for s in corpora.KERNEL_DOC_SOURCES]
+        html = Path(workdir) / "root" / "usr/share/doc/linux-doc-6.1/html"
+        (html / "translations" / "it_IT").mkdir(parents=True)
+        (html / "mm.html").write_text(SPHINX_PAGE, encoding="utf-8")
+        (html / "translations" / "it_IT" / "mm.html").write_text(
+            "<p>Una pagina tradotta che non deve entrare nel corpus inglese.</p>", encoding="utf-8")
+        return {p: "6.1" for p in packages}
+
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(corpora, "_download_and_unpack", fake)
+    out = tmp_path / "kernel-docs.txt"
+    assert corpora.main(["kernel-docs", "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == (
+        "A paragraph after the declaration is prose and has to be kept.\n")
+    assert "linux-doc-6.1 6.1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["poetry", "--out", "x"], ["prose"]])
