@@ -10,7 +10,7 @@ and unpacked with ``dpkg-deb -x``:
 * ``kernel-docs`` (18 MB): the Linux kernel's documentation as packaged in ``linux-doc-6.1``
   (``KERNEL_DOC_SOURCES``), without its translations and without Sphinx's C API declarations
   (``<dl class="c function">`` and the like) and permalink marks. Large enough that a 13M-token
-  run sees each training byte less than once.
+  run reads its training split less than once (0.8 epochs).
 
 Text is kept from paragraphs, list items, definitions, titles and admonitions; ``<pre>``
 blocks, tables, scripts, styles and navigation are dropped. Whitespace is collapsed to single
