@@ -43,7 +43,8 @@ def test_the_packed_sequences_snippet_runs():
 
 @pytest.mark.parametrize("path", ["README.md", "benchmarks/results/STUDY-250k.md",
                                   "benchmarks/results/STUDY-prose-250k.md", "benchmarks/results/STUDY-1M.md",
-                                  "benchmarks/results/STUDY-token-shift.md"])
+                                  "benchmarks/results/STUDY-token-shift.md", "benchmarks/results/SUMMARY.md",
+                                  "benchmarks/results/README.md"])
 def test_every_relative_link_resolves(path):
     """Every markdown link to a file of the repository points at a file that exists."""
     doc = ROOT / path
