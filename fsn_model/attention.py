@@ -41,6 +41,33 @@ def init_coupling(param: Tensor, k1: float, std: float) -> None:
         param[:, :, 0, 0, 0] += k1
 
 
+class PhaseProjection(nn.Module):
+    """Learned phases from phases, the attention's input projection:
+    ``psi = atan2(W_s f + b_s, W_c f + b_c)`` with ``f = [cos theta, sin theta]``.
+
+    Each output phase is the angle of a learned 2D vector read from every oscillator's
+    features, so the phases the attention matches and moves need not be the residual
+    stream's own. Init ``W_c = [I, 0]``, ``W_s = [0, I]``, biases 0: ``psi = theta``
+    (mod 2 pi), so a fresh layer computes what the layer without projections does.
+
+    Shapes: (..., dim) -> (..., dim), theta's dtype; 4 dim^2 + 2 dim parameters.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * dim, 2 * dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.eye(self.proj.out_features))
+            self.proj.bias.zero_()
+
+    def forward(self, theta: Tensor) -> Tensor:
+        cos_part, sin_part = self.proj(phase_features(theta)).chunk(2, dim=-1)
+        return torch.atan2(sin_part, cos_part)
+
+
 class FrustratedAttention(nn.Module):
     """Frustrated-synchronization attention layer (the op: fsn_kernels/frustrated_attention/README.md).
 
@@ -63,6 +90,11 @@ class FrustratedAttention(nn.Module):
             "reference"), checked here.
         delay: False removes the one-step delay term (the ablation): L_n is zeroed at
             init and masked out at use, so it takes no gradient and stays 0.
+        projections: learned projections around the op (default off): the op runs on
+            ``psi = in_proj(theta)`` (:class:`PhaseProjection`) and its increments pass
+            through ``out_proj`` (dim x dim, no bias); both start as the identity, so a
+            fresh layer equals the layer without them. The gate still reads theta, and a
+            phase cache then holds psi instead of theta (same size).
     """
 
     def __init__(
@@ -77,13 +109,19 @@ class FrustratedAttention(nn.Module):
         gate_std: float = 0.02,
         backend: str = "auto",
         delay: bool = True,
+        projections: bool = False,
     ):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
         check_backend(backend)
+        if not isinstance(projections, bool):
+            raise TypeError(f"projections must be a bool, got {projections!r}")
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
         self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
+        self.projections = projections
+        self.in_proj = PhaseProjection(dim) if projections else None
+        self.out_proj = nn.Linear(dim, dim, bias=False) if projections else None
         self.scale = self.head_dim ** -0.5
         self.gate_proj = nn.Linear(2 * dim, dim)
         self.coupling_real = nn.Parameter(torch.empty(n_heads, self.head_dim, n_harmonics, 2, 2))
@@ -95,6 +133,10 @@ class FrustratedAttention(nn.Module):
         nn.init.normal_(self.gate_proj.weight, 0.0, self._gstd)
         nn.init.constant_(self.gate_proj.bias, GATE_BIAS_INIT)
         init_coupling(self.coupling_real, self._k1, self._cstd)
+        if self.projections:
+            self.in_proj.reset_parameters()
+            with torch.no_grad():
+                self.out_proj.weight.copy_(torch.eye(self.dim))
         if not self.delay:
             with torch.no_grad():
                 self.coupling_real[..., 1, :].zero_()
@@ -112,29 +154,37 @@ class FrustratedAttention(nn.Module):
         g = F.softplus(self.gate_proj(phase_features(theta)))
         return g.view(*theta.shape[:-1], self.n_heads, self.head_dim)
 
+    def cached_phases(self, theta: Tensor) -> Tensor:
+        """The phases the op reads, which a phase cache holds: theta, or ``in_proj(theta)``
+        with projections. (B, T, dim) -> (B, T, dim), theta's dtype."""
+        return self.in_proj(theta) if self.projections else theta
+
+    def _output(self, out: Tensor) -> Tensor:
+        return self.out_proj(out) if self.projections else out
+
     def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) phases -> (B, T, dim) increments dtheta, in theta's dtype.
 
         ``cu_seqlens`` (int32 (S + 1,), with B = 1): packed sequences that attend only
         within themselves (see ``fsn_kernels.frustrated_attention``)."""
         B, T, _ = theta.shape
-        th = theta.view(B, T, self.n_heads, self.head_dim)
+        th = self.cached_phases(theta).reshape(B, T, self.n_heads, self.head_dim)
         gate = self.gate(theta).to(theta.dtype)
         out = frustrated_attention(th, gate, self.coupling, self.omega, self.scale, cu_seqlens=cu_seqlens,
                                    backend=self.backend)
-        return out.reshape(B, T, self.dim)
+        return self._output(out.reshape(B, T, self.dim))
 
     def decode(self, theta_new: Tensor, phase_cache: Tensor, cache_seqlens: Tensor,
                check_seqlens: bool = True) -> Tensor:
-        """One incremental step over a preallocated phase cache: equal to
-        ``forward(cat(phase_cache[b, :t], theta_new[b]))[:, -1:]`` with
-        ``t = cache_seqlens[b]``, and writes ``theta_new`` into ``phase_cache[:, t]`` in place
-        (no copy of the cache). cache_seqlens is not advanced. Not differentiable.
+        """One incremental step over a preallocated phase cache: equal to the last row of
+        :meth:`forward` over the ``t = cache_seqlens[b]`` cached tokens followed by
+        ``theta_new[b]``; writes ``cached_phases(theta_new)`` into ``phase_cache[:, t]`` in
+        place (no copy of the cache). cache_seqlens is not advanced. Not differentiable.
 
         Args:
             theta_new: (B, 1, dim) phases of the new token.
             phase_cache: (B, T_max, dim) contiguous, theta_new's dtype: this layer's
-                attention inputs of earlier tokens in rows ``< cache_seqlens[b]``.
+                :meth:`cached_phases` of earlier tokens in rows ``< cache_seqlens[b]``.
             cache_seqlens: (B,) int32, tokens cached per sequence (ragged allowed).
             check_seqlens: check ``0 <= cache_seqlens < T_max`` (one device sync).
 
@@ -143,9 +193,9 @@ class FrustratedAttention(nn.Module):
         """
         B, _, C = phase_cache.shape
         gate_t = self.gate(theta_new).to(theta_new.dtype)  # (B, 1, H, D)
-        th = theta_new.reshape(B, 1, self.n_heads, self.head_dim)
+        th = self.cached_phases(theta_new).reshape(B, 1, self.n_heads, self.head_dim)
         cache = phase_cache.view(B, phase_cache.shape[1], self.n_heads, self.head_dim)
         out = frustrated_attention_decode(th, gate_t, self.coupling, self.omega, self.scale, phase_cache=cache,
                                           cache_seqlens=cache_seqlens, backend=self.backend,
                                           check_seqlens=check_seqlens)
-        return out.reshape(B, 1, self.dim)
+        return self._output(out.reshape(B, 1, self.dim))

@@ -26,7 +26,7 @@ MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
 TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "delay"}
 # FSN init / readout knobs (the tuning study's), FSNConfig fields
-FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale")
+FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale", "attn_proj")
 _OVERRIDES |= set(FSN_KNOBS) | {"token_shift"}
 # "fsn" default from the 250k tuning study: the phase embedding learns 8x faster under Adam
 # (FSNConfig's own default stays 1, so configs saved before this default rebuild unchanged)
@@ -103,7 +103,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
         **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, delay
             (FSN names: False removes the one-step delay term, the ablation), and for
             FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
-            embed_scale (phase-embedding multiplier: its Adam step size relative to the rest);
+            embed_scale (phase-embedding multiplier: its Adam step size relative to the rest),
+            attn_proj (bool: learned projections around each attention op);
             for every model token_shift (bool: the mixer / MLP also reads the previous token).
 
     Returns:

@@ -38,6 +38,10 @@ class FSNConfig:
             at init, and the phase embedding moves s times faster under Adam.
         token_shift: each block's mixer also reads the previous token's block input, through
             learned per-feature mixes (fsn_model/README.md, "The model"); default off.
+        attn_proj: learned projections around each attention op (a phase projection in,
+            a linear map of the increments out, both identity at init; fsn_model/README.md,
+            "The model"); default off. Not combined with ``token_shift``: the phase cache
+            then holds projected phases, not the block inputs the shift reads.
     """
 
     vocab_size: int = 256
@@ -55,9 +59,13 @@ class FSNConfig:
     readout_norm: bool = False
     embed_scale: float = 1.0
     token_shift: bool = False
+    attn_proj: bool = False
 
     def __post_init__(self) -> None:
         _check_flags(self)
+        if self.attn_proj and self.token_shift:
+            raise ValueError("attn_proj and token_shift cannot both be on: with attn_proj the phase cache holds "
+                             "projected phases, not the block inputs token_shift reads")
         if not (isinstance(self.embed_scale, (int, float)) and self.embed_scale > 0):
             raise ValueError(f"embed_scale must be a positive number, got {self.embed_scale!r}")
         if self.mixer not in FSN_MIXERS:

@@ -14,10 +14,10 @@ from .mixers import MeanFieldCoupling, PhaseSwiGLU
 
 @dataclass
 class PhaseCache:
-    """Preallocated decode state of an :class:`FSNLM`: per layer the attention inputs of past
-    tokens, ``phases[l]`` (B, T_max, dim) (``dim`` floats per token per layer: half of a
-    transformer's K + V), and ``seqlens`` (B,) int32 tokens cached, on the model's device.
-    Every sequence of the batch has the same length, ``length`` (a host int, so no step
+    """Preallocated decode state of an :class:`FSNLM`: per layer the phases the attention
+    reads (:meth:`FrustratedAttention.cached_phases`) of past tokens, ``phases[l]``
+    (B, T_max, dim) (``dim`` floats per token per layer: half of a transformer's K + V), and
+    ``seqlens`` (B,) int32 tokens cached, on the model's device. Every sequence of the batch has the same length, ``length`` (a host int, so no step
     reads a length back from the device). Decoding writes each new token in place;
     :meth:`reserve` doubles the capacity when it runs out (a copy per doubling, none per
     step)."""
@@ -85,7 +85,8 @@ class FSNBlock(nn.Module):
         super().__init__()
         c = config
         self.attn = FrustratedAttention(c.dim, c.n_heads, c.n_harmonics, backend=backend, delay=c.delay,
-                                        k1_init=c.k1_init, coupling_std=c.coupling_std, gate_std=c.gate_std)
+                                        k1_init=c.k1_init, coupling_std=c.coupling_std, gate_std=c.gate_std,
+                                        projections=c.attn_proj)
         self.token_shift = c.token_shift
         if c.mixer == "swiglu":
             self.mix = PhaseSwiGLU(c.dim, c.hidden, shift=c.token_shift)
@@ -122,8 +123,9 @@ class FSNLM(nn.Module):
     faster than the other weights.
 
     Generation keeps a preallocated phase cache (:class:`PhaseCache`): per layer the
-    attention inputs (B, T_max, dim), i.e. C = dim floats per token per layer, written in
-    place one token per step (see :meth:`prefill`, :meth:`decode`).
+    phases the attention reads (B, T_max, dim) (its inputs, or their projections with
+    ``attn_proj``), i.e. C = dim floats per token per layer, written in place one token per
+    step (see :meth:`prefill`, :meth:`decode`).
     """
 
     def __init__(self, config: FSNConfig = FSNConfig(), backend: str = "auto"):
@@ -153,7 +155,7 @@ class FSNLM(nn.Module):
         T = idx.shape[1]
         for i, block in enumerate(self.blocks):
             if cache is not None:
-                cache.phases[i][:, :T] = theta
+                cache.phases[i][:, :T] = block.attn.cached_phases(theta)
             theta = block(theta, cu_seqlens)
         if cache is not None:
             cache.length = T

@@ -164,13 +164,18 @@ def test_lm_cached_decoding_equals_full_forward(backend):
     """prefill + decode through the preallocated phase cache (in place, growing by doubling
     past its capacity) equals the full forward; so does decoding from an empty cache."""
     torch.manual_seed(4)
-    for mixer, token_shift in [("swiglu", False), ("meanfield", False), ("swiglu", True), ("meanfield", True)]:
-        cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6,
-                        token_shift=token_shift)
+    for mixer, extra in [("swiglu", {}), ("meanfield", {}), ("swiglu", {"token_shift": True}),
+                         ("meanfield", {"token_shift": True}), ("swiglu", {"attn_proj": True}),
+                         ("meanfield", {"attn_proj": True})]:
+        cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6, **extra)
         dev = DEVICE if backend == "triton" else "cpu"
         model = FSNLM(cfg, backend=backend).to(dev).eval()
         for block in model.blocks:
             _randomise_coupling(block.attn)
+            if block.attn.projections:  # away from the identity init, so the cache must hold psi
+                with torch.no_grad():
+                    for w in (block.attn.in_proj.proj.weight, block.attn.out_proj.weight):
+                        w.add_(0.3 * torch.randn_like(w))
         idx = torch.randint(0, 256, (2, 13), device=dev)
         with torch.no_grad():
             full = model(idx)

@@ -26,11 +26,11 @@ def test_separator_escapes_and_empty():
         separator_bytes("")
 
 
-@pytest.mark.parametrize("token_shift", [False, True])
+@pytest.mark.parametrize("overrides", [{}, {"token_shift": True}, {"attn_proj": True}])
 @pytest.mark.parametrize("backend", backend_params())
-def test_fsn_logits_on_packed_documents_equal_each_document_alone(backend, token_shift):
+def test_fsn_logits_on_packed_documents_equal_each_document_alone(backend, overrides):
     torch.manual_seed(0)
-    model = build_model("fsn", 20000, n_layers=2, backend=backend, token_shift=token_shift).eval()
+    model = build_model("fsn", 20000, n_layers=2, backend=backend, **overrides).eval()
     docs = [torch.randint(0, 256, (n,)) for n in (9, 1, 23, 14)]
     packed = torch.cat(docs)[None]
     cu = torch.tensor([0, 9, 10, 33, 47], dtype=torch.int32)

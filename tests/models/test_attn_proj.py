@@ -1,0 +1,113 @@
+"""Learned projections around the attention op (``FSNConfig.attn_proj``): a phase projection
+in, a linear map of the increments out, both the identity at init. Decoding and packed
+documents with them are checked beside the plain models (test_model_layers.py,
+test_packed.py), the Hugging Face round trip in test_hf.py."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fsn_kernels import frustrated_attention
+from fsn_model import FSNLM, FrustratedAttention, FSNConfig, build_model, model_from_config
+from fsn_model.attention import PhaseProjection, phase_features
+from fsn_model.build import count_params
+from fsn_model.config import config_from_dict, config_to_dict
+
+
+def _perturb(layer: FrustratedAttention, std: float = 0.3) -> None:
+    with torch.no_grad():
+        for w in (layer.in_proj.proj.weight, layer.in_proj.proj.bias, layer.out_proj.weight):
+            w.add_(std * torch.randn_like(w))
+
+
+@settings(max_examples=10, deadline=None)
+@given(dim=st.integers(1, 6), shift=st.floats(-20.0, 20.0))
+def test_fresh_phase_projection_returns_the_same_phases_mod_two_pi(dim, shift):
+    theta = torch.randn(3, dim, dtype=torch.float64) * 4 + shift
+    psi = PhaseProjection(dim).double()(theta)
+    assert psi.abs().max() <= math.pi
+    torch.testing.assert_close(phase_features(psi), phase_features(theta), atol=1e-12, rtol=0)
+
+
+def test_phase_projection_is_the_angle_of_a_learned_vector():
+    torch.manual_seed(0)
+    proj = PhaseProjection(3).double()
+    with torch.no_grad():
+        proj.proj.weight.normal_()
+        proj.proj.bias.normal_()
+    theta = torch.randn(5, 3, dtype=torch.float64)
+    v = phase_features(theta) @ proj.proj.weight.T + proj.proj.bias
+    torch.testing.assert_close(proj(theta), torch.atan2(v[:, 3:], v[:, :3]))
+
+
+def test_fresh_model_with_projections_equals_the_model_without():
+    """Identity init: given the other weights of a plain model, the same logits."""
+    torch.manual_seed(1)
+    cfg = dict(dim=16, n_layers=2, n_heads=2, hidden=24)
+    plain = FSNLM(FSNConfig(**cfg), backend="sdpa").eval()
+    proj = FSNLM(FSNConfig(**cfg, attn_proj=True), backend="sdpa").eval()
+    result = proj.load_state_dict(plain.state_dict(), strict=False)
+    assert not result.unexpected_keys and len(result.missing_keys) == 3 * 2  # in weight, in bias, out weight
+    idx = torch.randint(0, 256, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(proj(idx), plain(idx), atol=1e-5, rtol=1e-5)
+        _perturb(proj.blocks[0].attn)
+        assert not torch.allclose(proj(idx), plain(idx), atol=1e-3)
+
+
+def test_layer_with_projections_matches_a_composition_of_its_parts_in_float64():
+    """forward = out_proj(op(in_proj(theta), gate(theta))), with the float64 reference op,
+    and its gradients pass gradcheck (through atan2, the gate and both projections)."""
+    torch.manual_seed(2)
+    layer = FrustratedAttention(6, 2, n_harmonics=2, projections=True, backend="reference").double()
+    _perturb(layer)
+    plain = FrustratedAttention(6, 2, n_harmonics=2, backend="reference").double()
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if "_proj." not in k or "gate" in k})
+    theta = torch.randn(2, 7, 6, dtype=torch.float64, requires_grad=True)
+    psi = layer.in_proj(theta)
+    gate = plain.gate(theta).to(theta.dtype)
+    inner = frustrated_attention(psi.view(2, 7, 2, 3), gate, plain.coupling, plain.omega, plain.scale,
+                                 backend="reference").reshape(2, 7, 6)
+    torch.testing.assert_close(layer(theta), layer.out_proj(inner), atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: layer(t), (theta,), eps=1e-6, atol=1e-6)
+    layer(theta).square().sum().backward()
+    for name in ("in_proj.proj.weight", "in_proj.proj.bias", "out_proj.weight", "gate_proj.weight", "coupling_real"):
+        grad = layer.get_parameter(name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_model_with_projections_is_causal_bit_exact():
+    torch.manual_seed(3)
+    model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, attn_proj=True), backend="sdpa").eval()
+    for block in model.blocks:
+        _perturb(block.attn)
+    idx = torch.randint(0, 256, (2, 12))
+    idx2 = idx.clone()
+    idx2[:, 7] = (idx2[:, 7] + 1) % 256
+    with torch.no_grad():
+        a, b = model(idx), model(idx2)
+    assert torch.equal(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_config_sizing_roundtrip_and_checks():
+    model = build_model("fsn", "60k", attn_proj=True)
+    attn = model.blocks[0].attn
+    assert model.config.attn_proj and attn.projections and attn.out_proj.weight.shape == (attn.dim, attn.dim)
+    assert abs(count_params(model) - 60_000) <= 0.02 * 60_000
+    again = model_from_config(config_from_dict(config_to_dict(model.config)))
+    assert again.config == model.config and count_params(again) == count_params(model)
+    plain = build_model("fsn", "60k")
+    assert not plain.config.attn_proj and plain.blocks[0].attn.in_proj is None  # default off
+    old = {k: v for k, v in config_to_dict(plain.config).items() if k != "attn_proj"}
+    assert config_from_dict(old).attn_proj is False  # configs saved before the field rebuild unchanged
+    with pytest.raises(TypeError, match="attn_proj must be a bool, got 1"):
+        FSNConfig(attn_proj=1)
+    with pytest.raises(ValueError, match="attn_proj and token_shift cannot both be on"):
+        FSNConfig(attn_proj=True, token_shift=True)
+    with pytest.raises(TypeError, match="projections must be a bool, got 'yes'"):
+        FrustratedAttention(8, 2, projections="yes")
+    with pytest.raises(ValueError, match="FSN models only"):
+        build_model("transformer", "60k", attn_proj=True)
