@@ -17,10 +17,10 @@ class PhaseCache:
     """Preallocated decode state of an :class:`FSNLM`: per layer the phases the attention
     reads (:meth:`FrustratedAttention.cached_phases`) of past tokens, ``phases[l]``
     (B, T_max, dim) (``dim`` floats per token per layer: half of a transformer's K + V), and
-    ``seqlens`` (B,) int32 tokens cached, on the model's device. Every sequence of the batch has the same length, ``length`` (a host int, so no step
-    reads a length back from the device). Decoding writes each new token in place;
-    :meth:`reserve` doubles the capacity when it runs out (a copy per doubling, none per
-    step)."""
+    ``seqlens`` (B,) int32 tokens cached, on the model's device. Every sequence of the batch
+    has the same length, ``length`` (a host int, so no step reads a length back from the
+    device). Decoding writes each new token in place; :meth:`reserve` doubles the capacity
+    when it runs out (a copy per doubling, none per step)."""
 
     phases: List[Tensor]
     seqlens: Tensor
