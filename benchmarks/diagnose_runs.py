@@ -4,8 +4,8 @@ For each run directory (holding ``checkpoint.pt`` from ``fsn-train`` / ``fsn-swe
 ``--windows`` fixed validation windows of the run's corpus:
 
 * ``val_bpb``: mean bits per byte;
-* ``by_position``: mean bits by position in the window (bins 1-4, 5-16, 17-64, 65-T): how
-  much the model gains from context;
+* ``by_position``: mean bits by position in the window (bins 1-4, 5-16, 17-64, 65-T, each
+  cut at the window length T): how much the model gains from context;
 * ``by_copy_depth``: mean bits per copy-depth bin (``fsn_model.copy_depth``);
 * ``embedding``: how far the input embedding moved from its init (the init is rebuilt from
   the run's seed, as ``fsn_model.train`` does): for FSN the rms change of the input phases
@@ -55,7 +55,7 @@ def diagnose(run_dir: str, n_windows: int) -> Dict[str, object]:
     bits = per_position_loss(model, windows).numpy() / math.log(2)  # (N, T)
     pos = np.arange(1, bits.shape[1] + 1)
     by_position = {f"{lo}-{min(hi, bits.shape[1])}": float(bits[:, (pos >= lo) & (pos <= hi)].mean())
-                   for lo, hi in POSITION_BINS}
+                   for lo, hi in POSITION_BINS if lo <= bits.shape[1]}  # bins past the window: none
     train = ckpt["log"]["train"]
     last = train[-1] if train else None
     last_loss = last[1] if isinstance(last, (list, tuple)) else (last or {}).get("loss")
