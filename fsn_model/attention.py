@@ -64,8 +64,9 @@ class PhaseProjection(nn.Module):
             self.proj.bias.zero_()
 
     def forward(self, theta: Tensor) -> Tensor:
-        cos_part, sin_part = self.proj(phase_features(theta)).chunk(2, dim=-1)
-        return torch.atan2(sin_part, cos_part)
+        v = self.proj(phase_features(theta))
+        cos_part, sin_part = v.to(torch.promote_types(v.dtype, torch.float32)).chunk(2, dim=-1)
+        return torch.atan2(sin_part, cos_part).to(theta.dtype)  # the angle in >= fp32 (under autocast too)
 
 
 class FrustratedAttention(nn.Module):
@@ -160,7 +161,7 @@ class FrustratedAttention(nn.Module):
         return self.in_proj(theta) if self.projections else theta
 
     def _output(self, out: Tensor) -> Tensor:
-        return self.out_proj(out) if self.projections else out
+        return self.out_proj(out).to(out.dtype) if self.projections else out  # out's dtype under autocast too
 
     def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) phases -> (B, T, dim) increments dtheta, in theta's dtype.

@@ -111,3 +111,19 @@ def test_config_sizing_roundtrip_and_checks():
         FrustratedAttention(8, 2, projections="yes")
     with pytest.raises(ValueError, match="FSN models only"):
         build_model("transformer", "60k", attn_proj=True)
+
+
+def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast():
+    """Under bf16 autocast the linear maps run in bf16, but psi (an angle) and the returned
+    increments stay in theta's float32, as without projections."""
+    torch.manual_seed(4)
+    layer = FrustratedAttention(16, 2, projections=True, backend="sdpa")
+    _perturb(layer, std=0.1)
+    theta = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        exact_out, exact_psi = layer(theta), layer.cached_phases(theta)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, psi = layer(theta), layer.cached_phases(theta)
+    assert out.dtype == psi.dtype == torch.float32
+    torch.testing.assert_close(phase_features(psi), phase_features(exact_psi), atol=3e-2, rtol=0)
+    torch.testing.assert_close(out, exact_out, atol=3e-2, rtol=3e-2)
