@@ -163,13 +163,16 @@ class FrustratedAttention(nn.Module):
     def _output(self, out: Tensor) -> Tensor:
         return self.out_proj(out).to(out.dtype) if self.projections else out  # out's dtype under autocast too
 
-    def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
+    def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None,
+                phases: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) phases -> (B, T, dim) increments dtheta, in theta's dtype.
 
         ``cu_seqlens`` (int32 (S + 1,), with B = 1): packed sequences that attend only
-        within themselves (see ``fsn_kernels.frustrated_attention``)."""
+        within themselves (see ``fsn_kernels.frustrated_attention``). ``phases``: the
+        already computed ``cached_phases(theta)`` (a prefill caches them; they are not
+        recomputed)."""
         B, T, _ = theta.shape
-        th = self.cached_phases(theta).reshape(B, T, self.n_heads, self.head_dim)
+        th = (self.cached_phases(theta) if phases is None else phases).reshape(B, T, self.n_heads, self.head_dim)
         gate = self.gate(theta).to(theta.dtype)
         out = frustrated_attention(th, gate, self.coupling, self.omega, self.scale, cu_seqlens=cu_seqlens,
                                    backend=self.backend)

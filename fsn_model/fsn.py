@@ -93,10 +93,12 @@ class FSNBlock(nn.Module):
         else:
             self.mix = MeanFieldCoupling(c.dim, c.n_heads, c.n_modes, c.n_harmonics, shift=c.token_shift)
 
-    def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
-        """(B, T, dim) -> (B, T, dim); ``cu_seqlens``: packed sequences (B = 1)."""
+    def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None,
+                attn_phases: Optional[Tensor] = None) -> Tensor:
+        """(B, T, dim) -> (B, T, dim); ``cu_seqlens``: packed sequences (B = 1);
+        ``attn_phases``: ``attn.cached_phases(theta)`` when already computed."""
         prev = previous_token_features(theta, cu_seqlens) if self.token_shift else None
-        theta = theta + self.attn(theta, cu_seqlens)
+        theta = theta + self.attn(theta, cu_seqlens, attn_phases)
         return theta + self.mix(theta, prev)
 
     def decode(self, theta: Tensor, phase_cache: Tensor, cache_seqlens: Tensor, check_seqlens: bool = True) -> Tensor:
@@ -154,9 +156,11 @@ class FSNLM(nn.Module):
         theta = self.embed(idx) * self.embed_scale
         T = idx.shape[1]
         for i, block in enumerate(self.blocks):
+            attn_phases = None
             if cache is not None:
-                cache.phases[i][:, :T] = block.attn.cached_phases(theta)
-            theta = block(theta, cu_seqlens)
+                attn_phases = block.attn.cached_phases(theta)
+                cache.phases[i][:, :T] = attn_phases
+            theta = block(theta, cu_seqlens, attn_phases)
         if cache is not None:
             cache.length = T
             cache.seqlens.fill_(T)

@@ -127,3 +127,22 @@ def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast():
     assert out.dtype == psi.dtype == torch.float32
     torch.testing.assert_close(phase_features(psi), phase_features(exact_psi), atol=3e-2, rtol=0)
     torch.testing.assert_close(out, exact_out, atol=3e-2, rtol=3e-2)
+
+
+def test_prefill_projects_each_layer_once_and_matches_the_forward():
+    """The prefill caches psi = in_proj(theta) and the attention reuses it: one projection per
+    layer, and the same logits as the forward."""
+    torch.manual_seed(6)
+    model = FSNLM(FSNConfig(dim=12, n_layers=2, n_heads=2, hidden=16, attn_proj=True), backend="sdpa").eval()
+    for block in model.blocks:
+        _perturb(block.attn)
+    calls = []
+    for block in model.blocks:
+        block.attn.in_proj.register_forward_hook(lambda *_: calls.append(1))
+    idx = torch.randint(0, 256, (2, 7))
+    with torch.no_grad():
+        logits, cache = model.prefill(idx)
+        assert len(calls) == 2
+        torch.testing.assert_close(logits, model(idx), atol=0, rtol=0)
+        theta = model.embed(idx) * model.embed_scale
+        torch.testing.assert_close(cache.phases[0][:, :7], model.blocks[0].attn.in_proj(theta), atol=0, rtol=0)
