@@ -36,12 +36,12 @@ class FSNConfig:
         readout_norm: a LayerNorm on the readout features [cos, sin] (default norm-free).
         embed_scale: s in theta_0 = s * E[idx], E uniform on [-pi/s, pi/s): the same phases
             at init, and the phase embedding moves s times faster under Adam.
-        token_shift: each block's mixer also reads the previous token's block input, through
-            learned per-feature mixes (fsn_model/README.md, "The model"); default off.
+        token_shift: each block's mixer also reads the previous token's cached phases (its
+            block input, or with ``attn_proj`` their projection), through learned
+            per-feature mixes (fsn_model/README.md, "The model"); default off.
         attn_proj: learned projections around each attention op (a phase projection in,
             a linear map of the increments out, both identity at init; fsn_model/README.md,
-            "The model"); default off. Not combined with ``token_shift``: the phase cache
-            then holds projected phases, not the block inputs the shift reads.
+            "The model"); default off.
     """
 
     vocab_size: int = 256
@@ -63,9 +63,6 @@ class FSNConfig:
 
     def __post_init__(self) -> None:
         _check_flags(self)
-        if self.attn_proj and self.token_shift:
-            raise ValueError("attn_proj and token_shift cannot both be on: with attn_proj the phase cache holds "
-                             "projected phases, not the block inputs token_shift reads")
         if not (isinstance(self.embed_scale, (int, float)) and self.embed_scale > 0):
             raise ValueError(f"embed_scale must be a positive number, got {self.embed_scale!r}")
         if self.mixer not in FSN_MIXERS:

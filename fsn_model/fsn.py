@@ -72,8 +72,9 @@ class FSNBlock(nn.Module):
     """``theta += attn(theta); theta += mix(theta)`` (residual on the torus, no norms).
 
     With ``config.token_shift`` the mixer also reads the features of the previous token's
-    block input (:func:`previous_token_features`), which the phase cache already holds, so
-    decoding needs no extra state.
+    cached phases (:func:`previous_token_features`): its block input, or with
+    ``config.attn_proj`` their projection ``attn.cached_phases``. The phase cache already
+    holds them, so decoding needs no extra state.
 
     Args:
         config: the model shape; ``config.mixer`` picks "swiglu" (``hidden`` wide) or
@@ -97,15 +98,16 @@ class FSNBlock(nn.Module):
                 attn_phases: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) -> (B, T, dim); ``cu_seqlens``: packed sequences (B = 1);
         ``attn_phases``: ``attn.cached_phases(theta)`` when already computed."""
-        prev = previous_token_features(theta, cu_seqlens) if self.token_shift else None
-        theta = theta + self.attn(theta, cu_seqlens, attn_phases)
+        psi = self.attn.cached_phases(theta) if attn_phases is None else attn_phases
+        prev = previous_token_features(psi, cu_seqlens) if self.token_shift else None
+        theta = theta + self.attn(theta, cu_seqlens, psi)
         return theta + self.mix(theta, prev)
 
     def decode(self, theta: Tensor, phase_cache: Tensor, cache_seqlens: Tensor, check_seqlens: bool = True) -> Tensor:
         """One new token (B, 1, dim) given this layer's preallocated phase cache (B, T_max,
         dim), holding ``cache_seqlens[b]`` tokens; theta is written into it in place."""
         prev = None
-        if self.token_shift:  # the previous token's block input, from the cache (zeros for a first token)
+        if self.token_shift:  # the previous token's cached phases (zeros for a first token)
             B, _, C = phase_cache.shape
             last = (cache_seqlens.long() - 1).clamp(min=0).view(B, 1, 1).expand(B, 1, C)
             prev = phase_features(phase_cache.gather(1, last)) * (cache_seqlens > 0).view(B, 1, 1)

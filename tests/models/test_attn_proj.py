@@ -105,8 +105,6 @@ def test_config_sizing_roundtrip_and_checks():
     assert config_from_dict(old).attn_proj is False  # configs saved before the field rebuild unchanged
     with pytest.raises(TypeError, match="attn_proj must be a bool, got 1"):
         FSNConfig(attn_proj=1)
-    with pytest.raises(ValueError, match="attn_proj and token_shift cannot both be on"):
-        FSNConfig(attn_proj=True, token_shift=True)
     with pytest.raises(TypeError, match="projections must be a bool, got 'yes'"):
         FrustratedAttention(8, 2, projections="yes")
     with pytest.raises(ValueError, match="FSN models only"):
@@ -146,3 +144,30 @@ def test_prefill_projects_each_layer_once_and_matches_the_forward():
         torch.testing.assert_close(logits, model(idx), atol=0, rtol=0)
         theta = model.embed(idx) * model.embed_scale
         torch.testing.assert_close(cache.phases[0][:, :7], model.blocks[0].attn.in_proj(theta), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("mixer", ["swiglu", "meanfield"])
+def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases(mixer):
+    """With attn_proj and token_shift the mixer's previous-token input is psi[t-1], the row
+    the phase cache holds: the block equals that composition, the shift's mixes away from
+    their init so the previous token matters."""
+    torch.manual_seed(7)
+    cfg = FSNConfig(dim=8, n_layers=1, n_heads=2, hidden=12, n_modes=5, mixer=mixer, attn_proj=True,
+                    token_shift=True)
+    block = FSNLM(cfg, backend="sdpa").double().blocks[0]
+    _perturb(block.attn)
+    with torch.no_grad():
+        for name, p in block.mix.named_parameters():
+            if name.startswith("shift_"):
+                p.uniform_(0.2, 0.8)
+    theta = torch.randn(2, 6, 8, dtype=torch.float64) * 2
+    with torch.no_grad():
+        psi = block.attn.in_proj(theta)
+        prev = torch.cat([torch.zeros_like(psi[:, :1]), psi[:, :-1]], dim=1)
+        prev = phase_features(prev) * (torch.arange(6) > 0).view(1, 6, 1)
+        mid = theta + block.attn(theta)
+        expected = mid + block.mix(mid, prev)
+        plain_prev = phase_features(torch.cat([torch.zeros_like(theta[:, :1]), theta[:, :-1]], 1))
+        plain_prev = plain_prev * (torch.arange(6) > 0).view(1, 6, 1)
+        torch.testing.assert_close(block(theta), expected, atol=1e-12, rtol=0)
+        assert not torch.allclose(block(theta), mid + block.mix(mid, plain_prev))
