@@ -105,7 +105,8 @@ class FSNBlock(nn.Module):
 
     def decode(self, theta: Tensor, phase_cache: Tensor, cache_seqlens: Tensor, check_seqlens: bool = True) -> Tensor:
         """One new token (B, 1, dim) given this layer's preallocated phase cache (B, T_max,
-        dim), holding ``cache_seqlens[b]`` tokens; theta is written into it in place."""
+        dim), holding ``cache_seqlens[b]`` tokens; the token's cached phases
+        (``attn.cached_phases(theta)``) are written into it in place."""
         prev = None
         if self.token_shift:  # the previous token's cached phases (zeros for a first token)
             B, _, C = phase_cache.shape
