@@ -159,9 +159,8 @@ class FSNLM(nn.Module):
         theta = self.embed(idx) * self.embed_scale
         T = idx.shape[1]
         for i, block in enumerate(self.blocks):
-            attn_phases = None
+            attn_phases = block.attn.cached_phases(theta)
             if cache is not None:
-                attn_phases = block.attn.cached_phases(theta)
                 cache.phases[i][:, :T] = attn_phases
             theta = block(theta, cu_seqlens, attn_phases)
         if cache is not None:

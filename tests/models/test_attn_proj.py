@@ -14,6 +14,7 @@ from fsn_model import FSNLM, FrustratedAttention, FSNConfig, build_model, model_
 from fsn_model.attention import PhaseProjection, phase_features
 from fsn_model.build import count_params
 from fsn_model.config import config_from_dict, config_to_dict
+from fsn_model.fsn import previous_token_features
 
 
 def _perturb(layer: FrustratedAttention, std: float = 0.3) -> None:
@@ -162,12 +163,7 @@ def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases
                 p.uniform_(0.2, 0.8)
     theta = torch.randn(2, 6, 8, dtype=torch.float64) * 2
     with torch.no_grad():
-        psi = block.attn.in_proj(theta)
-        prev = torch.cat([torch.zeros_like(psi[:, :1]), psi[:, :-1]], dim=1)
-        prev = phase_features(prev) * (torch.arange(6) > 0).view(1, 6, 1)
         mid = theta + block.attn(theta)
-        expected = mid + block.mix(mid, prev)
-        plain_prev = phase_features(torch.cat([torch.zeros_like(theta[:, :1]), theta[:, :-1]], 1))
-        plain_prev = plain_prev * (torch.arange(6) > 0).view(1, 6, 1)
+        expected = mid + block.mix(mid, previous_token_features(block.attn.in_proj(theta)))
         torch.testing.assert_close(block(theta), expected, atol=1e-12, rtol=0)
-        assert not torch.allclose(block(theta), mid + block.mix(mid, plain_prev))
+        assert not torch.allclose(block(theta), mid + block.mix(mid, previous_token_features(theta)))
