@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from fsn_kernels import frustrated_attention, frustrated_attention_decode
 from fsn_kernels.frustrated_attention.validation import check_backend
 
+from .config import check_projected_heads
+
 GATE_BIAS_INIT = math.log(math.e - 1.0)  # softplus(GATE_BIAS_INIT) == 1
 
 
@@ -47,20 +49,26 @@ class PhaseProjection(nn.Module):
 
     Each output phase is the angle of a learned 2D vector read from every oscillator's
     features, so the phases the attention matches and moves need not be the residual
-    stream's own. Init ``W_c = [I, 0]``, ``W_s = [0, I]``, biases 0: ``psi = theta``
-    (mod 2 pi), so a fresh layer computes what the layer without projections does.
+    stream's own. ``n_out`` (default ``dim``) phases come out, one for each of the first
+    ``n_out`` oscillators. Init ``W_c = [I, 0]``, ``W_s = [0, I]`` on those oscillators,
+    biases 0: ``psi = theta[..., :n_out]`` (mod 2 pi), so a fresh layer computes what the
+    layer without projections does.
 
-    Shapes: (..., dim) -> (..., dim), theta's dtype; 4 dim^2 + 2 dim parameters.
+    Shapes: (..., dim) -> (..., n_out), theta's dtype; 4 dim n_out + 2 n_out parameters.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, n_out: Optional[int] = None):
         super().__init__()
-        self.proj = nn.Linear(2 * dim, 2 * dim)
+        self.dim, self.n_out = dim, dim if n_out is None else n_out
+        self.proj = nn.Linear(2 * dim, 2 * self.n_out)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            self.proj.weight.copy_(torch.eye(self.proj.out_features))
+            eye = torch.eye(self.n_out, self.dim)
+            self.proj.weight.zero_()
+            self.proj.weight[: self.n_out, : self.dim].copy_(eye)  # cos part reads cos theta
+            self.proj.weight[self.n_out:, self.dim:].copy_(eye)  # sin part reads sin theta
             self.proj.bias.zero_()
 
     def forward(self, theta: Tensor) -> Tensor:
@@ -96,6 +104,8 @@ class FrustratedAttention(nn.Module):
             through ``out_proj`` (dim x dim, no bias); both start as the identity, so a
             fresh layer equals the layer without them. The gate still reads theta, and a
             phase cache then holds psi instead of theta (same size).
+        projected_heads: with projections, how many heads (the first ones) run on projected
+            phases; the others run on theta itself, as without projections. None: all.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class FrustratedAttention(nn.Module):
         backend: str = "auto",
         delay: bool = True,
         projections: bool = False,
+        projected_heads: Optional[int] = None,
     ):
         super().__init__()
         if dim % n_heads:
@@ -118,10 +129,12 @@ class FrustratedAttention(nn.Module):
         check_backend(backend)
         if not isinstance(projections, bool):
             raise TypeError(f"projections must be a bool, got {projections!r}")
+        check_projected_heads(projected_heads, n_heads, projections)
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
         self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
         self.projections = projections
-        self.in_proj = PhaseProjection(dim) if projections else None
+        self.projected_heads = (n_heads if projected_heads is None else projected_heads) if projections else 0
+        self.in_proj = PhaseProjection(dim, self.projected_heads * self.head_dim) if projections else None
         self.out_proj = nn.Linear(dim, dim, bias=False) if projections else None
         self.scale = self.head_dim ** -0.5
         self.gate_proj = nn.Linear(2 * dim, dim)
@@ -157,8 +170,12 @@ class FrustratedAttention(nn.Module):
 
     def cached_phases(self, theta: Tensor) -> Tensor:
         """The phases the op reads, which a phase cache holds: theta, or ``in_proj(theta)``
-        with projections. (B, T, dim) -> (B, T, dim), theta's dtype."""
-        return self.in_proj(theta) if self.projections else theta
+        with projections (on the first ``projected_heads`` heads; the others keep theta).
+        (B, T, dim) -> (B, T, dim), theta's dtype."""
+        if not self.projections:
+            return theta
+        psi = self.in_proj(theta)
+        return psi if self.in_proj.n_out == self.dim else torch.cat([psi, theta[..., self.in_proj.n_out:]], dim=-1)
 
     def _output(self, out: Tensor) -> Tensor:
         return self.out_proj(out).to(out.dtype) if self.projections else out  # out's dtype under autocast too

@@ -26,7 +26,8 @@ MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
 TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "delay"}
 # FSN init / readout knobs (the tuning study's), FSNConfig fields
-FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale", "attn_proj")
+FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale", "attn_proj",
+             "attn_proj_heads")
 _OVERRIDES |= set(FSN_KNOBS) | {"token_shift"}
 # "fsn" default from the 250k tuning study: the phase embedding learns 8x faster under Adam
 # (FSNConfig's own default stays 1, so configs saved before this default rebuild unchanged)
@@ -104,7 +105,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
             (FSN names: False removes the one-step delay term, the ablation), and for
             FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
             embed_scale (phase-embedding multiplier: its Adam step size relative to the rest),
-            attn_proj (bool: learned projections around each attention op);
+            attn_proj (bool: learned projections around each attention op), attn_proj_heads
+            (int: with attn_proj, how many heads attend over projected phases; default all);
             for every model token_shift (bool: the mixer / MLP also reads the previous token).
 
     Returns:
@@ -132,7 +134,9 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
     def default_fine(dim: int) -> int:
         return {"fsn": 2 * dim, "transformer": 8 * dim // 3}.get(name, 64)
 
-    dims = [o["dim"]] if "dim" in o else [o["head_dim"] * h for h in range(1, 4096 // o["head_dim"] + 1)]
+    min_heads = o["attn_proj_heads"] if isinstance(o.get("attn_proj_heads"), int) else 1  # FSNConfig checks it
+    heads = range(max(1, min_heads), 4096 // o["head_dim"] + 1)
+    dims = [o["dim"]] if "dim" in o else [o["head_dim"] * h for h in heads]
     best = None  # (badness, config, count)
     for dim in dims:
         if fine_key in o:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 FSN_MIXERS = {"swiglu": "fsn", "meanfield": "fsn-meanfield"}
 
@@ -42,6 +42,9 @@ class FSNConfig:
         attn_proj: learned projections around each attention op (a phase projection in,
             a linear map of the increments out, both identity at init; fsn_model/README.md,
             "The model"); default off.
+        attn_proj_heads: with ``attn_proj``, how many heads (the first ones) attend over
+            projected phases; the others attend over the block input, as without
+            projections. None (default): all heads.
     """
 
     vocab_size: int = 256
@@ -60,6 +63,7 @@ class FSNConfig:
     embed_scale: float = 1.0
     token_shift: bool = False
     attn_proj: bool = False
+    attn_proj_heads: Optional[int] = None
 
     def __post_init__(self) -> None:
         _check_flags(self)
@@ -68,6 +72,8 @@ class FSNConfig:
         if self.mixer not in FSN_MIXERS:
             raise ValueError(f"mixer must be one of {sorted(FSN_MIXERS)}, got {self.mixer!r}")
         _check_shape(self)
+        check_projected_heads(self.attn_proj_heads, self.n_heads, self.attn_proj,
+                              names=("attn_proj_heads", "attn_proj"))
 
     @property
     def name(self) -> str:
@@ -103,6 +109,21 @@ class TransformerConfig:
 
 
 ModelConfig = Union[FSNConfig, TransformerConfig]
+
+
+def check_projected_heads(projected_heads: Optional[int], n_heads: int, projections: bool,
+                          names: Tuple[str, str] = ("projected_heads", "projections")) -> None:
+    """``projected_heads`` is None or an int in 1..n_heads, and only given with projections
+    (TypeError / ValueError naming it, as ``names[0]``, otherwise)."""
+    if projected_heads is None:
+        return
+    name, switch = names
+    if isinstance(projected_heads, bool) or not isinstance(projected_heads, int):
+        raise TypeError(f"{name} must be None or an int, got {projected_heads!r}")
+    if not 1 <= projected_heads <= n_heads:
+        raise ValueError(f"{name} must be in 1..n_heads ({n_heads}), got {projected_heads}")
+    if not projections:
+        raise ValueError(f"{name} ({projected_heads}) needs {switch}=True")
 
 
 def _check_flags(cfg: ModelConfig) -> None:
