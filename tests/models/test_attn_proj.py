@@ -1,5 +1,6 @@
-"""Learned projections around the attention op (``FSNConfig.attn_proj``): a phase projection
-in, a linear map of the increments out, both the identity at init. Decoding and packed
+"""Learned projections around the attention op (``FSNConfig.attn_proj``; on the first
+``attn_proj_heads`` heads only): a phase projection in, a linear map of the increments out,
+both the identity at init. Decoding and packed
 documents with them are checked beside the plain models (test_model_layers.py,
 test_packed.py), the Hugging Face round trip in test_hf.py."""
 import math
@@ -24,12 +25,14 @@ def _perturb(layer: FrustratedAttention, std: float = 0.3) -> None:
 
 
 @settings(max_examples=10, deadline=None)
-@given(dim=st.integers(1, 6), shift=st.floats(-20.0, 20.0))
-def test_fresh_phase_projection_returns_the_same_phases_mod_two_pi(dim, shift):
+@given(dim=st.integers(1, 6), shift=st.floats(-20.0, 20.0), data=st.data())
+def test_fresh_phase_projection_returns_the_same_phases_mod_two_pi(dim, shift, data):
+    n_out = data.draw(st.one_of(st.none(), st.integers(1, dim)), label="n_out")
     theta = torch.randn(3, dim, dtype=torch.float64) * 4 + shift
-    psi = PhaseProjection(dim).double()(theta)
-    assert psi.abs().max() <= math.pi
-    torch.testing.assert_close(phase_features(psi), phase_features(theta), atol=1e-12, rtol=0)
+    psi = PhaseProjection(dim, n_out).double()(theta)
+    kept = dim if n_out is None else n_out
+    assert psi.shape == (3, kept) and psi.abs().max() <= math.pi
+    torch.testing.assert_close(phase_features(psi), phase_features(theta[:, :kept]), atol=1e-12, rtol=0)
 
 
 def test_phase_projection_is_the_angle_of_a_learned_vector():
@@ -43,12 +46,13 @@ def test_phase_projection_is_the_angle_of_a_learned_vector():
     torch.testing.assert_close(proj(theta), torch.atan2(v[:, 3:], v[:, :3]))
 
 
-def test_fresh_model_with_projections_equals_the_model_without():
+@pytest.mark.parametrize("heads", [None, 1])
+def test_fresh_model_with_projections_equals_the_model_without(heads):
     """Identity init: given the other weights of a plain model, the same logits."""
     torch.manual_seed(1)
     cfg = dict(dim=16, n_layers=2, n_heads=2, hidden=24)
     plain = FSNLM(FSNConfig(**cfg), backend="sdpa").eval()
-    proj = FSNLM(FSNConfig(**cfg, attn_proj=True), backend="sdpa").eval()
+    proj = FSNLM(FSNConfig(**cfg, attn_proj=True, attn_proj_heads=heads), backend="sdpa").eval()
     result = proj.load_state_dict(plain.state_dict(), strict=False)
     assert not result.unexpected_keys and len(result.missing_keys) == 3 * 2  # in weight, in bias, out weight
     idx = torch.randint(0, 256, (2, 11))
@@ -77,6 +81,26 @@ def test_layer_with_projections_matches_a_composition_of_its_parts_in_float64():
     for name in ("in_proj.proj.weight", "in_proj.proj.bias", "out_proj.weight", "gate_proj.weight", "coupling_real"):
         grad = layer.get_parameter(name).grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_projections_on_some_heads_leave_the_other_heads_on_the_block_input_in_float64():
+    """attn_proj_heads = k: the first k heads attend over in_proj's phases, the others over
+    theta itself (bit for bit), and the layer is out_proj of the op on those phases."""
+    torch.manual_seed(8)
+    layer = FrustratedAttention(9, 3, n_harmonics=2, projections=True, projected_heads=2,
+                                backend="reference").double()
+    assert layer.in_proj.proj.weight.shape == (2 * 6, 2 * 9)  # 6 phases out, read from all 9 oscillators
+    _perturb(layer)
+    theta = torch.randn(2, 7, 9, dtype=torch.float64, requires_grad=True) * 3
+    psi = layer.cached_phases(theta)
+    assert torch.equal(psi[..., 6:], theta[..., 6:])
+    torch.testing.assert_close(psi[..., :6], layer.in_proj(theta), atol=0, rtol=0)
+    assert not torch.allclose(phase_features(psi[..., :6]), phase_features(theta[..., :6]), atol=1e-2)
+    gate = layer.gate(theta).to(theta.dtype)
+    inner = frustrated_attention(psi.view(2, 7, 3, 3), gate, layer.coupling, layer.omega, layer.scale,
+                                 backend="reference").reshape(2, 7, 9)
+    torch.testing.assert_close(layer(theta), layer.out_proj(inner), atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: layer(x), (theta.detach().requires_grad_(),), eps=1e-6, atol=1e-6)
 
 
 def test_model_with_projections_is_causal_bit_exact():
@@ -110,6 +134,31 @@ def test_config_sizing_roundtrip_and_checks():
         FrustratedAttention(8, 2, projections="yes")
     with pytest.raises(ValueError, match="FSN models only"):
         build_model("transformer", "60k", attn_proj=True)
+
+
+def test_projected_heads_sizing_roundtrip_and_checks():
+    model = build_model("fsn", "60k", attn_proj=True, attn_proj_heads=2)
+    attn = model.blocks[0].attn
+    assert model.config.attn_proj_heads == attn.projected_heads == 2 and attn.n_heads >= 2
+    assert attn.in_proj.n_out == 2 * attn.head_dim and abs(count_params(model) - 60_000) <= 0.02 * 60_000
+    again = model_from_config(config_from_dict(config_to_dict(model.config)))
+    assert again.config == model.config and count_params(again) == count_params(model)
+    assert build_model("fsn", "60k", attn_proj=True).blocks[0].attn.projected_heads == attn.n_heads  # None: all
+    old = {k: v for k, v in config_to_dict(build_model("fsn", "60k", attn_proj=True).config).items()
+           if k != "attn_proj_heads"}
+    assert config_from_dict(old).attn_proj_heads is None  # configs saved before the field rebuild unchanged
+    with pytest.raises(ValueError, match=r"attn_proj_heads \(1\) needs attn_proj=True"):
+        FSNConfig(attn_proj_heads=1)
+    with pytest.raises(ValueError, match=r"attn_proj_heads must be in 1..n_heads \(4\), got 5"):
+        FSNConfig(attn_proj=True, attn_proj_heads=5)
+    with pytest.raises(TypeError, match="attn_proj_heads must be None or an int, got True"):
+        FSNConfig(attn_proj=True, attn_proj_heads=True)
+    with pytest.raises(ValueError, match=r"projected_heads must be in 1..n_heads \(2\), got 0"):
+        FrustratedAttention(8, 2, projections=True, projected_heads=0)
+    with pytest.raises(ValueError, match="needs projections=True"):
+        FrustratedAttention(8, 2, projected_heads=1)
+    with pytest.raises(ValueError, match="FSN models only"):
+        build_model("transformer", "60k", attn_proj_heads=1)
 
 
 def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast():

@@ -166,7 +166,8 @@ def test_lm_cached_decoding_equals_full_forward(backend):
     torch.manual_seed(4)
     for mixer, extra in [("swiglu", {}), ("meanfield", {}), ("swiglu", {"token_shift": True}),
                          ("meanfield", {"token_shift": True}), ("swiglu", {"attn_proj": True}),
-                         ("meanfield", {"attn_proj": True}), ("swiglu", {"attn_proj": True, "token_shift": True})]:
+                         ("meanfield", {"attn_proj": True}), ("swiglu", {"attn_proj": True, "token_shift": True}),
+                         ("swiglu", {"attn_proj": True, "attn_proj_heads": 1, "token_shift": True})]:
         cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6, **extra)
         dev = DEVICE if backend == "triton" else "cpu"
         model = FSNLM(cfg, backend=backend).to(dev).eval()
