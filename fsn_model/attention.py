@@ -105,7 +105,8 @@ class FrustratedAttention(nn.Module):
             fresh layer equals the layer without them. The gate still reads theta, and a
             phase cache then holds psi instead of theta (same size).
         projected_heads: with projections, how many heads (the first ones) run on projected
-            phases; the others run on theta itself, as without projections. None: all.
+            phases; the others run on theta itself, as without projections. None: all; 0:
+            none (no ``in_proj``, only ``out_proj``).
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class FrustratedAttention(nn.Module):
         self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
         self.projections = projections
         self.projected_heads = (n_heads if projected_heads is None else projected_heads) if projections else 0
-        self.in_proj = PhaseProjection(dim, self.projected_heads * self.head_dim) if projections else None
+        self.in_proj = PhaseProjection(dim, self.projected_heads * self.head_dim) if self.projected_heads else None
         self.out_proj = nn.Linear(dim, dim, bias=False) if projections else None
         self.scale = self.head_dim ** -0.5
         self.gate_proj = nn.Linear(2 * dim, dim)
@@ -147,8 +148,9 @@ class FrustratedAttention(nn.Module):
         nn.init.normal_(self.gate_proj.weight, 0.0, self._gstd)
         nn.init.constant_(self.gate_proj.bias, GATE_BIAS_INIT)
         init_coupling(self.coupling_real, self._k1, self._cstd)
-        if self.projections:
+        if self.in_proj is not None:
             self.in_proj.reset_parameters()
+        if self.projections:
             with torch.no_grad():
                 self.out_proj.weight.copy_(torch.eye(self.dim))
         if not self.delay:
@@ -172,7 +174,7 @@ class FrustratedAttention(nn.Module):
         """The phases the op reads, which a phase cache holds: theta, or ``in_proj(theta)``
         with projections (on the first ``projected_heads`` heads; the others keep theta).
         (B, T, dim) -> (B, T, dim), theta's dtype."""
-        if not self.projections:
+        if self.in_proj is None:
             return theta
         psi = self.in_proj(theta)
         return psi if self.in_proj.n_out == self.dim else torch.cat([psi, theta[..., self.in_proj.n_out:]], dim=-1)

@@ -106,7 +106,7 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
             FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
             embed_scale (phase-embedding multiplier: its Adam step size relative to the rest),
             attn_proj (bool: learned projections around each attention op), attn_proj_heads
-            (int: with attn_proj, how many heads attend over projected phases; default all);
+            (int: with attn_proj, how many heads attend over projected phases; default all, 0 none);
             for every model token_shift (bool: the mixer / MLP also reads the previous token).
 
     Returns:

@@ -44,7 +44,8 @@ class FSNConfig:
             "The model"); default off.
         attn_proj_heads: with ``attn_proj``, how many heads (the first ones) attend over
             projected phases; the others attend over the block input, as without
-            projections. None (default): all heads.
+            projections. None (default): all heads; 0: none, only the linear map of the
+            increments.
     """
 
     vocab_size: int = 256
@@ -113,15 +114,15 @@ ModelConfig = Union[FSNConfig, TransformerConfig]
 
 def check_projected_heads(projected_heads: Optional[int], n_heads: int, projections: bool,
                           names: Tuple[str, str] = ("projected_heads", "projections")) -> None:
-    """``projected_heads`` is None or an int in 1..n_heads, and only given with projections
+    """``projected_heads`` is None or an int in 0..n_heads, and only given with projections
     (TypeError / ValueError naming it, as ``names[0]``, otherwise)."""
     if projected_heads is None:
         return
     name, switch = names
     if isinstance(projected_heads, bool) or not isinstance(projected_heads, int):
         raise TypeError(f"{name} must be None or an int, got {projected_heads!r}")
-    if not 1 <= projected_heads <= n_heads:
-        raise ValueError(f"{name} must be in 1..n_heads ({n_heads}), got {projected_heads}")
+    if not 0 <= projected_heads <= n_heads:
+        raise ValueError(f"{name} must be in 0..n_heads ({n_heads}), got {projected_heads}")
     if not projections:
         raise ValueError(f"{name} ({projected_heads}) needs {switch}=True")
 

@@ -20,7 +20,7 @@ from fsn_model.fsn import previous_token_features
 
 def _perturb(layer: FrustratedAttention, std: float = 0.3) -> None:
     with torch.no_grad():
-        for w in (layer.in_proj.proj.weight, layer.in_proj.proj.bias, layer.out_proj.weight):
+        for w in [layer.out_proj.weight] + ([] if layer.in_proj is None else list(layer.in_proj.parameters())):
             w.add_(std * torch.randn_like(w))
 
 
@@ -46,7 +46,7 @@ def test_phase_projection_is_the_angle_of_a_learned_vector():
     torch.testing.assert_close(proj(theta), torch.atan2(v[:, 3:], v[:, :3]))
 
 
-@pytest.mark.parametrize("heads", [None, 1])
+@pytest.mark.parametrize("heads", [None, 1, 0])
 def test_fresh_model_with_projections_equals_the_model_without(heads):
     """Identity init: given the other weights of a plain model, the same logits."""
     torch.manual_seed(1)
@@ -54,7 +54,8 @@ def test_fresh_model_with_projections_equals_the_model_without(heads):
     plain = FSNLM(FSNConfig(**cfg), backend="sdpa").eval()
     proj = FSNLM(FSNConfig(**cfg, attn_proj=True, attn_proj_heads=heads), backend="sdpa").eval()
     result = proj.load_state_dict(plain.state_dict(), strict=False)
-    assert not result.unexpected_keys and len(result.missing_keys) == 3 * 2  # in weight, in bias, out weight
+    per_layer = 1 if heads == 0 else 3  # in weight, in bias, out weight; heads 0: out weight only
+    assert not result.unexpected_keys and len(result.missing_keys) == per_layer * 2
     idx = torch.randint(0, 256, (2, 11))
     with torch.no_grad():
         torch.testing.assert_close(proj(idx), plain(idx), atol=1e-5, rtol=1e-5)
@@ -144,17 +145,21 @@ def test_projected_heads_sizing_roundtrip_and_checks():
     again = model_from_config(config_from_dict(config_to_dict(model.config)))
     assert again.config == model.config and count_params(again) == count_params(model)
     assert build_model("fsn", "60k", attn_proj=True).blocks[0].attn.projected_heads == attn.n_heads  # None: all
+    out_only = build_model("fsn", "60k", attn_proj=True, attn_proj_heads=0).blocks[0].attn  # 0: the output map only
+    assert out_only.in_proj is None and out_only.out_proj is not None
+    theta = torch.randn(1, 5, out_only.dim)
+    assert out_only.cached_phases(theta) is theta
     old = {k: v for k, v in config_to_dict(build_model("fsn", "60k", attn_proj=True).config).items()
            if k != "attn_proj_heads"}
     assert config_from_dict(old).attn_proj_heads is None  # configs saved before the field rebuild unchanged
     with pytest.raises(ValueError, match=r"attn_proj_heads \(1\) needs attn_proj=True"):
         FSNConfig(attn_proj_heads=1)
-    with pytest.raises(ValueError, match=r"attn_proj_heads must be in 1..n_heads \(4\), got 5"):
+    with pytest.raises(ValueError, match=r"attn_proj_heads must be in 0..n_heads \(4\), got 5"):
         FSNConfig(attn_proj=True, attn_proj_heads=5)
     with pytest.raises(TypeError, match="attn_proj_heads must be None or an int, got True"):
         FSNConfig(attn_proj=True, attn_proj_heads=True)
-    with pytest.raises(ValueError, match=r"projected_heads must be in 1..n_heads \(2\), got 0"):
-        FrustratedAttention(8, 2, projections=True, projected_heads=0)
+    with pytest.raises(ValueError, match=r"projected_heads must be in 0..n_heads \(2\), got -1"):
+        FrustratedAttention(8, 2, projections=True, projected_heads=-1)
     with pytest.raises(ValueError, match="needs projections=True"):
         FrustratedAttention(8, 2, projected_heads=1)
     with pytest.raises(ValueError, match="FSN models only"):
