@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from fsn_kernels import frustrated_attention, frustrated_attention_decode
 from fsn_kernels.frustrated_attention.validation import check_backend
 
-from .config import check_projected_heads
+from .config import check_projection_options
 
 GATE_BIAS_INIT = math.log(math.e - 1.0)  # softplus(GATE_BIAS_INIT) == 1
 
@@ -107,6 +107,9 @@ class FrustratedAttention(nn.Module):
         projected_heads: with projections, how many heads (the first ones) run on projected
             phases; the others run on theta itself, as without projections. None: all; 0:
             none (no ``in_proj``, only ``out_proj``).
+        project_output: with projections, the output map ``out_proj`` (default True); False:
+            the increments go straight to the oscillators they were computed for, as without
+            projections.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class FrustratedAttention(nn.Module):
         delay: bool = True,
         projections: bool = False,
         projected_heads: Optional[int] = None,
+        project_output: bool = True,
     ):
         super().__init__()
         if dim % n_heads:
@@ -130,13 +134,13 @@ class FrustratedAttention(nn.Module):
         check_backend(backend)
         if not isinstance(projections, bool):
             raise TypeError(f"projections must be a bool, got {projections!r}")
-        check_projected_heads(projected_heads, n_heads, projections)
+        check_projection_options(projected_heads, project_output, n_heads, projections)
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
         self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
         self.projections = projections
         self.projected_heads = (n_heads if projected_heads is None else projected_heads) if projections else 0
         self.in_proj = PhaseProjection(dim, self.projected_heads * self.head_dim) if self.projected_heads else None
-        self.out_proj = nn.Linear(dim, dim, bias=False) if projections else None
+        self.out_proj = nn.Linear(dim, dim, bias=False) if projections and project_output else None
         self.scale = self.head_dim ** -0.5
         self.gate_proj = nn.Linear(2 * dim, dim)
         self.coupling_real = nn.Parameter(torch.empty(n_heads, self.head_dim, n_harmonics, 2, 2))
@@ -150,7 +154,7 @@ class FrustratedAttention(nn.Module):
         init_coupling(self.coupling_real, self._k1, self._cstd)
         if self.in_proj is not None:
             self.in_proj.reset_parameters()
-        if self.projections:
+        if self.out_proj is not None:
             with torch.no_grad():
                 self.out_proj.weight.copy_(torch.eye(self.dim))
         if not self.delay:
@@ -180,7 +184,9 @@ class FrustratedAttention(nn.Module):
         return psi if self.in_proj.n_out == self.dim else torch.cat([psi, theta[..., self.in_proj.n_out:]], dim=-1)
 
     def _output(self, out: Tensor) -> Tensor:
-        return self.out_proj(out).to(out.dtype) if self.projections else out  # out's dtype under autocast too
+        if self.out_proj is None:
+            return out
+        return self.out_proj(out).to(out.dtype)  # out's dtype under autocast too
 
     def forward(self, theta: Tensor, cu_seqlens: Optional[Tensor] = None,
                 phases: Optional[Tensor] = None) -> Tensor:

@@ -27,7 +27,7 @@ TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "delay"}
 # FSN init / readout knobs (the tuning study's), FSNConfig fields
 FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale", "attn_proj",
-             "attn_proj_heads")
+             "attn_proj_heads", "attn_proj_out")
 _OVERRIDES |= set(FSN_KNOBS) | {"token_shift"}
 # "fsn" default from the 250k tuning study: the phase embedding learns 8x faster under Adam
 # (FSNConfig's own default stays 1, so configs saved before this default rebuild unchanged)
@@ -106,7 +106,8 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
             FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
             embed_scale (phase-embedding multiplier: its Adam step size relative to the rest),
             attn_proj (bool: learned projections around each attention op), attn_proj_heads
-            (int: with attn_proj, how many heads attend over projected phases; default all, 0 none);
+            (int: with attn_proj, how many heads attend over projected phases; default all, 0 none),
+            attn_proj_out (bool: with attn_proj, the linear map of the increments; default True);
             for every model token_shift (bool: the mixer / MLP also reads the previous token).
 
     Returns:

@@ -46,6 +46,9 @@ class FSNConfig:
             projected phases; the others attend over the block input, as without
             projections. None (default): all heads; 0: none, only the linear map of the
             increments.
+        attn_proj_out: with ``attn_proj``, the linear map of the increments (default True);
+            False: each increment goes to the oscillator it was computed for, as without
+            projections.
     """
 
     vocab_size: int = 256
@@ -65,6 +68,7 @@ class FSNConfig:
     token_shift: bool = False
     attn_proj: bool = False
     attn_proj_heads: Optional[int] = None
+    attn_proj_out: bool = True
 
     def __post_init__(self) -> None:
         _check_flags(self)
@@ -73,8 +77,8 @@ class FSNConfig:
         if self.mixer not in FSN_MIXERS:
             raise ValueError(f"mixer must be one of {sorted(FSN_MIXERS)}, got {self.mixer!r}")
         _check_shape(self)
-        check_projected_heads(self.attn_proj_heads, self.n_heads, self.attn_proj,
-                              names=("attn_proj_heads", "attn_proj"))
+        check_projection_options(self.attn_proj_heads, self.attn_proj_out, self.n_heads, self.attn_proj,
+                                 names=("attn_proj_heads", "attn_proj_out", "attn_proj"))
 
     @property
     def name(self) -> str:
@@ -112,19 +116,24 @@ class TransformerConfig:
 ModelConfig = Union[FSNConfig, TransformerConfig]
 
 
-def check_projected_heads(projected_heads: Optional[int], n_heads: int, projections: bool,
-                          names: Tuple[str, str] = ("projected_heads", "projections")) -> None:
-    """``projected_heads`` is None or an int in 0..n_heads, and only given with projections
-    (TypeError / ValueError naming it, as ``names[0]``, otherwise)."""
-    if projected_heads is None:
-        return
-    name, switch = names
-    if isinstance(projected_heads, bool) or not isinstance(projected_heads, int):
-        raise TypeError(f"{name} must be None or an int, got {projected_heads!r}")
-    if not 0 <= projected_heads <= n_heads:
-        raise ValueError(f"{name} must be in 0..n_heads ({n_heads}), got {projected_heads}")
-    if not projections:
-        raise ValueError(f"{name} ({projected_heads}) needs {switch}=True")
+def check_projection_options(projected_heads: Optional[int], project_output: bool, n_heads: int, projections: bool,
+                             names: Tuple[str, str, str] = ("projected_heads", "project_output", "projections"),
+                             ) -> None:
+    """The options of the attention projections: ``projected_heads`` None or an int in
+    0..n_heads, ``project_output`` a bool, either away from its default only with
+    ``projections``, and not both off (TypeError / ValueError naming them, as ``names``)."""
+    heads, output, switch = names
+    if projected_heads is not None and (isinstance(projected_heads, bool) or not isinstance(projected_heads, int)):
+        raise TypeError(f"{heads} must be None or an int, got {projected_heads!r}")
+    if not isinstance(project_output, bool):
+        raise TypeError(f"{output} must be a bool, got {project_output!r}")
+    if projected_heads is not None and not 0 <= projected_heads <= n_heads:
+        raise ValueError(f"{heads} must be in 0..n_heads ({n_heads}), got {projected_heads}")
+    if not projections and (projected_heads is not None or not project_output):
+        given = f"{heads}={projected_heads}" if projected_heads is not None else f"{output}=False"
+        raise ValueError(f"{given} needs {switch}=True")
+    if projected_heads == 0 and not project_output:
+        raise ValueError(f"{heads}=0 with {output}=False projects nothing; pass {switch}=False instead")
 
 
 def _check_flags(cfg: ModelConfig) -> None:

@@ -87,7 +87,8 @@ class FSNBlock(nn.Module):
         c = config
         self.attn = FrustratedAttention(c.dim, c.n_heads, c.n_harmonics, backend=backend, delay=c.delay,
                                         k1_init=c.k1_init, coupling_std=c.coupling_std, gate_std=c.gate_std,
-                                        projections=c.attn_proj, projected_heads=c.attn_proj_heads)
+                                        projections=c.attn_proj, projected_heads=c.attn_proj_heads,
+                                        project_output=c.attn_proj_out)
         self.token_shift = c.token_shift
         if c.mixer == "swiglu":
             self.mix = PhaseSwiGLU(c.dim, c.hidden, shift=c.token_shift)

@@ -64,13 +64,14 @@ class FSNHFConfig(PretrainedConfig):
                  n_harmonics: int = 2, mixer: str = "swiglu", hidden: int = 128, n_modes: int = 64,
                  delay: bool = True, k1_init: float = 0.5, coupling_std: float = 0.02, gate_std: float = 0.02,
                  readout_norm: bool = False, embed_scale: float = 1.0, token_shift: bool = False,
-                 attn_proj: bool = False, attn_proj_heads: Optional[int] = None, backend: str = "auto",
-                 **kwargs):
+                 attn_proj: bool = False, attn_proj_heads: Optional[int] = None, attn_proj_out: bool = True,
+                 backend: str = "auto", **kwargs):
         self.vocab_size, self.dim, self.n_layers, self.n_heads = vocab_size, dim, n_layers, n_heads
         self.n_harmonics, self.mixer, self.hidden, self.n_modes = n_harmonics, mixer, hidden, n_modes
         self.delay, self.k1_init, self.coupling_std, self.gate_std = delay, k1_init, coupling_std, gate_std
         self.readout_norm, self.embed_scale, self.backend = readout_norm, embed_scale, backend
-        self.token_shift, self.attn_proj, self.attn_proj_heads = token_shift, attn_proj, attn_proj_heads
+        self.token_shift, self.attn_proj = token_shift, attn_proj
+        self.attn_proj_heads, self.attn_proj_out = attn_proj_heads, attn_proj_out
         self.use_cache = kwargs.pop("use_cache", True)
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
