@@ -20,8 +20,9 @@ from fsn_model.fsn import previous_token_features
 
 def _perturb(layer: FrustratedAttention, std: float = 0.3) -> None:
     with torch.no_grad():
-        for w in [layer.out_proj.weight] + ([] if layer.in_proj is None else list(layer.in_proj.parameters())):
-            w.add_(std * torch.randn_like(w))
+        for part in (layer.in_proj, layer.out_proj):
+            for w in [] if part is None else part.parameters():
+                w.add_(std * torch.randn_like(w))
 
 
 @settings(max_examples=10, deadline=None)
@@ -46,15 +47,15 @@ def test_phase_projection_is_the_angle_of_a_learned_vector():
     torch.testing.assert_close(proj(theta), torch.atan2(v[:, 3:], v[:, :3]))
 
 
-@pytest.mark.parametrize("heads", [None, 1, 0])
-def test_fresh_model_with_projections_equals_the_model_without(heads):
-    """Identity init: given the other weights of a plain model, the same logits."""
+@pytest.mark.parametrize("heads,out,per_layer", [(None, True, 3), (1, True, 3), (0, True, 1), (None, False, 2)])
+def test_fresh_model_with_projections_equals_the_model_without(heads, out, per_layer):
+    """Identity init: given the other weights of a plain model, the same logits. per_layer:
+    the new tensors of a layer (in weight and bias, out weight; fewer with heads 0 or no out)."""
     torch.manual_seed(1)
     cfg = dict(dim=16, n_layers=2, n_heads=2, hidden=24)
     plain = FSNLM(FSNConfig(**cfg), backend="sdpa").eval()
-    proj = FSNLM(FSNConfig(**cfg, attn_proj=True, attn_proj_heads=heads), backend="sdpa").eval()
+    proj = FSNLM(FSNConfig(**cfg, attn_proj=True, attn_proj_heads=heads, attn_proj_out=out), backend="sdpa").eval()
     result = proj.load_state_dict(plain.state_dict(), strict=False)
-    per_layer = 1 if heads == 0 else 3  # in weight, in bias, out weight; heads 0: out weight only
     assert not result.unexpected_keys and len(result.missing_keys) == per_layer * 2
     idx = torch.randint(0, 256, (2, 11))
     with torch.no_grad():
@@ -102,6 +103,24 @@ def test_projections_on_some_heads_leave_the_other_heads_on_the_block_input_in_f
                                  backend="reference").reshape(2, 7, 9)
     torch.testing.assert_close(layer(theta), layer.out_proj(inner), atol=1e-12, rtol=1e-12)
     assert torch.autograd.gradcheck(lambda x: layer(x), (theta.detach().requires_grad_(),), eps=1e-6, atol=1e-6)
+
+
+def test_projections_without_the_output_map_in_float64():
+    """attn_proj_out=False: the layer is the op on in_proj's phases, each increment left on
+    the oscillator it was computed for (no out_proj), and differentiable through in_proj."""
+    torch.manual_seed(9)
+    layer = FrustratedAttention(6, 2, n_harmonics=2, projections=True, project_output=False,
+                                backend="reference").double()
+    assert layer.out_proj is None and layer.in_proj is not None
+    _perturb(layer)
+    theta = torch.randn(2, 7, 6, dtype=torch.float64) * 3
+    psi = layer.in_proj(theta)
+    gate = layer.gate(theta).to(theta.dtype)
+    inner = frustrated_attention(psi.view(2, 7, 2, 3), gate, layer.coupling, layer.omega, layer.scale,
+                                 backend="reference").reshape(2, 7, 6)
+    torch.testing.assert_close(layer(theta), inner, atol=1e-12, rtol=1e-12)
+    layer(theta).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.in_proj.parameters())
 
 
 def test_model_with_projections_is_causal_bit_exact():
@@ -152,8 +171,14 @@ def test_projected_heads_sizing_roundtrip_and_checks():
     old = {k: v for k, v in config_to_dict(build_model("fsn", "60k", attn_proj=True).config).items()
            if k != "attn_proj_heads"}
     assert config_from_dict(old).attn_proj_heads is None  # configs saved before the field rebuild unchanged
-    with pytest.raises(ValueError, match=r"attn_proj_heads \(1\) needs attn_proj=True"):
+    with pytest.raises(ValueError, match="attn_proj_heads=1 needs attn_proj=True"):
         FSNConfig(attn_proj_heads=1)
+    with pytest.raises(ValueError, match="attn_proj_out=False needs attn_proj=True"):
+        FSNConfig(attn_proj_out=False)
+    with pytest.raises(ValueError, match="attn_proj_heads=0 with attn_proj_out=False projects nothing"):
+        FSNConfig(attn_proj=True, attn_proj_heads=0, attn_proj_out=False)
+    with pytest.raises(TypeError, match="attn_proj_out must be a bool, got 1"):
+        FSNConfig(attn_proj=True, attn_proj_out=1)
     with pytest.raises(ValueError, match=r"attn_proj_heads must be in 0..n_heads \(4\), got 5"):
         FSNConfig(attn_proj=True, attn_proj_heads=5)
     with pytest.raises(TypeError, match="attn_proj_heads must be None or an int, got True"):

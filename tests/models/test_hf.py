@@ -73,7 +73,8 @@ def test_a_fresh_model_keeps_the_fsn_init():
                                              "embed_scale": 4.0, "delay": False},
                                        {"token_shift": True}, {"attn_proj": True},
                                        {"attn_proj": True, "token_shift": True},
-                                       {"attn_proj": True, "attn_proj_heads": 1}])
+                                       {"attn_proj": True, "attn_proj_heads": 1},
+                                       {"attn_proj": True, "attn_proj_out": False}])
 def test_save_pretrained_and_auto_from_pretrained_round_trip(tmp_path, prompt, overrides):
     m = tiny(**overrides)
     m.save_pretrained(tmp_path)

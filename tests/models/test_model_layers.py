@@ -167,7 +167,8 @@ def test_lm_cached_decoding_equals_full_forward(backend):
     for mixer, extra in [("swiglu", {}), ("meanfield", {}), ("swiglu", {"token_shift": True}),
                          ("meanfield", {"token_shift": True}), ("swiglu", {"attn_proj": True}),
                          ("meanfield", {"attn_proj": True}), ("swiglu", {"attn_proj": True, "token_shift": True}),
-                         ("swiglu", {"attn_proj": True, "attn_proj_heads": 1, "token_shift": True})]:
+                         ("swiglu", {"attn_proj": True, "attn_proj_heads": 1, "token_shift": True}),
+                         ("swiglu", {"attn_proj": True, "attn_proj_out": False})]:
         cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6, **extra)
         dev = DEVICE if backend == "triton" else "cpu"
         model = FSNLM(cfg, backend=backend).to(dev).eval()
@@ -175,8 +176,9 @@ def test_lm_cached_decoding_equals_full_forward(backend):
             _randomise_coupling(block.attn)
             if block.attn.projections:  # away from the identity init, so the cache must hold psi
                 with torch.no_grad():
-                    for w in (block.attn.in_proj.proj.weight, block.attn.out_proj.weight):
-                        w.add_(0.3 * torch.randn_like(w))
+                    for part in (block.attn.in_proj, block.attn.out_proj):
+                        for w in [] if part is None else part.parameters():
+                            w.add_(0.3 * torch.randn_like(w))
         idx = torch.randint(0, 256, (2, 13), device=dev)
         with torch.no_grad():
             full = model(idx)
