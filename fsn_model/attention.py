@@ -45,13 +45,13 @@ def init_coupling(param: Tensor, k1: float, std: float) -> None:
 
 class PhaseProjection(nn.Module):
     """Learned phases from phases, the attention's input projection:
-    ``psi = atan2(W_s f + b_s, W_c f + b_c)`` with ``f = [cos theta, sin theta]``.
+    ``theta_p = atan2(W_s f + b_s, W_c f + b_c)`` with ``f = [cos theta, sin theta]``.
 
     Each output phase is the angle of a learned 2D vector read from every oscillator's
     features, so the phases the attention matches and moves need not be the residual
     stream's own. ``n_out`` (default ``dim``) phases come out, one for each of the first
     ``n_out`` oscillators. Init ``W_c = [I, 0]``, ``W_s = [0, I]`` on those oscillators,
-    biases 0: ``psi = theta[..., :n_out]`` (mod 2 pi), so a fresh layer computes what the
+    biases 0: ``theta_p = theta[..., :n_out]`` (mod 2 pi), so a fresh layer computes what the
     layer without projections does.
 
     Shapes: (..., dim) -> (..., n_out), theta's dtype; 4 dim n_out + 2 n_out parameters.
@@ -100,10 +100,10 @@ class FrustratedAttention(nn.Module):
         delay: False removes the one-step delay term (the ablation): L_n is zeroed at
             init and masked out at use, so it takes no gradient and stays 0.
         projections: learned projections around the op (default off): the op runs on
-            ``psi = in_proj(theta)`` (:class:`PhaseProjection`) and its increments pass
+            ``theta_p = in_proj(theta)`` (:class:`PhaseProjection`) and its increments pass
             through ``out_proj`` (dim x dim, no bias); both start as the identity, so a
             fresh layer equals the layer without them. The gate still reads theta, and a
-            phase cache then holds psi instead of theta (same size).
+            phase cache then holds theta_p instead of theta (same size).
         projected_heads: with projections, how many heads (the first ones) run on projected
             phases; the others run on theta itself, as without projections. None: all; 0:
             none (no ``in_proj``, only ``out_proj``).
@@ -180,8 +180,8 @@ class FrustratedAttention(nn.Module):
         (B, T, dim) -> (B, T, dim), theta's dtype."""
         if self.in_proj is None:
             return theta
-        psi = self.in_proj(theta)
-        return psi if self.in_proj.n_out == self.dim else torch.cat([psi, theta[..., self.in_proj.n_out:]], dim=-1)
+        projected, kept = self.in_proj(theta), self.in_proj.n_out
+        return projected if kept == self.dim else torch.cat([projected, theta[..., kept:]], dim=-1)
 
     def _output(self, out: Tensor) -> Tensor:
         if self.out_proj is None:

@@ -18,7 +18,7 @@ from typing import Any, Dict, Union
 import torch
 from torch import nn
 
-from .config import FSNConfig, ModelConfig, TransformerConfig, config_from_dict
+from .config import FSNConfig, ModelConfig, TransformerConfig, config_from_dict, with_current_names
 from .fsn import FSNLM
 from .transformer import TransformerLM
 
@@ -26,8 +26,8 @@ MODEL_NAMES = ("fsn", "fsn-meanfield", "transformer")
 TOLERANCE = 0.02
 _OVERRIDES = {"dim", "n_layers", "head_dim", "n_harmonics", "hidden", "n_modes", "delay"}
 # FSN init / readout knobs (the tuning study's), FSNConfig fields
-FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale", "attn_proj",
-             "attn_proj_heads", "attn_proj_out")
+FSN_KNOBS = ("k1_init", "coupling_std", "gate_std", "readout_norm", "embed_scale", "projections",
+             "projected_heads", "project_output")
 _OVERRIDES |= set(FSN_KNOBS) | {"token_shift"}
 # "fsn" default from the 250k tuning study: the phase embedding learns 8x faster under Adam
 # (FSNConfig's own default stays 1, so configs saved before this default rebuild unchanged)
@@ -105,9 +105,9 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
             (FSN names: False removes the one-step delay term, the ablation), and for
             FSN k1_init, coupling_std, gate_std (attention init), readout_norm (bool),
             embed_scale (phase-embedding multiplier: its Adam step size relative to the rest),
-            attn_proj (bool: learned projections around each attention op), attn_proj_heads
-            (int: with attn_proj, how many heads attend over projected phases; default all, 0 none),
-            attn_proj_out (bool: with attn_proj, the linear map of the increments; default True);
+            projections (bool: learned projections around each attention op), projected_heads
+            (int: with projections, how many heads attend over projected phases; default all, 0 none),
+            project_output (bool: with projections, the linear map of the increments; default True);
             for every model token_shift (bool: the mixer / MLP also reads the previous token).
 
     Returns:
@@ -122,6 +122,7 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
     if name not in MODEL_NAMES:
         raise ValueError(f"model name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
     target = parse_params(params)
+    overrides = with_current_names(overrides, warn_as="build_model")
     bad = set(overrides) - _OVERRIDES
     if bad:
         raise ValueError(f"unknown build_model overrides {sorted(bad)}; allowed: {sorted(_OVERRIDES)}")
@@ -135,7 +136,7 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
     def default_fine(dim: int) -> int:
         return {"fsn": 2 * dim, "transformer": 8 * dim // 3}.get(name, 64)
 
-    min_heads = o["attn_proj_heads"] if isinstance(o.get("attn_proj_heads"), int) else 1  # FSNConfig checks it
+    min_heads = o["projected_heads"] if isinstance(o.get("projected_heads"), int) else 1  # FSNConfig checks it
     heads = range(max(1, min_heads), 4096 // o["head_dim"] + 1)
     dims = [o["dim"]] if "dim" in o else [o["head_dim"] * h for h in heads]
     best = None  # (badness, config, count)

@@ -11,10 +11,15 @@ In a checkpoint a config is the plain dict of :func:`config_to_dict` (its fields
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 FSN_MIXERS = {"swiglu": "fsn", "meanfield": "fsn-meanfield"}
+# Old field names -> current ones. Stored configs (checkpoints, result files) written under
+# the old names load silently; a caller passing an old name gets a DeprecationWarning.
+RENAMED_FIELDS = {"attn_proj": "projections", "attn_proj_heads": "projected_heads",
+                  "attn_proj_out": "project_output"}
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,16 @@ class FSNConfig:
         embed_scale: s in theta_0 = s * E[idx], E uniform on [-pi/s, pi/s): the same phases
             at init, and the phase embedding moves s times faster under Adam.
         token_shift: each block's mixer also reads the previous token's cached phases (its
-            block input, or with ``attn_proj`` their projection), through learned
+            block input, or with ``projections`` their projection), through learned
             per-feature mixes (fsn_model/README.md, "The model"); default off.
-        attn_proj: learned projections around each attention op (a phase projection in,
+        projections: learned projections around each attention op (a phase projection in,
             a linear map of the increments out, both identity at init; fsn_model/README.md,
             "The model"); default off.
-        attn_proj_heads: with ``attn_proj``, how many heads (the first ones) attend over
+        projected_heads: with ``projections``, how many heads (the first ones) attend over
             projected phases; the others attend over the block input, as without
             projections. None (default): all heads; 0: none, only the linear map of the
             increments.
-        attn_proj_out: with ``attn_proj``, the linear map of the increments (default True);
+        project_output: with ``projections``, the linear map of the increments (default True);
             False: each increment goes to the oscillator it was computed for, as without
             projections.
     """
@@ -66,9 +71,9 @@ class FSNConfig:
     readout_norm: bool = False
     embed_scale: float = 1.0
     token_shift: bool = False
-    attn_proj: bool = False
-    attn_proj_heads: Optional[int] = None
-    attn_proj_out: bool = True
+    projections: bool = False
+    projected_heads: Optional[int] = None
+    project_output: bool = True
 
     def __post_init__(self) -> None:
         _check_flags(self)
@@ -77,8 +82,7 @@ class FSNConfig:
         if self.mixer not in FSN_MIXERS:
             raise ValueError(f"mixer must be one of {sorted(FSN_MIXERS)}, got {self.mixer!r}")
         _check_shape(self)
-        check_projection_options(self.attn_proj_heads, self.attn_proj_out, self.n_heads, self.attn_proj,
-                                 names=("attn_proj_heads", "attn_proj_out", "attn_proj"))
+        check_projection_options(self.projected_heads, self.project_output, self.n_heads, self.projections)
 
     @property
     def name(self) -> str:
@@ -116,13 +120,12 @@ class TransformerConfig:
 ModelConfig = Union[FSNConfig, TransformerConfig]
 
 
-def check_projection_options(projected_heads: Optional[int], project_output: bool, n_heads: int, projections: bool,
-                             names: Tuple[str, str, str] = ("projected_heads", "project_output", "projections"),
-                             ) -> None:
+def check_projection_options(projected_heads: Optional[int], project_output: bool, n_heads: int,
+                             projections: bool) -> None:
     """The options of the attention projections: ``projected_heads`` None or an int in
     0..n_heads, ``project_output`` a bool, either away from its default only with
-    ``projections``, and not both off (TypeError / ValueError naming them, as ``names``)."""
-    heads, output, switch = names
+    ``projections``, and not both off (TypeError / ValueError naming them)."""
+    heads, output, switch = "projected_heads", "project_output", "projections"
     if projected_heads is not None and (isinstance(projected_heads, bool) or not isinstance(projected_heads, int)):
         raise TypeError(f"{heads} must be None or an int, got {projected_heads!r}")
     if not isinstance(project_output, bool):
@@ -153,6 +156,23 @@ def _check_shape(cfg: ModelConfig) -> None:
         raise ValueError(f"{type(cfg).__name__}: dim ({cfg.dim}) must be divisible by n_heads ({cfg.n_heads})")
 
 
+def with_current_names(fields: Dict[str, Any], warn_as: Optional[str] = None) -> Dict[str, Any]:
+    """``fields`` with old option names (:data:`RENAMED_FIELDS`) replaced by the current ones.
+
+    ``warn_as``: where the names came from (e.g. "build_model"); when given, each old name
+    raises a DeprecationWarning naming its replacement. Both names at once: ValueError."""
+    out = dict(fields)
+    for old, new in RENAMED_FIELDS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"{old!r} is the old name of {new!r}; pass only {new!r}")
+        if warn_as:
+            warnings.warn(f"{warn_as}: {old!r} is deprecated, use {new!r}", DeprecationWarning, stacklevel=3)
+        out[new] = out.pop(old)
+    return out
+
+
 def config_to_dict(config: ModelConfig) -> Dict[str, Any]:
     """The plain dict stored in checkpoints and logs: the fields plus "name"."""
     return {"name": config.name, **dataclasses.asdict(config)}
@@ -160,10 +180,11 @@ def config_to_dict(config: ModelConfig) -> Dict[str, Any]:
 
 def config_from_dict(data: Dict[str, Any]) -> ModelConfig:
     """Inverse of :func:`config_to_dict`. Keys "params" and "backend" (written by older
-    versions) are ignored. Raises ValueError for an unknown name or unknown keys."""
+    versions) are ignored; old option names (:data:`RENAMED_FIELDS`) load as the current
+    ones. Raises ValueError for an unknown name or unknown keys."""
     if not isinstance(data, dict) or "name" not in data:
         raise ValueError(f"a model config must be a dict with a 'name', got {data!r}")
-    fields = {k: v for k, v in data.items() if k not in ("name", "params", "backend")}
+    fields = with_current_names({k: v for k, v in data.items() if k not in ("name", "params", "backend")})
     name = data["name"]
     if name == "transformer":
         cls = TransformerConfig

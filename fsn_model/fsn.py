@@ -73,7 +73,7 @@ class FSNBlock(nn.Module):
 
     With ``config.token_shift`` the mixer also reads the features of the previous token's
     cached phases (:func:`previous_token_features`): its block input, or with
-    ``config.attn_proj`` their projection ``attn.cached_phases``. The phase cache already
+    ``config.projections`` their projection ``attn.cached_phases``. The phase cache already
     holds them, so decoding needs no extra state.
 
     Args:
@@ -87,8 +87,8 @@ class FSNBlock(nn.Module):
         c = config
         self.attn = FrustratedAttention(c.dim, c.n_heads, c.n_harmonics, backend=backend, delay=c.delay,
                                         k1_init=c.k1_init, coupling_std=c.coupling_std, gate_std=c.gate_std,
-                                        projections=c.attn_proj, projected_heads=c.attn_proj_heads,
-                                        project_output=c.attn_proj_out)
+                                        projections=c.projections, projected_heads=c.projected_heads,
+                                        project_output=c.project_output)
         self.token_shift = c.token_shift
         if c.mixer == "swiglu":
             self.mix = PhaseSwiGLU(c.dim, c.hidden, shift=c.token_shift)
@@ -99,9 +99,9 @@ class FSNBlock(nn.Module):
                 attn_phases: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) -> (B, T, dim); ``cu_seqlens``: packed sequences (B = 1);
         ``attn_phases``: ``attn.cached_phases(theta)`` when already computed."""
-        psi = self.attn.cached_phases(theta) if attn_phases is None else attn_phases
-        prev = previous_token_features(psi, cu_seqlens) if self.token_shift else None
-        theta = theta + self.attn(theta, cu_seqlens, psi)
+        attended = self.attn.cached_phases(theta) if attn_phases is None else attn_phases
+        prev = previous_token_features(attended, cu_seqlens) if self.token_shift else None
+        theta = theta + self.attn(theta, cu_seqlens, attended)
         return theta + self.mix(theta, prev)
 
     def decode(self, theta: Tensor, phase_cache: Tensor, cache_seqlens: Tensor, check_seqlens: bool = True) -> Tensor:
@@ -130,7 +130,7 @@ class FSNLM(nn.Module):
 
     Generation keeps a preallocated phase cache (:class:`PhaseCache`): per layer the
     phases the attention reads (B, T_max, dim) (its inputs, or their projections with
-    ``attn_proj``), i.e. C = dim floats per token per layer, written in place one token per
+    ``projections``), i.e. C = dim floats per token per layer, written in place one token per
     step (see :meth:`prefill`, :meth:`decode`).
     """
 

@@ -26,7 +26,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .attention import FrustratedAttention, rope_frequencies
-from .config import FSNConfig
+from .config import RENAMED_FIELDS, FSNConfig, with_current_names
 from .fsn import FSNLM, PhaseCache
 
 # The oldest transformers release the tests were run on (setup.py's hf extra says the same).
@@ -64,14 +64,18 @@ class FSNHFConfig(PretrainedConfig):
                  n_harmonics: int = 2, mixer: str = "swiglu", hidden: int = 128, n_modes: int = 64,
                  delay: bool = True, k1_init: float = 0.5, coupling_std: float = 0.02, gate_std: float = 0.02,
                  readout_norm: bool = False, embed_scale: float = 1.0, token_shift: bool = False,
-                 attn_proj: bool = False, attn_proj_heads: Optional[int] = None, attn_proj_out: bool = True,
+                 projections: bool = False, projected_heads: Optional[int] = None, project_output: bool = True,
                  backend: str = "auto", **kwargs):
+        old = with_current_names({k: kwargs.pop(k) for k in RENAMED_FIELDS if k in kwargs})  # exports before the rename
+        projections = old.get("projections", projections)
+        projected_heads = old.get("projected_heads", projected_heads)
+        project_output = old.get("project_output", project_output)
         self.vocab_size, self.dim, self.n_layers, self.n_heads = vocab_size, dim, n_layers, n_heads
         self.n_harmonics, self.mixer, self.hidden, self.n_modes = n_harmonics, mixer, hidden, n_modes
         self.delay, self.k1_init, self.coupling_std, self.gate_std = delay, k1_init, coupling_std, gate_std
         self.readout_norm, self.embed_scale, self.backend = readout_norm, embed_scale, backend
-        self.token_shift, self.attn_proj = token_shift, attn_proj
-        self.attn_proj_heads, self.attn_proj_out = attn_proj_heads, attn_proj_out
+        self.token_shift, self.projections = token_shift, projections
+        self.projected_heads, self.project_output = projected_heads, project_output
         self.use_cache = kwargs.pop("use_cache", True)
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)

@@ -60,6 +60,14 @@ def test_the_config_is_registered_and_checked():
         FSNHFConfig(mixer="mlp")
 
 
+def test_an_export_saved_under_the_old_option_names_loads_with_its_projections(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "fsn", "dim": 16, "n_layers": 1, "n_heads": 2,
+                                                      "hidden": 8, "attn_proj": True, "attn_proj_heads": 1}))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert (config.projections, config.projected_heads) == (True, 1)
+    assert config.to_fsn_config().projections
+
+
 def test_a_fresh_model_keeps_the_fsn_init():
     """post_init must not re-initialise FSN's weights with HF's defaults."""
     m = tiny()
@@ -71,10 +79,10 @@ def test_a_fresh_model_keeps_the_fsn_init():
 
 @pytest.mark.parametrize("overrides", [{}, {"mixer": "meanfield", "n_modes": 8, "readout_norm": True,
                                              "embed_scale": 4.0, "delay": False},
-                                       {"token_shift": True}, {"attn_proj": True},
-                                       {"attn_proj": True, "token_shift": True},
-                                       {"attn_proj": True, "attn_proj_heads": 1},
-                                       {"attn_proj": True, "attn_proj_out": False}])
+                                       {"token_shift": True}, {"projections": True},
+                                       {"projections": True, "token_shift": True},
+                                       {"projections": True, "projected_heads": 1},
+                                       {"projections": True, "project_output": False}])
 def test_save_pretrained_and_auto_from_pretrained_round_trip(tmp_path, prompt, overrides):
     m = tiny(**overrides)
     m.save_pretrained(tmp_path)

@@ -165,16 +165,16 @@ def test_lm_cached_decoding_equals_full_forward(backend):
     past its capacity) equals the full forward; so does decoding from an empty cache."""
     torch.manual_seed(4)
     for mixer, extra in [("swiglu", {}), ("meanfield", {}), ("swiglu", {"token_shift": True}),
-                         ("meanfield", {"token_shift": True}), ("swiglu", {"attn_proj": True}),
-                         ("meanfield", {"attn_proj": True}), ("swiglu", {"attn_proj": True, "token_shift": True}),
-                         ("swiglu", {"attn_proj": True, "attn_proj_heads": 1, "token_shift": True}),
-                         ("swiglu", {"attn_proj": True, "attn_proj_out": False})]:
+                         ("meanfield", {"token_shift": True}), ("swiglu", {"projections": True}),
+                         ("meanfield", {"projections": True}), ("swiglu", {"projections": True, "token_shift": True}),
+                         ("swiglu", {"projections": True, "projected_heads": 1, "token_shift": True}),
+                         ("swiglu", {"projections": True, "project_output": False})]:
         cfg = FSNConfig(dim=16, n_layers=3, n_heads=2, n_harmonics=2, mixer=mixer, hidden=24, n_modes=6, **extra)
         dev = DEVICE if backend == "triton" else "cpu"
         model = FSNLM(cfg, backend=backend).to(dev).eval()
         for block in model.blocks:
             _randomise_coupling(block.attn)
-            if block.attn.projections:  # away from the identity init, so the cache must hold psi
+            if block.attn.projections:  # away from the identity init, so the cache must hold the projected phases
                 with torch.no_grad():
                     for part in (block.attn.in_proj, block.attn.out_proj):
                         for w in [] if part is None else part.parameters():

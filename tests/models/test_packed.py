@@ -26,9 +26,9 @@ def test_separator_escapes_and_empty():
         separator_bytes("")
 
 
-@pytest.mark.parametrize("overrides", [{}, {"token_shift": True}, {"attn_proj": True},
-                                       {"attn_proj": True, "token_shift": True},
-                                       {"attn_proj": True, "attn_proj_heads": 1}])
+@pytest.mark.parametrize("overrides", [{}, {"token_shift": True}, {"projections": True},
+                                       {"projections": True, "token_shift": True},
+                                       {"projections": True, "projected_heads": 1}])
 @pytest.mark.parametrize("backend", backend_params())
 def test_fsn_logits_on_packed_documents_equal_each_document_alone(backend, overrides):
     torch.manual_seed(0)

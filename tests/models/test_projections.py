@@ -1,5 +1,5 @@
-"""Learned projections around the attention op (``FSNConfig.attn_proj``; on the first
-``attn_proj_heads`` heads only): a phase projection in, a linear map of the increments out,
+"""Learned projections around the attention op (``FSNConfig.projections``; on the first
+``projected_heads`` heads only): a phase projection in, a linear map of the increments out,
 both the identity at init. Decoding and packed
 documents with them are checked beside the plain models (test_model_layers.py,
 test_packed.py), the Hugging Face round trip in test_hf.py."""
@@ -30,10 +30,10 @@ def _perturb(layer: FrustratedAttention, std: float = 0.3) -> None:
 def test_fresh_phase_projection_returns_the_same_phases_mod_two_pi(dim, shift, data):
     n_out = data.draw(st.one_of(st.none(), st.integers(1, dim)), label="n_out")
     theta = torch.randn(3, dim, dtype=torch.float64) * 4 + shift
-    psi = PhaseProjection(dim, n_out).double()(theta)
+    projected = PhaseProjection(dim, n_out).double()(theta)
     kept = dim if n_out is None else n_out
-    assert psi.shape == (3, kept) and psi.abs().max() <= math.pi
-    torch.testing.assert_close(phase_features(psi), phase_features(theta[:, :kept]), atol=1e-12, rtol=0)
+    assert projected.shape == (3, kept) and projected.abs().max() <= math.pi
+    torch.testing.assert_close(phase_features(projected), phase_features(theta[:, :kept]), atol=1e-12, rtol=0)
 
 
 def test_phase_projection_is_the_angle_of_a_learned_vector():
@@ -54,7 +54,7 @@ def test_fresh_model_with_projections_equals_the_model_without(heads, out, per_l
     torch.manual_seed(1)
     cfg = dict(dim=16, n_layers=2, n_heads=2, hidden=24)
     plain = FSNLM(FSNConfig(**cfg), backend="sdpa").eval()
-    proj = FSNLM(FSNConfig(**cfg, attn_proj=True, attn_proj_heads=heads, attn_proj_out=out), backend="sdpa").eval()
+    proj = FSNLM(FSNConfig(**cfg, projections=True, projected_heads=heads, project_output=out), backend="sdpa").eval()
     result = proj.load_state_dict(plain.state_dict(), strict=False)
     assert not result.unexpected_keys and len(result.missing_keys) == per_layer * 2
     idx = torch.randint(0, 256, (2, 11))
@@ -73,9 +73,9 @@ def test_layer_with_projections_matches_a_composition_of_its_parts_in_float64():
     plain = FrustratedAttention(6, 2, n_harmonics=2, backend="reference").double()
     plain.load_state_dict({k: v for k, v in layer.state_dict().items() if "_proj." not in k or "gate" in k})
     theta = torch.randn(2, 7, 6, dtype=torch.float64, requires_grad=True)
-    psi = layer.in_proj(theta)
+    projected = layer.in_proj(theta)
     gate = plain.gate(theta).to(theta.dtype)
-    inner = frustrated_attention(psi.view(2, 7, 2, 3), gate, plain.coupling, plain.omega, plain.scale,
+    inner = frustrated_attention(projected.view(2, 7, 2, 3), gate, plain.coupling, plain.omega, plain.scale,
                                  backend="reference").reshape(2, 7, 6)
     torch.testing.assert_close(layer(theta), layer.out_proj(inner), atol=1e-12, rtol=1e-12)
     assert torch.autograd.gradcheck(lambda t: layer(t), (theta,), eps=1e-6, atol=1e-6)
@@ -86,7 +86,7 @@ def test_layer_with_projections_matches_a_composition_of_its_parts_in_float64():
 
 
 def test_projections_on_some_heads_leave_the_other_heads_on_the_block_input_in_float64():
-    """attn_proj_heads = k: the first k heads attend over in_proj's phases, the others over
+    """projected_heads = k: the first k heads attend over in_proj's phases, the others over
     theta itself (bit for bit), and the layer is out_proj of the op on those phases."""
     torch.manual_seed(8)
     layer = FrustratedAttention(9, 3, n_harmonics=2, projections=True, projected_heads=2,
@@ -94,19 +94,19 @@ def test_projections_on_some_heads_leave_the_other_heads_on_the_block_input_in_f
     assert layer.in_proj.proj.weight.shape == (2 * 6, 2 * 9)  # 6 phases out, read from all 9 oscillators
     _perturb(layer)
     theta = torch.randn(2, 7, 9, dtype=torch.float64, requires_grad=True) * 3
-    psi = layer.cached_phases(theta)
-    assert torch.equal(psi[..., 6:], theta[..., 6:])
-    torch.testing.assert_close(psi[..., :6], layer.in_proj(theta), atol=0, rtol=0)
-    assert not torch.allclose(phase_features(psi[..., :6]), phase_features(theta[..., :6]), atol=1e-2)
+    projected = layer.cached_phases(theta)
+    assert torch.equal(projected[..., 6:], theta[..., 6:])
+    torch.testing.assert_close(projected[..., :6], layer.in_proj(theta), atol=0, rtol=0)
+    assert not torch.allclose(phase_features(projected[..., :6]), phase_features(theta[..., :6]), atol=1e-2)
     gate = layer.gate(theta).to(theta.dtype)
-    inner = frustrated_attention(psi.view(2, 7, 3, 3), gate, layer.coupling, layer.omega, layer.scale,
+    inner = frustrated_attention(projected.view(2, 7, 3, 3), gate, layer.coupling, layer.omega, layer.scale,
                                  backend="reference").reshape(2, 7, 9)
     torch.testing.assert_close(layer(theta), layer.out_proj(inner), atol=1e-12, rtol=1e-12)
     assert torch.autograd.gradcheck(lambda x: layer(x), (theta.detach().requires_grad_(),), eps=1e-6, atol=1e-6)
 
 
 def test_projections_without_the_output_map_in_float64():
-    """attn_proj_out=False: the layer is the op on in_proj's phases, each increment left on
+    """project_output=False: the layer is the op on in_proj's phases, each increment left on
     the oscillator it was computed for (no out_proj), and differentiable through in_proj."""
     torch.manual_seed(9)
     layer = FrustratedAttention(6, 2, n_harmonics=2, projections=True, project_output=False,
@@ -114,9 +114,9 @@ def test_projections_without_the_output_map_in_float64():
     assert layer.out_proj is None and layer.in_proj is not None
     _perturb(layer)
     theta = torch.randn(2, 7, 6, dtype=torch.float64) * 3
-    psi = layer.in_proj(theta)
+    projected = layer.in_proj(theta)
     gate = layer.gate(theta).to(theta.dtype)
-    inner = frustrated_attention(psi.view(2, 7, 2, 3), gate, layer.coupling, layer.omega, layer.scale,
+    inner = frustrated_attention(projected.view(2, 7, 2, 3), gate, layer.coupling, layer.omega, layer.scale,
                                  backend="reference").reshape(2, 7, 6)
     torch.testing.assert_close(layer(theta), inner, atol=1e-12, rtol=1e-12)
     layer(theta).square().sum().backward()
@@ -125,7 +125,7 @@ def test_projections_without_the_output_map_in_float64():
 
 def test_model_with_projections_is_causal_bit_exact():
     torch.manual_seed(3)
-    model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, attn_proj=True), backend="sdpa").eval()
+    model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, projections=True), backend="sdpa").eval()
     for block in model.blocks:
         _perturb(block.attn)
     idx = torch.randint(0, 256, (2, 12))
@@ -138,80 +138,80 @@ def test_model_with_projections_is_causal_bit_exact():
 
 
 def test_config_sizing_roundtrip_and_checks():
-    model = build_model("fsn", "60k", attn_proj=True)
+    model = build_model("fsn", "60k", projections=True)
     attn = model.blocks[0].attn
-    assert model.config.attn_proj and attn.projections and attn.out_proj.weight.shape == (attn.dim, attn.dim)
+    assert model.config.projections and attn.projections and attn.out_proj.weight.shape == (attn.dim, attn.dim)
     assert abs(count_params(model) - 60_000) <= 0.02 * 60_000
     again = model_from_config(config_from_dict(config_to_dict(model.config)))
     assert again.config == model.config and count_params(again) == count_params(model)
     plain = build_model("fsn", "60k")
-    assert not plain.config.attn_proj and plain.blocks[0].attn.in_proj is None  # default off
-    old = {k: v for k, v in config_to_dict(plain.config).items() if k != "attn_proj"}
-    assert config_from_dict(old).attn_proj is False  # configs saved before the field rebuild unchanged
-    with pytest.raises(TypeError, match="attn_proj must be a bool, got 1"):
-        FSNConfig(attn_proj=1)
+    assert not plain.config.projections and plain.blocks[0].attn.in_proj is None  # default off
+    old = {k: v for k, v in config_to_dict(plain.config).items() if k != "projections"}
+    assert config_from_dict(old).projections is False  # configs saved before the field rebuild unchanged
+    with pytest.raises(TypeError, match="projections must be a bool, got 1"):
+        FSNConfig(projections=1)
     with pytest.raises(TypeError, match="projections must be a bool, got 'yes'"):
         FrustratedAttention(8, 2, projections="yes")
     with pytest.raises(ValueError, match="FSN models only"):
-        build_model("transformer", "60k", attn_proj=True)
+        build_model("transformer", "60k", projections=True)
 
 
 def test_projected_heads_sizing_roundtrip_and_checks():
-    model = build_model("fsn", "60k", attn_proj=True, attn_proj_heads=2)
+    model = build_model("fsn", "60k", projections=True, projected_heads=2)
     attn = model.blocks[0].attn
-    assert model.config.attn_proj_heads == attn.projected_heads == 2 and attn.n_heads >= 2
+    assert model.config.projected_heads == attn.projected_heads == 2 and attn.n_heads >= 2
     assert attn.in_proj.n_out == 2 * attn.head_dim and abs(count_params(model) - 60_000) <= 0.02 * 60_000
     again = model_from_config(config_from_dict(config_to_dict(model.config)))
     assert again.config == model.config and count_params(again) == count_params(model)
-    assert build_model("fsn", "60k", attn_proj=True).blocks[0].attn.projected_heads == attn.n_heads  # None: all
-    out_only = build_model("fsn", "60k", attn_proj=True, attn_proj_heads=0).blocks[0].attn  # 0: the output map only
+    assert build_model("fsn", "60k", projections=True).blocks[0].attn.projected_heads == attn.n_heads  # None: all
+    out_only = build_model("fsn", "60k", projections=True, projected_heads=0).blocks[0].attn  # 0: the output map only
     assert out_only.in_proj is None and out_only.out_proj is not None
     theta = torch.randn(1, 5, out_only.dim)
     assert out_only.cached_phases(theta) is theta
-    old = {k: v for k, v in config_to_dict(build_model("fsn", "60k", attn_proj=True).config).items()
-           if k != "attn_proj_heads"}
-    assert config_from_dict(old).attn_proj_heads is None  # configs saved before the field rebuild unchanged
-    with pytest.raises(ValueError, match="attn_proj_heads=1 needs attn_proj=True"):
-        FSNConfig(attn_proj_heads=1)
-    with pytest.raises(ValueError, match="attn_proj_out=False needs attn_proj=True"):
-        FSNConfig(attn_proj_out=False)
-    with pytest.raises(ValueError, match="attn_proj_heads=0 with attn_proj_out=False projects nothing"):
-        FSNConfig(attn_proj=True, attn_proj_heads=0, attn_proj_out=False)
-    with pytest.raises(TypeError, match="attn_proj_out must be a bool, got 1"):
-        FSNConfig(attn_proj=True, attn_proj_out=1)
-    with pytest.raises(ValueError, match=r"attn_proj_heads must be in 0..n_heads \(4\), got 5"):
-        FSNConfig(attn_proj=True, attn_proj_heads=5)
-    with pytest.raises(TypeError, match="attn_proj_heads must be None or an int, got True"):
-        FSNConfig(attn_proj=True, attn_proj_heads=True)
+    old = {k: v for k, v in config_to_dict(build_model("fsn", "60k", projections=True).config).items()
+           if k != "projected_heads"}
+    assert config_from_dict(old).projected_heads is None  # configs saved before the field rebuild unchanged
+    with pytest.raises(ValueError, match="projected_heads=1 needs projections=True"):
+        FSNConfig(projected_heads=1)
+    with pytest.raises(ValueError, match="project_output=False needs projections=True"):
+        FSNConfig(project_output=False)
+    with pytest.raises(ValueError, match="projected_heads=0 with project_output=False projects nothing"):
+        FSNConfig(projections=True, projected_heads=0, project_output=False)
+    with pytest.raises(TypeError, match="project_output must be a bool, got 1"):
+        FSNConfig(projections=True, project_output=1)
+    with pytest.raises(ValueError, match=r"projected_heads must be in 0..n_heads \(4\), got 5"):
+        FSNConfig(projections=True, projected_heads=5)
+    with pytest.raises(TypeError, match="projected_heads must be None or an int, got True"):
+        FSNConfig(projections=True, projected_heads=True)
     with pytest.raises(ValueError, match=r"projected_heads must be in 0..n_heads \(2\), got -1"):
         FrustratedAttention(8, 2, projections=True, projected_heads=-1)
     with pytest.raises(ValueError, match="needs projections=True"):
         FrustratedAttention(8, 2, projected_heads=1)
     with pytest.raises(ValueError, match="FSN models only"):
-        build_model("transformer", "60k", attn_proj_heads=1)
+        build_model("transformer", "60k", projected_heads=1)
 
 
 def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast():
-    """Under bf16 autocast the linear maps run in bf16, but psi (an angle) and the returned
+    """Under bf16 autocast the linear maps run in bf16, but projected (an angle) and the returned
     increments stay in theta's float32, as without projections."""
     torch.manual_seed(4)
     layer = FrustratedAttention(16, 2, projections=True, backend="sdpa")
     _perturb(layer, std=0.1)
     theta = torch.randn(2, 9, 16)
     with torch.no_grad():
-        exact_out, exact_psi = layer(theta), layer.cached_phases(theta)
+        exact_out, exact_projected = layer(theta), layer.cached_phases(theta)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out, psi = layer(theta), layer.cached_phases(theta)
-    assert out.dtype == psi.dtype == torch.float32
-    torch.testing.assert_close(phase_features(psi), phase_features(exact_psi), atol=3e-2, rtol=0)
+            out, projected = layer(theta), layer.cached_phases(theta)
+    assert out.dtype == projected.dtype == torch.float32
+    torch.testing.assert_close(phase_features(projected), phase_features(exact_projected), atol=3e-2, rtol=0)
     torch.testing.assert_close(out, exact_out, atol=3e-2, rtol=3e-2)
 
 
 def test_prefill_projects_each_layer_once_and_matches_the_forward():
-    """The prefill caches psi = in_proj(theta) and the attention reuses it: one projection per
+    """The prefill caches projected = in_proj(theta) and the attention reuses it: one projection per
     layer, and the same logits as the forward."""
     torch.manual_seed(6)
-    model = FSNLM(FSNConfig(dim=12, n_layers=2, n_heads=2, hidden=16, attn_proj=True), backend="sdpa").eval()
+    model = FSNLM(FSNConfig(dim=12, n_layers=2, n_heads=2, hidden=16, projections=True), backend="sdpa").eval()
     for block in model.blocks:
         _perturb(block.attn)
     calls = []
@@ -228,11 +228,11 @@ def test_prefill_projects_each_layer_once_and_matches_the_forward():
 
 @pytest.mark.parametrize("mixer", ["swiglu", "meanfield"])
 def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases(mixer):
-    """With attn_proj and token_shift the mixer's previous-token input is psi[t-1], the row
+    """With projections and token_shift the mixer's previous-token input is projected[t-1], the row
     the phase cache holds: the block equals that composition, the shift's mixes away from
     their init so the previous token matters."""
     torch.manual_seed(7)
-    cfg = FSNConfig(dim=8, n_layers=1, n_heads=2, hidden=12, n_modes=5, mixer=mixer, attn_proj=True,
+    cfg = FSNConfig(dim=8, n_layers=1, n_heads=2, hidden=12, n_modes=5, mixer=mixer, projections=True,
                     token_shift=True)
     block = FSNLM(cfg, backend="sdpa").double().blocks[0]
     _perturb(block.attn)
@@ -246,3 +246,21 @@ def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases
         expected = mid + block.mix(mid, previous_token_features(block.attn.in_proj(theta)))
         torch.testing.assert_close(block(theta), expected, atol=1e-12, rtol=0)
         assert not torch.allclose(block(theta), mid + block.mix(mid, previous_token_features(theta)))
+
+
+def test_old_option_names_load_silently_and_warn_when_passed():
+    """Configs stored under the old names (attn_proj, attn_proj_heads, attn_proj_out) load as
+    the current ones; a caller passing an old name is warned; both names at once is refused."""
+    import warnings
+
+    old = {"name": "fsn", "dim": 16, "n_layers": 1, "n_heads": 2, "hidden": 8, "attn_proj": True,
+           "attn_proj_heads": 1, "attn_proj_out": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = config_from_dict(old)
+    assert (cfg.projections, cfg.projected_heads, cfg.project_output) == (True, 1, False)
+    with pytest.warns(DeprecationWarning, match="'attn_proj' is deprecated, use 'projections'"):
+        model = build_model("fsn", "30k", attn_proj=True)
+    assert model.config.projections
+    with pytest.raises(ValueError, match="old name of 'projections'"):
+        config_from_dict({**old, "projections": True})
