@@ -4,7 +4,11 @@ A checkpoint is a dict saved by torch.save holding only tensors and plain Python
 (dicts, lists, tuples, str, int, float, bool, None), with keys ``model_config`` (the dict of
 :func:`fsn_model.config.config_to_dict`; :func:`fsn_model.build.model_from_config` rebuilds
 the model from it), ``train_config`` (dict), ``model`` (state dict), ``optimizer`` (state
-dict), ``step`` (the next step to run), ``log`` and ``corpus`` (name, path, sha256).
+dict), ``step`` (the next step to run), ``log``, ``corpus`` (name, path, sha256) and
+``checksum``: the sha256 of everything else in it (every tensor's dtype, shape and bytes and
+every plain value, in a fixed order), checked on every load, so a damaged file (a flipped
+bit) is refused instead of loading changed weights. Checkpoints written before the checksum
+existed load with one line on stderr saying they are unchecked.
 
 It is loaded with ``torch.load(..., weights_only=True)``: a file that would need any other
 Python object to unpickle (a file crafted to run code on load, for example) is refused
@@ -13,9 +17,11 @@ with a ValueError before any of it runs.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -28,6 +34,35 @@ from .config import config_from_dict
 from .run_lock import pid_alive
 
 REQUIRED_KEYS = ("model_config", "train_config", "model")
+CHECKSUM_KEY = "checksum"
+
+
+def checkpoint_checksum(obj: Any) -> str:
+    """sha256 (hex) of a checkpoint's content without its ``checksum`` key: tensors by dtype,
+    shape and bytes, dicts in key order, lists and tuples in order, other values by type and
+    repr. Equal for a dict and its save/load round trip."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            keys = sorted((k for k in value if not (value is obj and k == CHECKSUM_KEY)), key=repr)
+            digest.update(f"D{len(keys)}".encode())
+            for key in keys:
+                feed(key)
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"{type(value).__name__[0]}{len(value)}".encode())
+            for item in value:
+                feed(item)
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    feed(obj)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Union[str, Path], write) -> None:
@@ -113,9 +148,11 @@ def _pid_running(pid: int) -> bool:
 
 
 def save_checkpoint(path: str, obj: Dict[str, Any]) -> None:
-    """torch.save to ``path.tmp<PID>`` then os.replace: a reader never sees a partial file."""
+    """torch.save ``obj`` with its ``checksum`` (:func:`checkpoint_checksum`) to
+    ``path.tmp<PID>``, then os.replace: a reader never sees a partial file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
+    stamped = {**obj, CHECKSUM_KEY: checkpoint_checksum(obj)}
+    atomic_write_bytes(path, lambda tmp: torch.save(stamped, tmp))
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
@@ -124,7 +161,8 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: not a torch file, a file that needs other Python objects to load (it
-            could run code; it is refused and nothing in it runs), or missing keys.
+            could run code; it is refused and nothing in it runs), missing keys, or content
+            that does not match its checksum (a damaged file).
     """
     p = Path(path)
     if not p.is_file():
@@ -148,6 +186,11 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not an fsn_model checkpoint: missing keys {missing}")
+    if CHECKSUM_KEY not in ckpt:
+        print(f"{path}: written before checkpoints carried a checksum; loaded unchecked", file=sys.stderr)
+    elif ckpt[CHECKSUM_KEY] != checkpoint_checksum(ckpt):
+        raise ValueError(f"cannot read checkpoint {path}: its content does not match its checksum (the file is "
+                         f"damaged; use an earlier copy or retrain)")
     return ckpt
 
 

@@ -101,3 +101,51 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_checkpoint(str(tmp_path / "x.pt"))
+
+
+def test_every_flipped_bit_is_refused_or_leaves_the_content_unchanged(tmp_path, tiny_fsn):
+    """A checkpoint carries a checksum of its content: 40 random single-bit flips anywhere in
+    the file either fail to load (ValueError) or load exactly the saved content, never changed
+    weights."""
+    import random
+
+    path = tmp_path / "ok.pt"
+    save_checkpoint(str(path), _checkpoint(tiny_fsn))
+    good = path.read_bytes()
+    saved = load_checkpoint(str(path))
+    rng = random.Random(0)
+    refused = 0
+    for _ in range(40):
+        data = bytearray(good)
+        pos = rng.randrange(len(data))
+        data[pos] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        try:
+            loaded = load_checkpoint(str(path))
+        except ValueError:
+            refused += 1
+            continue
+        assert loaded["checksum"] == saved["checksum"]
+        for name, tensor in saved["model"].items():
+            assert torch.equal(loaded["model"][name], tensor), (pos, name)
+    assert refused > 0
+
+
+def test_a_checkpoint_without_a_checksum_loads_with_one_line_saying_it_is_unchecked(tmp_path, tiny_fsn, capsys):
+    path = tmp_path / "old.pt"
+    torch.save(_checkpoint(tiny_fsn), path)  # as written before checkpoints carried a checksum
+    model, _ = load_model(str(path))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unchecked" in err and str(path) in err
+    for name, tensor in tiny_fsn.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+
+
+def test_a_checkpoint_whose_weights_changed_after_saving_is_refused(tmp_path, tiny_fsn):
+    path = tmp_path / "ok.pt"
+    save_checkpoint(str(path), _checkpoint(tiny_fsn))
+    ckpt = torch.load(path, weights_only=True)
+    next(iter(ckpt["model"].values())).view(-1)[0] += 1e-3
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_checkpoint(str(path))
