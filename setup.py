@@ -11,10 +11,11 @@ setup(
     py_modules=["fsn_cli"],
     package_data={"fsn_kernels": ["**/*.md"], "fsn_model": ["**/*.md"]},
     python_requires=">=3.9",
-    # Floors: triton 3.6 is the oldest Triton tested (CI's second venv, .ci/gpu_stack.sh:
-    # sm_90 compiles and the interpreter; aot_check needs >= 3.4, whose ASTSource takes
-    # constexprs). torch 2.11 is the GPU machine's (checked there by the GPU suite), 2.13
-    # CI's. On a CPU-only machine install torch==2.13.0 (the CPU build) first, as .ci/run
+    # Floors: triton 3.6, torch 2.11 and transformers 5.0 are tested in CI's second venv
+    # (.ci/gpu_stack.sh: the GPU machine's torch, triton and numpy, with the transformers floor:
+    # sm_90 compiles, the stock path, models and Hugging Face, the interpreter; aot_check needs
+    # triton >= 3.4, whose ASTSource takes constexprs); the main venv tests torch 2.13 and the
+    # newest transformers. On a CPU-only machine install torch==2.13.0 (the CPU build) first, as .ci/run
     # does: an unpinned torch pulls a multi-GB CUDA build. Triton < 3.9's interpreter
     # (TRITON_INTERPRET=1, CPU tests) needs numpy < 2.3.
     install_requires=["torch>=2.11", "triton>=3.6", "numpy", "tqdm", "matplotlib"],

@@ -15,6 +15,7 @@ import errno
 import os
 import sys
 import typing
+import warnings
 from typing import Any, Callable, Dict, Iterable, Mapping, NoReturn, Optional, Sequence
 
 
@@ -49,10 +50,16 @@ def run_cli(prog: str, body: Callable[[Sequence[str]], Optional[int]], argv: Opt
     * any other OSError (no space left, permission denied, ...), MemoryError and CUDA out
       of memory: exit 1;
     * KeyboardInterrupt (Ctrl-C): exit 130.
+
+    A DeprecationWarning raised by fsn (an old option name, say) is shown as one line,
+    ``prog: warning: ...``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return body(argv) or 0
+        with warnings.catch_warnings():
+            warnings.filterwarnings("always", category=DeprecationWarning, module="fsn_")
+            warnings.showwarning = _one_line_warning(prog)
+            return body(argv) or 0
     except (UsageError, ValueError, TypeError, FileNotFoundError, IsADirectoryError) as e:
         if os.environ.get("FSN_DEBUG"):
             raise
@@ -72,6 +79,13 @@ def run_cli(prog: str, body: Callable[[Sequence[str]], Optional[int]], argv: Opt
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130)
+
+
+def _one_line_warning(prog: str):
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {_one_line(message) if isinstance(message, Warning) else message}",
+              file=sys.stderr)
+    return show
 
 
 class ReportedOSError(OSError):

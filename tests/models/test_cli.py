@@ -205,3 +205,15 @@ def test_compare_and_sweep_take_the_shared_flags_from_train_config():
         base = module.base_config(a)
         assert (base.lr, base.seq_len) == (0.5, 8)
         assert dataclasses.replace(base, seed=3).seq_len == 8
+
+
+def test_an_old_option_name_trains_with_one_warning_line(corpus, tmp_path, capsys):
+    argv = ["--model", "fsn", "--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len", "16",
+            "--data", corpus, "--out", str(tmp_path / "run"), "--eval-windows", "1", "--no-progress",
+            "--model-overrides", "n_layers=1,attn_proj=true"]
+    assert train_mod.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "fsn-train: warning: build_model: 'attn_proj' is deprecated, use 'projections'\n" in err
+    assert "Traceback" not in err and "DeprecationWarning" not in err
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["model_config"]["projections"] is True
