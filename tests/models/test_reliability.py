@@ -14,11 +14,12 @@ import torch
 
 import fsn_cli
 from fsn_model import checkpoint as checkpoint_mod
-from fsn_model import compare, copy_depth, evaluate, generate, sweep
+from fsn_model import copy_depth, evaluate, generate
 from fsn_model import data as data_mod
 from fsn_model import train as train_mod
 from fsn_model.run_lock import LOCK_NAME, RunLock
 from fsn_model.train import TrainConfig, train
+from fsn_studies import compare, sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(model="fsn", params="30k", batch_size=4, seq_len=16, eval_windows=2, progress=False,

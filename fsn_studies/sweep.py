@@ -1,4 +1,4 @@
-"""Tuning sweeps: ``fsn-sweep`` / ``python -m fsn_model.sweep``.
+"""Tuning sweeps: ``fsn-sweep`` / ``python -m fsn_studies.sweep``.
 
 Trains a list of *trials* (an architecture, a learning rate and any ``build_model``
 knobs) for one or more seeds, on the same data, token budget, optimizer and schedule
@@ -7,8 +7,8 @@ batches), and writes the files ``fsn-compare`` writes, in its schema:
 
 * ``sweep-<corpus>-<params>-<steps>steps.json``: ``kind`` = "quality", ``study`` = "sweep",
   ``device``, ``corpus``, ``corpus_info``, ``commit``, ``settings``, ``runs`` (one per trial x
-  seed: ``{model, trial, knobs, params, seed, lr, tokens, final_val_bpc, final_train_bpb, epochs, curve,
-  ...}``, the fit fields as in :func:`fsn_model.compare.train_fit`),
+  seed: ``{model, trial, knobs, params, seed, lr, tokens, final_val_bits_per_byte, final_train_bpb, epochs, curve,
+  ...}``, the fit fields as in :func:`fsn_studies.compare.train_fit`),
   ``summary`` (per trial: mean / std / min of the final val bits per byte over seeds) and
   ``copy_depth`` (test-window loss per copy-depth bin of each architecture's best run);
 * ``.png``: validation curves, one colour per trial; ``-copy-depth.png``;
@@ -19,6 +19,10 @@ A trial is ``MODEL[:key=value,...]``: MODEL in fsn, fsn-meanfield, transformer; 
 ``k1_init``, ``coupling_std``, ``gate_std``, ``readout_norm``, ``delay``, ...). Unset keys
 take the command-line defaults (``--lr``, ``--warmup``).
 
+Everything goes under the current working directory: run directories to ``--runs-dir``
+(default ``runs/sweep/<corpus>``), the result files to ``--out`` (default
+``runs/sweep/<corpus>/results``); committed study results live in ``fsn_studies/results/``.
+
 Runs that already finished in ``--runs-dir`` (same trial, seed, size and step count) are
 read back, not retrained, so a study can be extended a few trials at a time and the
 tables rebuilt from everything run so far.
@@ -27,7 +31,7 @@ Examples::
 
     fsn-sweep --params 250k --steps 800 --seeds 0 \\
         --trial fsn:lr=3e-3 --trial fsn:lr=6e-3 --trial transformer:lr=3e-3 --trial transformer:lr=6e-3
-    fsn-sweep --params 250k --steps 800 --seeds 0,1 --trial fsn:lr=6e-3,k1_init=1.0 --out benchmarks/results
+    fsn-sweep --params 250k --steps 800 --seeds 0,1 --trial fsn:lr=6e-3,k1_init=1.0 --out fsn_studies/results/250k
 """
 from __future__ import annotations
 
@@ -39,13 +43,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from . import train as train_mod
-from .build import MODEL_NAMES
-from .checkpoint import resolve_device
-from .cli import OneLineParser, add_dataclass_flags, parse_knobs, run_cli, values_for
-from .compare import SHARED_SETTINGS, _copy_depth, parse_seeds, train_fit, write_quality_files
-from .data import load_corpus
-from .provenance import REPO_ROOT, device_name, git_commit
+from fsn_model import train as train_mod
+from fsn_model.build import MODEL_NAMES
+from fsn_model.checkpoint import resolve_device
+from fsn_model.cli import OneLineParser, add_dataclass_flags, parse_knobs, run_cli, values_for
+from fsn_model.data import load_corpus
+from fsn_model.provenance import device_name, git_commit
+
+from .compare import SHARED_SETTINGS, _copy_depth, default_dir, parse_seeds, train_fit, write_quality_files
+from .records import FINAL_VAL, final_val
 
 TRAIN_KEYS = ("lr", "warmup")
 
@@ -103,7 +109,7 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     per_step = a.batch_size * a.seq_len
     return dict(model=item["model"], architecture=item["model"], trial=item["trial"], knobs=item["knobs"],
                 params=log["params"], target_params=str(a.params), seed=item["seed"], lr=item["lr"],
-                warmup=item["warmup"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
+                warmup=item["warmup"], tokens=a.steps * per_step, **{FINAL_VAL: log["final_val_bpb"]},
                 **train_fit(log, a.eval_every, a.steps * per_step),
                 curve=[[v["step"] * per_step, v["bpb"]] for v in log["val"]], overrides=item["overrides"],
                 wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
@@ -116,7 +122,7 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         groups.setdefault(r["trial"], []).append(r)
     out = {}
     for key, rs in groups.items():
-        vals = [r["final_val_bpc"] for r in rs]
+        vals = [final_val(r) for r in rs]
         out[key] = dict(model=rs[0]["model"], lr=rs[0]["lr"], knobs=rs[0]["knobs"], params=rs[0]["params"],
                         seeds=[r["seed"] for r in rs], mean=statistics.fmean(vals),
                         std=statistics.stdev(vals) if len(vals) > 1 else 0.0, min=min(vals))
@@ -135,7 +141,7 @@ def tables(runs: List[Dict[str, Any]], summary: Dict[str, Dict[str, Any]], fit_s
              f"train bits/byte (last {fit_steps} steps) | epochs |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         knobs = ", ".join(f"{k}={v}" for k, v in r["knobs"].items() if k != "lr") or "defaults"
-        lines.append(f"| {r['model']} | {knobs} | {r['lr']:g} | {r['seed']} | {r['final_val_bpc']:.4f} | "
+        lines.append(f"| {r['model']} | {knobs} | {r['lr']:g} | {r['seed']} | {final_val(r):.4f} | "
                      f"{r['tokens']:,} | {r['final_train_bpb']:.4f} | {r['epochs']:.2f} |")
     lines += ["", "| trial | params | seeds | final val bits/byte (mean +/- std) | min |", "|---|---|---|---|---|"]
     for key, s in sorted(summary.items(), key=lambda kv: (kv[1]["model"], kv[1]["mean"])):
@@ -157,10 +163,11 @@ def _parser() -> OneLineParser:
                             "lr": "learning rate of trials that set none",
                             "warmup": "warmup steps (capped at steps/10)"})
     p.add_argument("--copy-windows", type=int, default=64, help="test windows for the copy-depth table (0: skip)")
-    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default .benchmarks/sweep)")
+    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default runs/sweep/<corpus>/results, "
+                   "under the current directory)")
     p.add_argument("--name", default=None, help="file stem (default sweep-<corpus>-<params>-<steps>steps)")
     p.add_argument("--runs-dir", default=None, help="run checkpoints; finished runs here are reused "
-                   "(default runs/sweep/<corpus>)")
+                   "(default runs/sweep/<corpus>, under the current directory)")
     return p
 
 
@@ -176,8 +183,8 @@ def _main(argv: Sequence[str]) -> int:
     if a.copy_windows < 0:
         raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")
     corpus = load_corpus(a.data)
-    out_dir = Path(a.out) if a.out else REPO_ROOT / ".benchmarks" / "sweep"
-    runs_dir = Path(a.runs_dir) if a.runs_dir else Path("runs") / "sweep" / corpus.name
+    runs_dir = Path(a.runs_dir) if a.runs_dir else default_dir("sweep", corpus.name)
+    out_dir = Path(a.out) if a.out else default_dir("sweep", corpus.name) / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in corpus.name)
     stem = a.name or f"sweep-{slug}-{a.params}-{a.steps}steps"
@@ -185,7 +192,7 @@ def _main(argv: Sequence[str]) -> int:
     for i, item in enumerate(plan):
         print(f"[{i + 1}/{len(plan)}] {item['trial']} seed {item['seed']}", flush=True)
         runs.append(_run_one(item, a, runs_dir))
-        print(f"    final val {runs[-1]['final_val_bpc']:.4f} bits/byte ({runs[-1]['params']:,} params)", flush=True)
+        print(f"    final val {final_val(runs[-1]):.4f} bits/byte ({runs[-1]['params']:,} params)", flush=True)
     summary = summarise(runs)
     copy = _copy_depth(runs, a, device) if a.copy_windows > 0 else None
     doc = dict(

@@ -1,4 +1,4 @@
-"""Quality comparison: ``fsn-compare`` / ``python -m fsn_model.compare``.
+"""Quality comparison: ``fsn-compare`` / ``python -m fsn_studies.compare``.
 
 Trains several models on the same data with the same token budget, optimizer, schedule
 and seeds (every run goes through :func:`fsn_model.train.train`, so two runs with the same
@@ -6,7 +6,7 @@ seed see the same batches), then writes
 
 * ``quality-<corpus>-<date>.json``: top level ``kind`` = "quality", ``device``, ``corpus``
   (its name), ``commit``, ``settings``, ``runs`` (one per model x seed [x lr]:
-  ``{model, params, seed, tokens, final_val_bpc, final_train_bpb, epochs, curve: [[tokens, val_bpc],
+  ``{model, params, seed, tokens, final_val_bits_per_byte, final_train_bpb, epochs, curve: [[tokens, val_bpc],
   ...], lr, ...}``; :func:`train_fit` defines the two fit fields),
   ``corpus_info`` (path, bytes, sha256, splits), ``summary`` (mean / std / min of final
   val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each
@@ -21,9 +21,11 @@ zeroed at init and masked out at use, so it never moves; its parameters still co
 (one harmonic, ``n_harmonics=1``, width re-solved to the same parameter target).
 Bytes are characters here: bits per byte = bits per character (bpc) on byte corpora.
 
-Output goes to ``--out`` (default: benchmarks/results on a CUDA machine, ``.benchmarks/quality``
-otherwise, so a CPU run never lands among committed results); run directories
-(checkpoints, logs) to ``--runs-dir``.
+Everything goes under the current working directory, never into the installed package: run
+directories (checkpoints, logs) to ``--runs-dir`` (default ``runs/compare/<corpus>``, as
+``fsn-train`` writes ``runs/...``), the result files to ``--out`` (default
+``runs/compare/<corpus>/results``). Committed study results live in ``fsn_studies/results/``
+(pass ``--out`` to write there).
 
 Data: ``--data FILE`` takes any byte file (enwik8 gets its standard 90M/5M/5M split,
 other files 90/5/5%). Without it the default corpus is the Python standard library's
@@ -52,17 +54,26 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import train as train_mod  # the module; train_mod.train is the function
-from .checkpoint import load_model, resolve_device
-from .cli import OneLineParser, add_dataclass_flags, run_cli, values_for
-from .data import eval_windows, load_corpus
-from .provenance import REPO_ROOT, device_name, git_commit
+from fsn_model import train as train_mod  # the module; train_mod.train is the function
+from fsn_model.checkpoint import load_model, resolve_device
+from fsn_model.cli import OneLineParser, add_dataclass_flags, run_cli, values_for
+from fsn_model.data import eval_windows, load_corpus
+from fsn_model.provenance import device_name, git_commit
+
+from .records import FINAL_VAL, final_val
 
 BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
 ABLATIONS = {
     "no-delay": ("fsn", {"delay": False}),  # label fsn-no-delay: (architecture, build_model overrides)
     "nh1": ("fsn", {"n_harmonics": 1}),
 }
+
+
+def default_dir(tool: str, corpus_name: str) -> Path:
+    """``runs/<tool>/<corpus>`` relative to the current working directory: where a study tool
+    keeps its run directories (and, in ``results/``, its result files) unless told otherwise."""
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in corpus_name)
+    return Path("runs") / tool / slug
 
 
 def _plan(a) -> List[Dict[str, Any]]:
@@ -110,7 +121,7 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     per_step = a.batch_size * a.seq_len
     curve = [[v["step"] * per_step, v["bpb"]] for v in log["val"]]
     return dict(model=item["label"], architecture=item["arch"], params=log["params"], target_params=str(a.params),
-                seed=item["seed"], lr=item["lr"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
+                seed=item["seed"], lr=item["lr"], tokens=a.steps * per_step, **{FINAL_VAL: log["final_val_bpb"]},
                 **train_fit(log, a.eval_every, a.steps * per_step),
                 curve=curve, overrides=item["overrides"], delay=item["overrides"].get("delay", True),
                 wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
@@ -128,7 +139,7 @@ def train_fit(log: Dict[str, Any], last_steps: int, tokens: int) -> Dict[str, fl
         ``final_train_bpb``: the mean training loss over the last ``last_steps`` steps, in bits
         per byte (each step's loss is taken before its update, on its own batch); ``epochs``:
         ``tokens`` over the bytes of the corpus's training split, how often the run has seen
-        each training byte on average (batches are random windows). ``final_val_bpc -
+        each training byte on average (batches are random windows). ``final_val_bits_per_byte -
         final_train_bpb`` is the split's own shift (validation is the corpus's next 5%) plus
         what the model has memorised, which grows with ``epochs``.
     """
@@ -144,7 +155,7 @@ def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         groups.setdefault(key, []).append(r)
     out = {}
     for key, rs in groups.items():
-        vals = [r["final_val_bpc"] for r in rs]
+        vals = [final_val(r) for r in rs]
         out[key] = dict(model=rs[0]["model"], lr=rs[0]["lr"], params=rs[0]["params"], seeds=[r["seed"] for r in rs],
                         mean=statistics.fmean(vals), std=statistics.stdev(vals) if len(vals) > 1 else 0.0,
                         min=min(vals))
@@ -160,14 +171,14 @@ def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 def _copy_depth(runs: List[Dict[str, Any]], a, device: torch.device) -> Dict[str, Any]:
     """Loss per copy-depth bin of each model's best run (lowest final val), measured on
     test windows: the run was selected on val, so val would flatter it."""
-    from .copy_depth import format_table, loss_by_bin, window_depths
-    from .evaluate import per_position_loss
+    from fsn_model.copy_depth import format_table, loss_by_bin, window_depths
+    from fsn_model.evaluate import per_position_loss
 
     windows = eval_windows(load_corpus(a.data).split("test"), a.seq_len, a.copy_windows)
     depths = window_depths(windows)
     best: Dict[str, Dict[str, Any]] = {}
     for r in runs:
-        if r["model"] not in best or r["final_val_bpc"] < best[r["model"]]["final_val_bpc"]:
+        if r["model"] not in best or final_val(r) < final_val(best[r["model"]]):
             best[r["model"]] = r
     results = {}
     for label, r in best.items():
@@ -234,9 +245,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--transformer-lrs", default="6e-3", help="the transformer's learning rate(s), e.g. 3e-3,6e-3 "
                    "(default %(default)s, its best at 250k in the tuning study; '' = the --lr of the FSN models)")
     p.add_argument("--copy-windows", type=int, default=64, help="val windows for the copy-depth table (0: skip)")
-    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default: benchmarks/results on CUDA, "
-                   ".benchmarks/quality on CPU)")
-    p.add_argument("--runs-dir", default=None, help="folder for run checkpoints (default runs/compare)")
+    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default runs/compare/<corpus>/results, "
+                   "under the current directory)")
+    p.add_argument("--runs-dir", default=None, help="folder for run checkpoints (default runs/compare/<corpus>, "
+                   "under the current directory)")
     return p
 
 
@@ -257,9 +269,8 @@ def _main(argv: Sequence[str]) -> int:
         raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")
     corpus = load_corpus(a.data)
     corpus_info = corpus.describe() if hasattr(corpus, "describe") else {"name": corpus.name}
-    out_dir = Path(a.out) if a.out else (REPO_ROOT / "benchmarks" / "results" if device.type == "cuda"
-                                         else REPO_ROOT / ".benchmarks" / "quality")
-    runs_dir = Path(a.runs_dir) if a.runs_dir else Path("runs") / "compare" / corpus.name
+    runs_dir = Path(a.runs_dir) if a.runs_dir else default_dir("compare", corpus.name)
+    out_dir = Path(a.out) if a.out else default_dir("compare", corpus.name) / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in corpus.name)
     stem = f"quality-{slug}-{_dt.date.today().isoformat()}"
@@ -267,7 +278,7 @@ def _main(argv: Sequence[str]) -> int:
     for i, item in enumerate(plan):
         print(f"[{i + 1}/{len(plan)}] {item['label']} seed {item['seed']} lr {item['lr']:g}", flush=True)
         runs.append(_run_one(item, a, runs_dir))
-        print(f"    final val {runs[-1]['final_val_bpc']:.4f} bits/byte ({runs[-1]['params']:,} params)", flush=True)
+        print(f"    final val {final_val(runs[-1]):.4f} bits/byte ({runs[-1]['params']:,} params)", flush=True)
     summary = _summary(runs)
     copy = _copy_depth(runs, a, device) if a.copy_windows > 0 else None
     doc = dict(
@@ -300,7 +311,7 @@ def write_quality_files(out_dir: Path, stem: str, doc: Dict[str, Any], runs: Lis
     plot_curves(runs, out_dir / f"{stem}.png", title)
     copy = doc.get("copy_depth")
     if copy is not None:
-        from .copy_depth import plot
+        from fsn_model.copy_depth import plot
 
         plot(copy["bins"], str(out_dir / f"{stem}-copy-depth.png"))
         table += "\n\nCopy depth (mean bits/byte per bin on test windows, best run of each model):\n\n" + copy["table"]
