@@ -33,7 +33,7 @@ def run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
-    (json_path,) = out.glob("quality-small-txt-*.json")
+    (json_path,) = out.glob("quality-small-txt-30k-3steps-*.json")
     return json_path, tmp / "runs"
 
 
@@ -70,9 +70,10 @@ def test_pngs_and_table(run):
 def test_no_delay_ablation_keeps_delay_zero(run):
     from fsn_model.checkpoint import load_model
 
-    _, runs = run
-    nodelay, _ = load_model(str(runs / "fsn-no-delay-s0" / "checkpoint.pt"))
-    full, _ = load_model(str(runs / "fsn-s0" / "checkpoint.pt"))
+    json_path, _ = run
+    dirs = {r["model"]: r["run_dir"] for r in json.loads(json_path.read_text())["runs"]}
+    nodelay, _ = load_model(str(Path(dirs["fsn-no-delay"]) / "checkpoint.pt"))
+    full, _ = load_model(str(Path(dirs["fsn"]) / "checkpoint.pt"))
     for m, zero in ((nodelay, True), (full, False)):
         cps = [mod.coupling_real for mod in m.modules() if hasattr(mod, "coupling_real")]
         assert cps
@@ -87,16 +88,24 @@ def test_bad_arguments():
         compare.main(["--ablations", "no-such"])
 
 
-def test_a_rerun_into_the_same_runs_dir_retrains(tmp_path):
-    """fsn-train refuses to overwrite a run; fsn-compare reruns replace theirs on purpose."""
+def test_a_rerun_reads_finished_runs_back(tmp_path, monkeypatch):
+    """A finished run is read back, never retrained or replaced (it used to be overwritten)."""
     data = tmp_path / "small.txt"
     data.write_bytes((Path(sysconfig.get_paths()["stdlib"]) / "typing.py").read_bytes()[:60_000])
-    a = compare._parser().parse_args(["--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len", "16",
-                                      "--eval-windows", "2", "--device", "cpu", "--data", str(data), "--no-progress"])
-    (item,) = [i for i in compare._plan(a) if i["label"] == "transformer" and i["seed"] == 0]
-    first = compare._run_one(item, a, tmp_path / "runs")
-    again = compare._run_one(item, a, tmp_path / "runs")
-    assert again["final_val_bits_per_byte"] == first["final_val_bits_per_byte"]
+    argv = ["--models", "transformer", "--ablations", "none", "--seeds", "0", "--params", "30k", "--steps", "2",
+            "--batch-size", "2", "--seq-len", "16", "--eval-windows", "2", "--copy-windows", "0", "--device", "cpu",
+            "--data", str(data), "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"),
+            "--no-progress"]
+    assert compare.main(argv) == 0
+    (ckpt,) = (tmp_path / "runs").glob("*/checkpoint.pt")
+    before = ckpt.stat().st_mtime_ns
+    from fsn_model import train as train_mod
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(train_mod, "get_batch", no_training)
+    assert compare.main(argv) == 0
+    assert ckpt.stat().st_mtime_ns == before
 
 
 def test_train_fit_averages_the_last_steps_in_bits():

@@ -36,7 +36,7 @@ def run(tmp_path_factory):
         assert sweep.main(_args(tmp)) == 0
     finally:
         torch.set_num_threads(threads)
-    (json_path,) = (tmp / "out").glob("sweep-small-txt-30k-3steps.json")
+    (json_path,) = (tmp / "out").glob("sweep-small-txt-30k-3steps-*.json")
     return tmp, json_path
 
 
