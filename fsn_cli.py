@@ -38,11 +38,11 @@ def copy_depth() -> int:
 
 
 def compare() -> int:
-    return run("fsn_model.compare", "fsn-compare")
+    return run("fsn_studies.compare", "fsn-compare")
 
 
 def sweep() -> int:
-    return run("fsn_model.sweep", "fsn-sweep")
+    return run("fsn_studies.sweep", "fsn-sweep")
 
 
 def export() -> int:

@@ -6,7 +6,9 @@ setup(
     description="Triton kernels and PyTorch models for the Frustrated Synchronization Network",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["fsn_kernels", "fsn_kernels.*", "fsn_model", "fsn_model.*"]),
+    # fsn_studies: the study tools (fsn-compare, fsn-sweep); its results/ folder (result files and
+    # write-ups) stays in the repository, out of the wheel (no __init__.py there, no package_data)
+    packages=find_packages(include=["fsn_kernels", "fsn_kernels.*", "fsn_model", "fsn_model.*", "fsn_studies"]),
     # fsn_cli: the console entry points, light to import (Ctrl-C during start-up is one line)
     py_modules=["fsn_cli"],
     package_data={"fsn_kernels": ["**/*.md"], "fsn_model": ["**/*.md"]},

@@ -17,8 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-$(mktemp -d /tmp/fsn-gpu-stack-XXXXXX)}"
 rm -rf "$venv"
-python312="$(command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n 1 || true)"
-"${python312:-python3}" -m venv "$venv"
+python312=python3  # the GPU machine's Python is 3.12: use one where this machine has it
+for candidate in python3.12 /root/.pyenv/versions/3.12*/bin/python3.12; do
+    if "$candidate" -c "" >/dev/null 2>&1; then python312="$candidate"; break; fi
+done
+"$python312" -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 "$py" -m pip install -q "torch==2.11.0" "triton==3.6.0" "numpy==2.4.6" "transformers==5.0.0" safetensors accelerate \

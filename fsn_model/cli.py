@@ -102,16 +102,47 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def parse_knobs(text: str, what: str) -> Dict[str, Any]:
+def parse_knobs(text: str, what: str, types: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """``"n_layers=2,k1_init=1.0,delay=false"`` -> ``{"n_layers": 2, "k1_init": 1.0, "delay": False}``
-    (ints, floats, true/false, else strings). Raises ValueError naming ``what``."""
+    (ints, floats, true/false, else strings). Raises ValueError naming ``what``.
+
+    ``types`` (default :func:`model_knob_types`): the type each known key takes. A number key
+    refuses true/false (``lr=true`` is not lr 1), a bool key refuses numbers, an int key refuses
+    fractions; a float key given an int gets the float."""
+    types = model_knob_types() if types is None else types
     knobs: Dict[str, Any] = {}
     for part in filter(None, text.split(",")):
         key, eq, val = part.partition("=")
         if not eq or not key.strip() or not val.strip():
             raise ValueError(f"{what}: expected key=value, got {part!r}")
-        knobs[key.strip()] = _knob_value(val.strip())
+        key = key.strip()
+        knobs[key] = _typed_knob(key, _knob_value(val.strip()), types.get(key), what)
     return knobs
+
+
+def model_knob_types() -> Dict[str, Any]:
+    """The type of each ``build_model`` knob: the model configs' fields, plus ``head_dim``."""
+    from .config import FSNConfig, TransformerConfig
+
+    types: Dict[str, Any] = {"head_dim": int}
+    for cls in (TransformerConfig, FSNConfig):
+        types.update({name: _scalar_type(hint) for name, hint in typing.get_type_hints(cls).items()})
+    return types
+
+
+def _typed_knob(key: str, value: Any, kind: Any, what: str) -> Any:
+    """``value`` checked against ``kind`` (None: any); see :func:`parse_knobs`."""
+    kind = _scalar_type(kind) if kind is not None else None
+    shown = str(value).lower() if isinstance(value, bool) else repr(value)
+    if kind in (int, float) and isinstance(value, bool):
+        raise ValueError(f"{what}: {key} takes a number, got {shown}")
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"{what}: {key} takes true or false, got {shown}")
+    if kind is int and not isinstance(value, int):
+        raise ValueError(f"{what}: {key} takes an integer, got {shown}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _knob_value(text: str) -> Any:

@@ -1,16 +1,17 @@
 """Where a result came from: the device name and the git commit, as recorded in the
-result files of ``fsn-compare`` and ``benchmarks/``."""
+result files of ``fsn-compare``, ``fsn-sweep`` and ``benchmarks/``.
+
+Nothing here assumes the package runs from a source checkout: an installed package has none,
+so the commit is that of the checkout the current working directory is in (the one a study
+is run from), or None."""
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
-from pathlib import Path
 from typing import Optional
 
 import torch
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def device_name(device: Optional[torch.device] = None) -> str:
@@ -24,14 +25,14 @@ def device_name(device: Optional[torch.device] = None) -> str:
 
 
 def git_commit() -> Optional[str]:
-    """HEAD of the checkout this package runs from, ``-dirty`` if tracked files changed;
-    None outside a git checkout."""
+    """HEAD of the git checkout the current working directory is in, ``-dirty`` if tracked
+    files changed; None outside a checkout (or without git)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        if not sha:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        sha = head.stdout.strip()
+        if head.returncode != 0 or not sha:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except Exception:

@@ -191,7 +191,7 @@ def test_the_flags_keep_their_names_and_defaults():
 def test_compare_and_sweep_take_the_shared_flags_from_train_config():
     import dataclasses
 
-    from fsn_model import compare, sweep
+    from fsn_studies import compare, sweep
 
     defaults = train_mod.TrainConfig()
     for module, own in ((compare, {"params": "1M"}), (sweep, {"params": "250k", "steps": 800, "eval_every": 100})):

@@ -41,32 +41,24 @@ def test_the_packed_sequences_snippet_runs():
     assert tuple(namespace["out"].shape) == (1, 1024, 4, 16)
 
 
-@pytest.mark.parametrize("path", ["README.md", "benchmarks/results/STUDY-250k.md",
-                                  "benchmarks/results/STUDY-prose-250k.md", "benchmarks/results/STUDY-1M.md",
-                                  "benchmarks/results/STUDY-token-shift.md", "benchmarks/results/SUMMARY.md",
-                                  "benchmarks/results/README.md"])
-def test_every_relative_link_resolves(path):
-    """Every markdown link to a file of the repository points at a file that exists."""
-    doc = ROOT / path
-    targets = [t for t in re.findall(r"\]\(([^)#\s]+)", doc.read_text(encoding="utf-8")) if "://" not in t]
-    assert targets, f"{path} links to no file"
-    missing = [t for t in targets if not (doc.parent / t).exists()]
-    assert not missing, f"{path} links to missing files: {missing}"
+STUDIES = ROOT / "fsn_studies" / "results"
 
 
-@pytest.mark.parametrize("study,n_rows", [("STUDY-250k.md", 67), ("STUDY-prose-250k.md", 64),
-                                          ("STUDY-1M.md", 34), ("STUDY-token-shift.md", 23)])
+@pytest.mark.parametrize("study,n_rows", [("250k/STUDY-250k.md", 67), ("prose-250k/STUDY-prose-250k.md", 64),
+                                          ("1M/STUDY-1M.md", 34), ("token-shift/STUDY-token-shift.md", 23)])
 def test_each_study_trial_table_matches_its_result_files(study, n_rows):
     """Each row of a study's trial table is a run of the result file it links to."""
     import json
 
-    results = ROOT / "benchmarks" / "results"
-    text = (results / study).read_text(encoding="utf-8")
+    from fsn_studies.records import final_val
+
+    doc = STUDIES / study
+    text = doc.read_text(encoding="utf-8")
     rows = re.findall(r"^\| (fsn|fsn-meanfield|transformer) \| [^|]+ \| ([\d.]+) \| (\d) \| ([\d.]+) \| ([\d,]+) \| "
-                      r"\[[\w-]+\]\(([\w.-]+)\.md\) \|$", text, flags=re.M)
+                      r"\[[\w-]+\]\(((?:\.\./[\w-]+/)?[\w.-]+)\.md\) \|$", text, flags=re.M)
     assert len(rows) == n_rows
     for model, lr, seed, bpb, tokens, stem in rows:
-        runs = json.loads((results / f"{stem}.json").read_text(encoding="utf-8"))["runs"]
+        runs = json.loads((doc.parent / f"{stem}.json").read_text(encoding="utf-8"))["runs"]
         assert any(r["model"] == model and r["seed"] == int(seed) and r["lr"] == float(lr)
-                   and f"{r['final_val_bpc']:.4f}" == bpb and r["tokens"] == int(tokens.replace(",", ""))
+                   and f"{final_val(r):.4f}" == bpb and r["tokens"] == int(tokens.replace(",", ""))
                    for r in runs), (model, lr, seed, bpb, stem)

@@ -14,11 +14,12 @@ import torch
 
 import fsn_cli
 from fsn_model import checkpoint as checkpoint_mod
-from fsn_model import compare, copy_depth, evaluate, generate, sweep
+from fsn_model import copy_depth, evaluate, generate
 from fsn_model import data as data_mod
 from fsn_model import train as train_mod
 from fsn_model.run_lock import LOCK_NAME, RunLock
 from fsn_model.train import TrainConfig, train
+from fsn_studies import compare, sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(model="fsn", params="30k", batch_size=4, seq_len=16, eval_windows=2, progress=False,
@@ -85,7 +86,7 @@ def test_a_sweep_into_a_run_directory_in_use_is_refused(corpus, tmp_path, capsys
             "--eval-windows", "2", "--copy-windows", "0", "--device", "cpu", "--data", corpus,
             "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
     a = sweep._parser().parse_args(argv)
-    run_dir = sweep._run_dir(tmp_path / "runs", sweep._plan(a)[0], a)
+    run_dir = sweep.plan_runs(a, sweep._plan(a), data_mod.load_corpus(corpus).sha256)[0].directory(tmp_path / "runs")
     run_dir.mkdir(parents=True)
     with RunLock(run_dir):
         err = _one_line(sweep.main, argv, capsys)

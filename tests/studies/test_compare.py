@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsn_model import compare
+from fsn_studies import compare
 
 LABELS = {"fsn", "fsn-meanfield", "transformer", "fsn-no-delay", "fsn-nh1"}
 
@@ -33,7 +33,7 @@ def run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
-    (json_path,) = out.glob("quality-small-txt-*.json")
+    (json_path,) = out.glob("quality-small-txt-30k-3steps-*.json")
     return json_path, tmp / "runs"
 
 
@@ -45,10 +45,10 @@ def test_quality_json_schema(run):
     assert {r["model"] for r in doc["runs"]} == LABELS
     assert len(doc["runs"]) == 6  # 4 models + the transformer at 2 learning rates, 1 seed
     for r in doc["runs"]:
-        assert {"model", "params", "seed", "tokens", "final_val_bpc", "curve"} <= set(r)
-        assert r["tokens"] == 3 * 2 * 32 and math.isfinite(r["final_val_bpc"])
+        assert {"model", "params", "seed", "tokens", "final_val_bits_per_byte", "curve"} <= set(r)
+        assert r["tokens"] == 3 * 2 * 32 and math.isfinite(r["final_val_bits_per_byte"])
         assert [c[0] for c in r["curve"]] == [2 * 64, 3 * 64]
-        assert r["curve"][-1][1] == r["final_val_bpc"]
+        assert r["curve"][-1][1] == r["final_val_bits_per_byte"]
         assert abs(r["params"] - 30_000) <= 0.02 * 30_000  # same parameter target for all
         log = json.loads((Path(r["run_dir"]) / "log.json").read_text())
         start, stop = log["corpus"]["splits"]["train"]
@@ -70,9 +70,10 @@ def test_pngs_and_table(run):
 def test_no_delay_ablation_keeps_delay_zero(run):
     from fsn_model.checkpoint import load_model
 
-    _, runs = run
-    nodelay, _ = load_model(str(runs / "fsn-no-delay-s0" / "checkpoint.pt"))
-    full, _ = load_model(str(runs / "fsn-s0" / "checkpoint.pt"))
+    json_path, _ = run
+    dirs = {r["model"]: r["run_dir"] for r in json.loads(json_path.read_text())["runs"]}
+    nodelay, _ = load_model(str(Path(dirs["fsn-no-delay"]) / "checkpoint.pt"))
+    full, _ = load_model(str(Path(dirs["fsn"]) / "checkpoint.pt"))
     for m, zero in ((nodelay, True), (full, False)):
         cps = [mod.coupling_real for mod in m.modules() if hasattr(mod, "coupling_real")]
         assert cps
@@ -87,16 +88,24 @@ def test_bad_arguments():
         compare.main(["--ablations", "no-such"])
 
 
-def test_a_rerun_into_the_same_runs_dir_retrains(tmp_path):
-    """fsn-train refuses to overwrite a run; fsn-compare reruns replace theirs on purpose."""
+def test_a_rerun_reads_finished_runs_back(tmp_path, monkeypatch):
+    """A finished run is read back, never retrained or replaced (it used to be overwritten)."""
     data = tmp_path / "small.txt"
     data.write_bytes((Path(sysconfig.get_paths()["stdlib"]) / "typing.py").read_bytes()[:60_000])
-    a = compare._parser().parse_args(["--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len", "16",
-                                      "--eval-windows", "2", "--device", "cpu", "--data", str(data), "--no-progress"])
-    (item,) = [i for i in compare._plan(a) if i["label"] == "transformer" and i["seed"] == 0]
-    first = compare._run_one(item, a, tmp_path / "runs")
-    again = compare._run_one(item, a, tmp_path / "runs")
-    assert again["final_val_bpc"] == first["final_val_bpc"]
+    argv = ["--models", "transformer", "--ablations", "none", "--seeds", "0", "--params", "30k", "--steps", "2",
+            "--batch-size", "2", "--seq-len", "16", "--eval-windows", "2", "--copy-windows", "0", "--device", "cpu",
+            "--data", str(data), "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"),
+            "--no-progress"]
+    assert compare.main(argv) == 0
+    (ckpt,) = (tmp_path / "runs").glob("*/checkpoint.pt")
+    before = ckpt.stat().st_mtime_ns
+    from fsn_model import train as train_mod
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(train_mod, "get_batch", no_training)
+    assert compare.main(argv) == 0
+    assert ckpt.stat().st_mtime_ns == before
 
 
 def test_train_fit_averages_the_last_steps_in_bits():
@@ -104,3 +113,14 @@ def test_train_fit_averages_the_last_steps_in_bits():
            "corpus": {"splits": {"train": [10, 110]}}}
     assert compare.train_fit(log, 2, 250) == pytest.approx({"final_train_bpb": 1.5, "epochs": 2.5})
     assert compare.train_fit(log, 10, 50)["final_train_bpb"] == pytest.approx(15.0 / 4)  # fewer steps than asked
+
+
+def test_defaults_write_under_the_working_directory(tmp_path, monkeypatch):
+    """Without --out / --runs-dir the results and runs land in ./runs/compare/<corpus>/."""
+    (tmp_path / "small.txt").write_bytes((Path(sysconfig.get_paths()["stdlib"]) / "typing.py").read_bytes()[:60_000])
+    monkeypatch.chdir(tmp_path)
+    assert compare.main(["--models", "transformer", "--ablations", "none", "--transformer-lrs", "", "--seeds", "0",
+                         "--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len", "16", "--eval-windows",
+                         "2", "--copy-windows", "0", "--device", "cpu", "--data", "small.txt", "--no-progress"]) == 0
+    assert list((tmp_path / "runs" / "compare" / "small.txt" / "results").glob("quality-small-txt-*.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "small.txt"]

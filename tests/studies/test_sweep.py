@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsn_model import sweep
 from fsn_model.build import build_model
+from fsn_studies import sweep
 
+FINAL = "final_val_bits_per_byte"
 TRIALS = ["fsn:lr=3e-3", "fsn:lr=6e-3,k1_init=1.0,readout_norm=true,n_layers=2", "transformer:lr=3e-3"]
 
 
@@ -35,7 +36,7 @@ def run(tmp_path_factory):
         assert sweep.main(_args(tmp)) == 0
     finally:
         torch.set_num_threads(threads)
-    (json_path,) = (tmp / "out").glob("sweep-small-txt-30k-3steps.json")
+    (json_path,) = (tmp / "out").glob("sweep-small-txt-30k-3steps-*.json")
     return tmp, json_path
 
 
@@ -46,9 +47,9 @@ def test_sweep_json_schema_and_table(run):
     assert {"device", "corpus", "commit", "runs", "summary", "copy_depth", "settings"} <= set(doc)
     assert len(doc["runs"]) == 6 and len(doc["summary"]) == 3
     for r in doc["runs"]:
-        assert {"model", "trial", "knobs", "params", "seed", "lr", "tokens", "final_val_bpc", "curve"} <= set(r)
-        assert r["tokens"] == 3 * 2 * 32 and math.isfinite(r["final_val_bpc"])
-        assert r["curve"][-1][1] == r["final_val_bpc"]
+        assert {"model", "trial", "knobs", "params", "seed", "lr", "tokens", FINAL, "curve"} <= set(r)
+        assert r["tokens"] == 3 * 2 * 32 and math.isfinite(r[FINAL])
+        assert r["curve"][-1][1] == r[FINAL]
         assert abs(r["params"] - 30_000) <= 0.02 * 30_000
         assert 0 < r["final_train_bpb"] < 9 and r["epochs"] == pytest.approx(r["tokens"] / (0.9 * 120_000), rel=1e-4)
     knobbed = [r for r in doc["runs"] if r["knobs"].get("k1_init") == 1.0]
@@ -73,7 +74,7 @@ def test_finished_runs_are_reused(run):
     assert sweep.main(_args(tmp)) == 0
     assert [p.stat().st_mtime_ns for p in logs] == mtimes  # nothing retrained or rewritten
     after = json.loads(json_path.read_text())
-    assert [r["final_val_bpc"] for r in after["runs"]] == [r["final_val_bpc"] for r in before["runs"]]
+    assert [r[FINAL] for r in after["runs"]] == [r[FINAL] for r in before["runs"]]
 
 
 def test_knobs_reach_the_model():
@@ -112,3 +113,16 @@ def test_bad_arguments_exit_2(argv, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fsn-sweep: error:") and "\n" not in err
+
+
+def test_defaults_write_under_the_working_directory(tmp_path, monkeypatch):
+    """Without --out / --runs-dir everything lands in ./runs/sweep/<corpus>/ of the working
+    directory, never beside the package."""
+    (tmp_path / "small.txt").write_bytes((Path(sysconfig.get_paths()["stdlib"]) / "typing.py").read_bytes()[:60_000])
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["--trial", "fsn:n_layers=1", "--params", "30k", "--steps", "1", "--batch-size", "2",
+                       "--seq-len", "16", "--eval-windows", "2", "--copy-windows", "0", "--device", "cpu",
+                       "--data", "small.txt", "--no-progress"]) == 0
+    (json_path,) = (tmp_path / "runs" / "sweep" / "small.txt" / "results").glob("sweep-*.json")
+    assert json.loads(json_path.read_text())["runs"][0]["run_dir"].startswith(str(Path("runs", "sweep", "small.txt")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "small.txt"]

@@ -1,4 +1,4 @@
-"""Build extra byte corpora from Debian packages: ``python -m fsn_model.corpora NAME --out FILE``.
+"""Build extra byte corpora from Debian packages: ``python -m fsn_studies.corpora NAME --out FILE``.
 
 Two corpora (``CORPORA``), both English technical prose, fetched with ``apt-get download``
 and unpacked with ``dpkg-deb -x``:
@@ -224,7 +224,7 @@ def build_prose(out: Path, sources=PROSE_SOURCES) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fsn_model.corpora",
+        prog="python -m fsn_studies.corpora",
         description="Build a byte corpus from Debian packages (needs apt-get and dpkg-deb); "
                     "train on it with --data FILE.")
     parser.add_argument("corpus", choices=sorted(CORPORA), help="prose: English manuals of eight "

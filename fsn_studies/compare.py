@@ -1,19 +1,27 @@
-"""Quality comparison: ``fsn-compare`` / ``python -m fsn_model.compare``.
+"""Quality comparison: ``fsn-compare`` / ``python -m fsn_studies.compare``.
 
 Trains several models on the same data with the same token budget, optimizer, schedule
 and seeds (every run goes through :func:`fsn_model.train.train`, so two runs with the same
 seed see the same batches), then writes
 
-* ``quality-<corpus>-<date>.json``: top level ``kind`` = "quality", ``device``, ``corpus``
-  (its name), ``commit``, ``settings``, ``runs`` (one per model x seed [x lr]:
-  ``{model, params, seed, tokens, final_val_bpc, final_train_bpb, epochs, curve: [[tokens, val_bpc],
-  ...], lr, ...}``; :func:`train_fit` defines the two fit fields),
+* ``quality-<corpus>-<params>-<steps>steps-<settings_id>.json`` (or ``--name STEM``): top level
+  ``kind`` = "quality", ``device``, ``corpus`` (its name), ``commit``, ``settings``,
+  ``settings_id`` (the shared settings the file belongs to, :mod:`fsn_studies.report`), ``runs``
+  (one per model x seed [x lr]: ``{model, params, seed, tokens, final_val_bits_per_byte,
+  final_train_bpb, epochs, curve: [[tokens, val bits/byte], ...], lr, run_id, run_dir, ...}``;
+  :func:`train_fit` defines the two fit fields),
   ``corpus_info`` (path, bytes, sha256, splits), ``summary`` (mean / std / min of final
   val bits per byte per model) and ``copy_depth`` (mean loss per copy-depth bin of each
   model's best checkpoint on test windows; see ``fsn_model/README.md``, "Copy depth");
-* ``quality-<corpus>-<date>.png``: validation learning curves (bits/byte vs tokens);
-* ``quality-<corpus>-<date>-copy-depth.png``: the copy-depth bar chart;
-* ``quality-<corpus>-<date>.md``: the summary and copy-depth tables.
+* ``<stem>.png``: validation learning curves (bits/byte vs tokens);
+* ``<stem>-copy-depth.png``: the copy-depth bar chart;
+* ``<stem>.md``: the summary and copy-depth tables.
+
+Runs go through :func:`fsn_studies.runs.execute`, as ``fsn-sweep``'s: each run directory is
+named and checked by the run's identity (everything that changes what it trains), a finished
+run is read back and never retrained or replaced, a started one resumes, and a repeated model
+or seed is refused before anything trains. A later comparison with the same shared settings
+into the same results file adds its runs to it (:mod:`fsn_studies.report`).
 
 Models: ``fsn``, ``fsn-meanfield``, ``transformer`` at one parameter target, plus the
 ablations ``fsn-no-delay`` (``build_model(..., delay=False)``: the delay kernel L_n is
@@ -21,9 +29,11 @@ zeroed at init and masked out at use, so it never moves; its parameters still co
 (one harmonic, ``n_harmonics=1``, width re-solved to the same parameter target).
 Bytes are characters here: bits per byte = bits per character (bpc) on byte corpora.
 
-Output goes to ``--out`` (default: benchmarks/results on a CUDA machine, ``.benchmarks/quality``
-otherwise, so a CPU run never lands among committed results); run directories
-(checkpoints, logs) to ``--runs-dir``.
+Everything goes under the current working directory, never into the installed package: run
+directories (checkpoints, logs) to ``--runs-dir`` (default ``runs/compare/<corpus>``, as
+``fsn-train`` writes ``runs/...``), the result files to ``--out`` (default
+``runs/compare/<corpus>/results``). Committed study results live in ``fsn_studies/results/``
+(pass ``--out`` to write there).
 
 Data: ``--data FILE`` takes any byte file (enwik8 gets its standard 90M/5M/5M split,
 other files 90/5/5%). Without it the default corpus is the Python standard library's
@@ -43,20 +53,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
-from . import train as train_mod  # the module; train_mod.train is the function
-from .checkpoint import load_model, resolve_device
-from .cli import OneLineParser, add_dataclass_flags, run_cli, values_for
-from .data import eval_windows, load_corpus
-from .provenance import REPO_ROOT, device_name, git_commit
+from fsn_model import train as train_mod  # the module; train_mod.train is the function
+from fsn_model.checkpoint import load_model, resolve_device
+from fsn_model.cli import OneLineParser, add_dataclass_flags, values_for
+from fsn_model.data import eval_windows, load_corpus
+from fsn_model.provenance import device_name, git_commit
+
+from . import report
+from .files import settings_id
+from .records import FINAL_VAL, final_val
+from .runs import Run, execute, plan_run, refuse_repeats, run_study_cli, training_settings, unique
 
 BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
 ABLATIONS = {
@@ -65,13 +78,36 @@ ABLATIONS = {
 }
 
 
+def default_dir(tool: str, corpus_name: str) -> Path:
+    """``runs/<tool>/<corpus>`` relative to the current working directory: where a study tool
+    keeps its run directories (and, in ``results/``, its result files) unless told otherwise."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in corpus_name)
+    return Path("runs") / tool / safe
+
+
+def parse_seeds(text: str) -> List[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; ValueError naming --seeds unless distinct non-negative integers."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, e.g. 0,1,2; got {text!r}")
+    return unique(seeds, "--seeds")
+
+
+def _label(item: Dict[str, Any]) -> str:
+    """The summary's group: the model, and the transformer's lr (``repr``: distinct rates stay distinct)."""
+    return item["model"] + (f" lr={item['lr']!r}" if item["model"] == "transformer" else "")
+
+
 def _plan(a) -> List[Dict[str, Any]]:
-    """Every run: label, architecture, overrides, seed, lr."""
-    models = [m for m in a.models.split(",") if m]
+    """Every run: label, architecture, overrides, seed, lr (checked: unknown or repeated names refused)."""
+    models = unique([m for m in a.models.split(",") if m], "--models")
     bad = [m for m in models if m not in BASE_MODELS]
     if bad:
         raise ValueError(f"--models: unknown {bad}; choose from {', '.join(BASE_MODELS)}")
-    ablations = [] if a.ablations in ("", "none") else a.ablations.split(",")
+    ablations = [] if a.ablations in ("", "none") else unique(a.ablations.split(","), "--ablations")
     bad = [x for x in ablations if x not in ABLATIONS]
     if bad:
         raise ValueError(f"--ablations: unknown {bad}; choose from {', '.join(ABLATIONS)} or 'none'")
@@ -81,6 +117,7 @@ def _plan(a) -> List[Dict[str, Any]]:
     except ValueError:
         raise ValueError(f"--transformer-lrs: expected numbers separated by commas, got {a.transformer_lrs!r}"
                          ) from None
+    t_lrs = unique(t_lrs, "--transformer-lrs")
     plan = []
     for label in models + [f"fsn-{x}" for x in ablations]:
         arch, overrides = (label, {}) if label in BASE_MODELS else ABLATIONS[label[4:]]
@@ -90,30 +127,36 @@ def _plan(a) -> List[Dict[str, Any]]:
     return plan
 
 
-def parse_seeds(text: str) -> List[int]:
-    """``"0,1,2"`` -> [0, 1, 2]; ValueError naming --seeds unless non-negative integers."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
-    except ValueError:
-        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, e.g. 0,1,2; got {text!r}")
-    return seeds
+def _config(a, item: Dict[str, Any]) -> "train_mod.TrainConfig":
+    return dataclasses.replace(base_config(a), model=item["arch"], lr=item["lr"], seed=item["seed"],
+                               model_overrides=dict(item["overrides"]))
 
 
-def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
-    lr_tag = f"-lr{item['lr']:g}" if a.transformer_lrs and item["label"] == "transformer" else ""
-    out = runs_dir / f"{item['label']}{lr_tag}-s{item['seed']}"
-    cfg = dataclasses.replace(base_config(a), model=item["arch"], lr=item["lr"], seed=item["seed"], out=str(out),
-                              model_overrides=dict(item["overrides"]))
-    log = train_mod.train(cfg)
+def _remedy(item: Dict[str, Any]) -> str:
+    """What to change when this model's run diverges, with the flag that changes it."""
+    if item["label"] == "transformer":
+        return "lower its rate (--transformer-lrs) or leave it out (--models)"
+    leave_out = "--ablations" if item["label"] not in BASE_MODELS else "--models"
+    return f"lower the FSN models' rate (--lr) or leave it out ({leave_out})"
+
+
+def plan_runs(a, plan: List[Dict[str, Any]], data_sha256: str) -> List[Run]:
+    """A checked :class:`fsn_studies.runs.Run` per plan item; a run planned twice is refused."""
+    runs = [plan_run(_config(a, item), _label(dict(item, model=item["label"])), data_sha256, _remedy(item))
+            for item in plan]
+    refuse_repeats(runs, lambda r: f"{r.label} seed {r.config.seed}")
+    return runs
+
+
+def _record(item: Dict[str, Any], run: Run, log: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     per_step = a.batch_size * a.seq_len
     curve = [[v["step"] * per_step, v["bpb"]] for v in log["val"]]
     return dict(model=item["label"], architecture=item["arch"], params=log["params"], target_params=str(a.params),
-                seed=item["seed"], lr=item["lr"], tokens=a.steps * per_step, final_val_bpc=log["final_val_bpb"],
+                seed=item["seed"], lr=item["lr"], tokens=a.steps * per_step, **{FINAL_VAL: log["final_val_bpb"]},
                 **train_fit(log, a.eval_every, a.steps * per_step),
                 curve=curve, overrides=item["overrides"], delay=item["overrides"].get("delay", True),
-                wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
+                wall_time_s=log.get("wall_time_s"), run_id=run.id, run_dir=str(run.directory(runs_dir)),
+                model_config=log["model_config"])
 
 
 def train_fit(log: Dict[str, Any], last_steps: int, tokens: int) -> Dict[str, float]:
@@ -128,7 +171,7 @@ def train_fit(log: Dict[str, Any], last_steps: int, tokens: int) -> Dict[str, fl
         ``final_train_bpb``: the mean training loss over the last ``last_steps`` steps, in bits
         per byte (each step's loss is taken before its update, on its own batch); ``epochs``:
         ``tokens`` over the bytes of the corpus's training split, how often the run has seen
-        each training byte on average (batches are random windows). ``final_val_bpc -
+        each training byte on average (batches are random windows). ``final_val_bits_per_byte -
         final_train_bpb`` is the split's own shift (validation is the corpus's next 5%) plus
         what the model has memorised, which grows with ``epochs``.
     """
@@ -140,11 +183,10 @@ def train_fit(log: Dict[str, Any], last_steps: int, tokens: int) -> Dict[str, fl
 def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     groups: Dict[str, List[Dict[str, Any]]] = {}
     for r in runs:
-        key = r["model"] + (f" lr={r['lr']:g}" if r["model"] == "transformer" else "")
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(_label(r), []).append(r)
     out = {}
     for key, rs in groups.items():
-        vals = [r["final_val_bpc"] for r in rs]
+        vals = [final_val(r) for r in rs]
         out[key] = dict(model=rs[0]["model"], lr=rs[0]["lr"], params=rs[0]["params"], seeds=[r["seed"] for r in rs],
                         mean=statistics.fmean(vals), std=statistics.stdev(vals) if len(vals) > 1 else 0.0,
                         min=min(vals))
@@ -159,15 +201,18 @@ def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 def _copy_depth(runs: List[Dict[str, Any]], a, device: torch.device) -> Dict[str, Any]:
     """Loss per copy-depth bin of each model's best run (lowest final val), measured on
-    test windows: the run was selected on val, so val would flatter it."""
-    from .copy_depth import format_table, loss_by_bin, window_depths
-    from .evaluate import per_position_loss
+    test windows: the run was selected on val, so val would flatter it. Only runs whose
+    directory still holds their finished run (same identity) take part."""
+    from fsn_model.copy_depth import format_table, loss_by_bin, window_depths
+    from fsn_model.evaluate import per_position_loss
 
     windows = eval_windows(load_corpus(a.data).split("test"), a.seq_len, a.copy_windows)
     depths = window_depths(windows)
     best: Dict[str, Dict[str, Any]] = {}
     for r in runs:
-        if r["model"] not in best or r["final_val_bpc"] < best[r["model"]]["final_val_bpc"]:
+        if not report.run_still_there(r):
+            continue
+        if r["model"] not in best or final_val(r) < final_val(best[r["model"]]):
             best[r["model"]] = r
     results = {}
     for label, r in best.items():
@@ -176,42 +221,6 @@ def _copy_depth(runs: List[Dict[str, Any]], a, device: torch.device) -> Dict[str
     return dict(split="test", windows=int(len(windows)), seq_len=a.seq_len,
                 checkpoints={k: str(Path(v["run_dir"]) / "checkpoint.pt") for k, v in best.items()},
                 bins=results, table=format_table(results))
-
-
-def _no_nan(obj):
-    """NaN (an empty copy-depth bin) -> None, so the file is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_no_nan(v) for v in obj]
-    return obj
-
-
-def plot_curves(runs: List[Dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    labels = sorted({r["model"] + (f" lr={r['lr']:g}" if r["model"] == "transformer" else "") for r in runs})
-    colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
-    seen = set()
-    for r in runs:
-        lab = r["model"] + (f" lr={r['lr']:g}" if r["model"] == "transformer" else "")
-        pts = np.asarray(r["curve"], dtype=float).reshape(-1, 2)
-        ax.plot(pts[:, 0], pts[:, 1], "-o", ms=2, lw=1, color=colors[lab], label=None if lab in seen else lab)
-        seen.add(lab)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("validation bits per byte")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # the TrainConfig settings fsn-compare takes (flags derived from the dataclass); the
@@ -234,84 +243,77 @@ def _parser() -> OneLineParser:
     p.add_argument("--transformer-lrs", default="6e-3", help="the transformer's learning rate(s), e.g. 3e-3,6e-3 "
                    "(default %(default)s, its best at 250k in the tuning study; '' = the --lr of the FSN models)")
     p.add_argument("--copy-windows", type=int, default=64, help="val windows for the copy-depth table (0: skip)")
-    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default: benchmarks/results on CUDA, "
-                   ".benchmarks/quality on CPU)")
-    p.add_argument("--runs-dir", default=None, help="folder for run checkpoints (default runs/compare)")
+    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default runs/compare/<corpus>/results, "
+                   "under the current directory)")
+    p.add_argument("--name", default=None, help="file stem (default quality-<corpus>-<params>-<steps>steps-"
+                   "<settings id>); a file of other settings there is refused")
+    p.add_argument("--runs-dir", default=None, help="folder for run directories; finished runs there are read back "
+                   "(default runs/compare/<corpus>, under the current directory)")
     return p
 
 
 def base_config(a) -> "train_mod.TrainConfig":
     """The settings every run of this comparison shares (runs differ by model, lr, seed, out)."""
-    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))),
-                                 overwrite=True)
+    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))))
+
+
+def shared_settings(tool: str, a, data_sha256: str) -> Dict[str, Any]:
+    """What a results file of ``tool`` belongs to: the corpus, every shared training setting and
+    the copy-depth windows (runs differ only by model, knobs, lr and seed)."""
+    train = training_settings(dataclasses.asdict(base_config(a)))
+    for varies in ("model", "seed", "model_overrides"):
+        train.pop(varies, None)
+    return dict(tool=tool, data_sha256=data_sha256, copy_windows=a.copy_windows, **train)
 
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
     device = resolve_device(a.device)
-    plan = _plan(a)
-    for item in plan:  # every setting checked before the first run
-        train_mod.validate(dataclasses.replace(base_config(a), model=item["arch"], lr=item["lr"],
-                                               model_overrides=dict(item["overrides"])))
     if a.copy_windows < 0:
         raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")
+    plan = _plan(a)
+    for item in plan:  # every setting checked before the corpus is read and before the first run
+        train_mod.validate(_config(a, item))
     corpus = load_corpus(a.data)
-    corpus_info = corpus.describe() if hasattr(corpus, "describe") else {"name": corpus.name}
-    out_dir = Path(a.out) if a.out else (REPO_ROOT / "benchmarks" / "results" if device.type == "cuda"
-                                         else REPO_ROOT / ".benchmarks" / "quality")
-    runs_dir = Path(a.runs_dir) if a.runs_dir else Path("runs") / "compare" / corpus.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in corpus.name)
-    stem = f"quality-{slug}-{_dt.date.today().isoformat()}"
-    runs = []
-    for i, item in enumerate(plan):
+    runs = plan_runs(a, plan, corpus.sha256)
+    settings = shared_settings("fsn-compare", a, corpus.sha256)
+    runs_dir = Path(a.runs_dir) if a.runs_dir else default_dir("compare", corpus.name)
+    out_dir = Path(a.out) if a.out else default_dir("compare", corpus.name) / "results"
+    stem = a.name or f"quality-{report.slug(corpus.name)}-{a.params}-{a.steps}steps-{settings_id(settings)}"
+    earlier = report.prepare(out_dir, stem, settings)  # before any training: --out writable, file ours
+    records = []
+    for i, (item, run) in enumerate(zip(plan, runs)):
         print(f"[{i + 1}/{len(plan)}] {item['label']} seed {item['seed']} lr {item['lr']:g}", flush=True)
-        runs.append(_run_one(item, a, runs_dir))
-        print(f"    final val {runs[-1]['final_val_bpc']:.4f} bits/byte ({runs[-1]['params']:,} params)", flush=True)
-    summary = _summary(runs)
-    copy = _copy_depth(runs, a, device) if a.copy_windows > 0 else None
+        records.append(_record(item, run, execute(run, runs_dir), a, runs_dir))
+        print(f"    final val {final_val(records[-1]):.4f} bits/byte ({records[-1]['params']:,} params)", flush=True)
+    records = report.merge(earlier, records, key=lambda r: (_label(r), r["seed"]))
+    summary = _summary(records)
+    copy = _copy_depth(records, a, device) if a.copy_windows > 0 else None
     doc = dict(
-        kind="quality", device=device_name(device), corpus=corpus.name, corpus_info=corpus_info,
+        kind="quality", device=device_name(device), corpus=corpus.name, corpus_info=corpus.describe(),
         commit=git_commit(),
         date=_dt.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+        settings_id=settings_id(settings), shared_settings=settings,
         settings=dict(params=str(a.params), steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr,
                       transformer_lrs=a.transformer_lrs, warmup=min(a.warmup, max(1, a.steps // 10)),
                       eval_every=a.eval_every, eval_windows=a.eval_windows,
                       tokens_per_run=a.steps * a.batch_size * a.seq_len, optimizer="AdamW (fsn_model.train)",
                       schedule="linear warmup + cosine (fsn_model.train)"),
-        runs=runs, summary=summary, copy_depth=copy,
+        runs=records, summary=summary, copy_depth=copy,
     )
     lines = ["| model | params | seeds | final val bits/byte (mean +/- std) | min |", "|---|---|---|---|---|"]
     for key, s in summary.items():
         lines.append(f"| {key}{' (best lr)' if s.get('best_lr') else ''} | {s['params']:,} | {len(s['seeds'])} | "
                      f"{s['mean']:.4f} +/- {s['std']:.4f} | {s['min']:.4f} |")
-    write_quality_files(out_dir, stem, doc, runs, f"{corpus.name}, ~{a.params} params, "
-                        f"{a.steps * a.batch_size * a.seq_len:,} tokens/run, {doc['device']}", "\n".join(lines))
+    report.write_quality_files(out_dir, stem, doc, [dict(r, model=_label(r)) for r in records],
+                               f"{corpus.name}, ~{a.params} params, {a.steps * a.batch_size * a.seq_len:,} "
+                               f"tokens/run, {doc['device']}", "\n".join(lines))
     return 0
-
-
-def write_quality_files(out_dir: Path, stem: str, doc: Dict[str, Any], runs: List[Dict[str, Any]], title: str,
-                        table: str) -> None:
-    """Write ``<stem>.json`` (``doc``), the learning curves ``<stem>.png`` (one line per
-    run's ``model``), the copy-depth chart (when ``doc["copy_depth"]``) and ``<stem>.md``
-    (``table`` plus the copy-depth table); print the tables."""
-    json_path = out_dir / f"{stem}.json"
-    json_path.write_text(json.dumps(_no_nan(doc), indent=1))
-    plot_curves(runs, out_dir / f"{stem}.png", title)
-    copy = doc.get("copy_depth")
-    if copy is not None:
-        from .copy_depth import plot
-
-        plot(copy["bins"], str(out_dir / f"{stem}-copy-depth.png"))
-        table += "\n\nCopy depth (mean bits/byte per bin on test windows, best run of each model):\n\n" + copy["table"]
-    (out_dir / f"{stem}.md").write_text(table + "\n")
-    print(table)
-    print(f"wrote {json_path} (+ .png, .md{', -copy-depth.png' if copy else ''})")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``fsn-compare``."""
-    return run_cli("fsn-compare", _main, argv)
+    return run_study_cli("fsn-compare", _main, argv)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from benchmarks import diagnose_runs, record_runs
 from fsn_model.train import TrainConfig, train
+from fsn_studies import diagnose_runs, record_runs
 
 TINY = dict(model="fsn", params="30k", batch_size=4, seq_len=32, eval_windows=2, eval_every=4, log_every=1,
             progress=False, model_overrides={"n_layers": 2})

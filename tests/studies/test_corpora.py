@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fsn_model import corpora
-from fsn_model.corpora import ProseSource, html_blocks, prose_from_tree
+from fsn_studies import corpora
+from fsn_studies.corpora import ProseSource, html_blocks, prose_from_tree
 
 PAGE = """<html><head><title>Ignored title in head</title><style>p {color: red}</style></head>
 <body><nav>Home &gt; Chapter</nav>

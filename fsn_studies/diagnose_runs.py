@@ -1,4 +1,4 @@
-"""Where does a trained run lose bits? ``python -m benchmarks.diagnose_runs RUN_DIR... --out FILE.json``.
+"""Where does a trained run lose bits? ``python -m fsn_studies.diagnose_runs RUN_DIR... --out FILE.json``.
 
 For each run directory (holding ``checkpoint.pt`` from ``fsn-train`` / ``fsn-sweep``) on
 ``--windows`` fixed validation windows of the run's corpus:
@@ -88,7 +88,7 @@ def format_table(results: List[Dict[str, object]]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.diagnose_runs", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m fsn_studies.diagnose_runs", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--windows", type=int, default=256)
     p.add_argument("--out", required=True, help="JSON file to write")

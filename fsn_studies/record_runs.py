@@ -1,4 +1,4 @@
-"""Runs' curves as a result file, finished or stopped: ``python -m benchmarks.record_runs RUN_DIR... --out FILE.json``.
+"""Runs' curves as a result file, finished or stopped: ``python -m fsn_studies.record_runs RUN_DIR... --out FILE.json``.
 
 ``fsn-train`` (and so ``fsn-sweep``) rewrites ``log.json`` in the run directory at every
 evaluation, so a run stopped before its schedule ended has one too. For each run
@@ -66,7 +66,7 @@ def _parse_alias(text: str) -> Tuple[str, str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.record_runs", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m fsn_studies.record_runs", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--train-block", type=int, default=100, help="steps per training-loss mean (default 100)")
