@@ -22,7 +22,6 @@ UTF-8 text, deterministic for the package versions listed in the output's proven
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import html.parser
 import shutil
@@ -31,6 +30,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from fsn_model.checkpoint import atomic_write_bytes
+from fsn_model.cli import OneLineParser, UsageError, run_cli
 
 __all__ = ["CORPORA", "KERNEL_DOC_SOURCES", "PROSE_SOURCES", "ProseSource", "build_prose",
            "html_blocks", "main"]
@@ -215,16 +217,23 @@ def build_prose(out: Path, sources=PROSE_SOURCES) -> dict:
     if not data.strip():
         raise RuntimeError("the packages held no prose (did their layout change?)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_bytes(data)
-    tmp_out.replace(out)
+    atomic_write_bytes(out, lambda tmp: Path(tmp).write_bytes(data))  # no partial file, even on a full disk
     return {"packages": versions, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
             "path": str(out)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fsn_studies.corpora",
+    """One line on any failure: exit 2 for bad input or a failed download, 1 for a write that
+    failed (full disk: nothing is left behind), 130 on Ctrl-C."""
+    return run_cli(PROG, _main, argv)
+
+
+PROG = "python -m fsn_studies.corpora"
+
+
+def _main(argv) -> int:
+    parser = OneLineParser(
+        prog=PROG,
         description="Build a byte corpus from Debian packages (needs apt-get and dpkg-deb); "
                     "train on it with --data FILE.")
     parser.add_argument("corpus", choices=sorted(CORPORA), help="prose: English manuals of eight "
@@ -234,13 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="file to write (UTF-8 text)")
     args = parser.parse_args(argv)
     if args.out.is_dir():
-        print(f"error: --out must be a file path, got the directory {args.out}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--out must be a file path, got the directory {args.out}")
     try:
         info = build_prose(args.out, CORPORA[args.corpus])
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        raise UsageError(str(exc)) from None
     pkgs = ", ".join(f"{p} {v}" for p, v in info["packages"].items())
     print(f"wrote {info['path']}: {info['bytes']:,} bytes, sha256 {info['sha256']} ({pkgs})")
     return 0

@@ -47,7 +47,7 @@ def test_prose_from_tree_filters_short_blocks_and_dedupes_across_pages(tmp_path)
 
 def test_cli_missing_tools_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(corpora.shutil, "which", lambda name: None)
-    assert corpora.main(["prose", "--out", str(tmp_path / "p.txt")]) == 2
+    _exits(2, ["prose", "--out", str(tmp_path / "p.txt")])
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "apt-get and dpkg-deb" in err
@@ -60,10 +60,51 @@ def test_cli_download_failure_and_directory_out(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(corpora.shutil, "which", lambda name: "/usr/bin/" + name)
     monkeypatch.setattr(corpora, "_download_and_unpack", failing)
-    assert corpora.main(["prose", "--out", str(tmp_path / "p.txt")]) == 2
+    _exits(2, ["prose", "--out", str(tmp_path / "p.txt")])
     assert "Unable to locate package" in capsys.readouterr().err
-    assert corpora.main(["prose", "--out", str(tmp_path)]) == 2
+    _exits(2, ["prose", "--out", str(tmp_path)])
     assert "must be a file path" in capsys.readouterr().err
+
+
+def _exits(code, argv):
+    with pytest.raises(SystemExit) as exc:
+        corpora.main(argv)
+    assert exc.value.code == code
+
+
+def _fake_download(workdir, packages):
+    root = Path(workdir) / "root" / "doc"
+    root.mkdir(parents=True)
+    (root / "a.html").write_text(PAGE, encoding="utf-8")
+    return {p: "1.0" for p in packages}
+
+
+def test_a_full_disk_leaves_no_file_and_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(corpora, "_download_and_unpack", _fake_download)
+    monkeypatch.setattr(corpora, "CORPORA", {"prose": (ProseSource("pkg", "doc/*.html"),)})
+    monkeypatch.setattr(Path, "write_bytes", full)
+    _exits(1, ["prose", "--out", str(tmp_path / "p.txt")])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left" in err and str(tmp_path / "p.txt") in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    def interrupted(workdir, packages):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(corpora, "_download_and_unpack", interrupted)
+    _exits(130, ["prose", "--out", str(tmp_path / "p.txt")])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_build_prose_writes_file_and_provenance(tmp_path, monkeypatch):
