@@ -15,9 +15,12 @@ seed see the same batches), then writes
 * ``quality-<corpus>-<date>-copy-depth.png``: the copy-depth bar chart;
 * ``quality-<corpus>-<date>.md``: the summary and copy-depth tables.
 
-Models: ``fsn``, ``fsn-meanfield``, ``transformer`` at one parameter target, plus the
-ablations ``fsn-no-delay`` (``build_model(..., delay=False)``: the delay kernel L_n is
-zeroed at init and masked out at use, so it never moves; its parameters still count) and ``fsn-nh1``
+Models (``--models``, any of :data:`fsn_model.build.MODEL_NAMES`; default ``fsn``,
+``fsn-paper``, ``fsn-meanfield``, ``transformer``) at one parameter target: ``fsn`` and
+``fsn-meanfield`` have learned projections around the attention, ``fsn-paper`` is the paper's
+FSN without them. Plus the ablations of ``fsn`` (the recommended FSN, projections kept):
+``fsn-no-delay`` (``build_model("fsn", ..., delay=False)``: the delay kernel L_n is zeroed at
+init and masked out at use, so it never moves; its parameters still count) and ``fsn-nh1``
 (one harmonic, ``n_harmonics=1``, width re-solved to the same parameter target).
 Bytes are characters here: bits per byte = bits per character (bpc) on byte corpora.
 
@@ -53,14 +56,16 @@ import numpy as np
 import torch
 
 from . import train as train_mod  # the module; train_mod.train is the function
+from .build import MODEL_NAMES
 from .checkpoint import load_model, resolve_device
 from .cli import OneLineParser, add_dataclass_flags, run_cli, values_for
 from .data import eval_windows, load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
 
-BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
-ABLATIONS = {
-    "no-delay": ("fsn", {"delay": False}),  # label fsn-no-delay: (architecture, build_model overrides)
+# the default comparison: the recommended FSN models, the paper's FSN and the baseline
+BASE_MODELS = ("fsn", "fsn-paper", "fsn-meanfield", "transformer")
+ABLATIONS = {  # label fsn-<key>: (build_model name, its overrides); ablations of the recommended FSN
+    "no-delay": ("fsn", {"delay": False}),
     "nh1": ("fsn", {"n_harmonics": 1}),
 }
 
@@ -68,9 +73,9 @@ ABLATIONS = {
 def _plan(a) -> List[Dict[str, Any]]:
     """Every run: label, architecture, overrides, seed, lr."""
     models = [m for m in a.models.split(",") if m]
-    bad = [m for m in models if m not in BASE_MODELS]
+    bad = [m for m in models if m not in MODEL_NAMES]
     if bad:
-        raise ValueError(f"--models: unknown {bad}; choose from {', '.join(BASE_MODELS)}")
+        raise ValueError(f"--models: unknown {bad}; choose from {', '.join(MODEL_NAMES)}")
     ablations = [] if a.ablations in ("", "none") else a.ablations.split(",")
     bad = [x for x in ablations if x not in ABLATIONS]
     if bad:
@@ -83,7 +88,7 @@ def _plan(a) -> List[Dict[str, Any]]:
                          ) from None
     plan = []
     for label in models + [f"fsn-{x}" for x in ablations]:
-        arch, overrides = (label, {}) if label in BASE_MODELS else ABLATIONS[label[4:]]
+        arch, overrides = (label, {}) if label in MODEL_NAMES else ABLATIONS[label[4:]]
         for lr in (t_lrs if label == "transformer" else [a.lr]):
             for seed in seeds:
                 plan.append(dict(label=label, arch=arch, overrides=overrides, seed=seed, lr=lr))
@@ -223,7 +228,8 @@ SHARED_SETTINGS = ("params", "data", "steps", "batch_size", "seq_len", "lr", "wa
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="fsn-compare", description="Train FSN, its ablations and the transformer on the same "
                       "data, budget and seeds; write quality JSON, learning-curve PNG and copy-depth table.")
-    p.add_argument("--models", default=",".join(BASE_MODELS), help="comma list of %s" % ", ".join(BASE_MODELS))
+    p.add_argument("--models", default=",".join(BASE_MODELS), help="comma list of %s (default %%(default)s)"
+                   % ", ".join(MODEL_NAMES))
     p.add_argument("--ablations", default="no-delay,nh1", help="comma list of %s, or 'none'" % ", ".join(ABLATIONS))
     p.add_argument("--seeds", default="0,1,2")
     add_dataclass_flags(p, train_mod.TrainConfig, SHARED_SETTINGS, defaults={"params": "1M"}, helps={

@@ -14,20 +14,25 @@ batches), and writes the files ``fsn-compare`` writes, in its schema:
 * ``.png``: validation curves, one colour per trial; ``-copy-depth.png``;
 * ``.md``: the sweep table (one row per run), the per-trial summary, the copy-depth table.
 
-A trial is ``MODEL[:key=value,...]``: MODEL in fsn, fsn-meanfield, transformer; keys
-``lr``, ``warmup`` and any ``build_model`` override (``n_layers``, ``head_dim``, ``n_harmonics``,
-``k1_init``, ``coupling_std``, ``gate_std``, ``readout_norm``, ``delay``, ...). Unset keys
+A trial is ``MODEL[:key=value,...]``: MODEL one of :data:`fsn_model.build.MODEL_NAMES` (fsn,
+fsn-meanfield: with learned projections around the attention; fsn-paper, fsn-meanfield-paper:
+the paper's models, without them; transformer); keys ``lr``, ``warmup`` and any
+``build_model`` override (``n_layers``, ``head_dim``, ``n_harmonics``, ``k1_init``,
+``coupling_std``, ``gate_std``, ``readout_norm``, ``delay``, ``projections``, ...). Unset keys
 take the command-line defaults (``--lr``, ``--warmup``).
 
 Runs that already finished in ``--runs-dir`` (same trial, seed, size and step count) are
 read back, not retrained, so a study can be extended a few trials at a time and the
-tables rebuilt from everything run so far.
+tables rebuilt from everything run so far. A run there whose model differs from what its
+trial builds now (a run of ``fsn`` from before ``fsn`` meant the projections: it is today's
+``fsn-paper``) is refused, naming the fields that differ.
 
 Examples::
 
     fsn-sweep --params 250k --steps 800 --seeds 0 \\
         --trial fsn:lr=3e-3 --trial fsn:lr=6e-3 --trial transformer:lr=3e-3 --trial transformer:lr=6e-3
     fsn-sweep --params 250k --steps 800 --seeds 0,1 --trial fsn:lr=6e-3,k1_init=1.0 --out benchmarks/results
+    fsn-sweep --params 250k --steps 800 --seeds 0,1,2 --trial fsn:lr=1.2e-2 --trial fsn-paper:lr=1.2e-2
 """
 from __future__ import annotations
 
@@ -41,9 +46,10 @@ import torch
 
 from . import train as train_mod
 from .build import MODEL_NAMES
-from .checkpoint import resolve_device
+from .checkpoint import load_checkpoint, resolve_device
 from .cli import OneLineParser, add_dataclass_flags, parse_knobs, run_cli, values_for
 from .compare import SHARED_SETTINGS, _copy_depth, parse_seeds, train_fit, write_quality_files
+from .config import ModelConfig, config_from_dict, config_to_dict
 from .data import load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
 
@@ -99,6 +105,8 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
     cfg = dataclasses.replace(base_config(a), model=item["model"], lr=item["lr"], warmup=item["warmup"],
                               seed=item["seed"], out=str(out), model_overrides=dict(item["overrides"]),
                               resume=finished_or_started, overwrite=not finished_or_started)
+    if finished_or_started:
+        check_saved_model(out, item["trial"], train_mod.model_config_of(cfg))
     log = train_mod.train(cfg)
     per_step = a.batch_size * a.seq_len
     return dict(model=item["model"], architecture=item["model"], trial=item["trial"], knobs=item["knobs"],
@@ -107,6 +115,21 @@ def _run_one(item: Dict[str, Any], a, runs_dir: Path) -> Dict[str, Any]:
                 **train_fit(log, a.eval_every, a.steps * per_step),
                 curve=[[v["step"] * per_step, v["bpb"]] for v in log["val"]], overrides=item["overrides"],
                 wall_time_s=log.get("wall_time_s"), run_dir=str(out), model_config=log["model_config"])
+
+
+def check_saved_model(out: Path, trial: str, builds: ModelConfig) -> None:
+    """Refuse (ValueError) to reuse the run in ``out`` when its saved model config differs
+    from ``builds``, the config its trial resolves to now, naming the fields that differ."""
+    saved = config_to_dict(config_from_dict(load_checkpoint(str(out / train_mod.CHECKPOINT_NAME))["model_config"]))
+    now = config_to_dict(builds)
+    differ = [f"{k} {saved.get(k)!r} (saved) vs {now.get(k)!r} (now)" for k in now if saved.get(k) != now.get(k)]
+    if differ:
+        hint = ""
+        if saved.get("name") in ("fsn", "fsn-meanfield") and not saved.get("projections") and now.get("projections"):
+            hint = (f"; it is a run of the paper's model, which {saved['name']} built before it meant the "
+                    f"projections: ask for {saved['name']}-paper")
+        raise ValueError(f"--trial {trial!r}: {out} holds a run of another model ({', '.join(differ)}){hint}, "
+                         "or pass another --runs-dir")
 
 
 def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:

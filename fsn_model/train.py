@@ -70,7 +70,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .cli import OneLineParser, add_dataclass_flags, explicit_args, run_cli
-from .config import config_to_dict
+from .config import ModelConfig, config_to_dict
 from .data import check_same_corpus, document_boundaries, eval_windows, get_batch, load_corpus, separator_bytes
 from .evaluate import bits_per_byte
 from .run_lock import RunLock
@@ -94,7 +94,9 @@ class TrainConfig:
     field's metadata; ``progress`` -> ``--no-progress``); ``fsn-compare`` and ``fsn-sweep``
     take the shared ones from here too (:func:`fsn_model.cli.add_dataclass_flags`)."""
 
-    model: str = _setting("fsn", "architecture", choices=MODEL_NAMES)
+    model: str = _setting("fsn", "the model: fsn, fsn-meanfield (with learned projections around the attention, the "
+                          "best measured), fsn-paper, fsn-meanfield-paper (the paper's, without them; what fsn and "
+                          "fsn-meanfield built before), transformer (the baseline)", choices=MODEL_NAMES)
     params: Union[int, str] = _setting("200k", "target size, e.g. 250k, 1M")
     data: Optional[str] = _setting(None, "byte corpus file (enwik8 gets its standard split); None: Python stdlib "
                                    "sources. Stored resolved, with its sha256")
@@ -208,7 +210,7 @@ def validate(cfg: TrainConfig) -> None:
         separator_bytes(cfg.pack_documents)
         if cfg.model == "transformer":
             raise ValueError("pack_documents: the transformer baseline has no packed attention; "
-                             "use it with the FSN models (fsn, fsn-meanfield)")
+                             f"use it with the FSN models ({', '.join(m for m in MODEL_NAMES if m != 'transformer')})")
     if cfg.model_overrides and not cfg.resume:
         with torch.device("meta"):  # an unknown knob fails here, not after the data is read
             try:
@@ -218,6 +220,13 @@ def validate(cfg: TrainConfig) -> None:
 
 
 _validate = validate  # the name used before it was public
+
+
+def model_config_of(cfg: TrainConfig) -> ModelConfig:
+    """The model config a fresh run of ``cfg`` builds (its model, params and
+    model_overrides through :func:`fsn_model.build_model`), without allocating weights."""
+    with torch.device("meta"):
+        return build_model(cfg.model, cfg.params, **cfg.model_overrides).config
 
 
 def _saved_config(ckpt: Dict[str, Any]) -> TrainConfig:

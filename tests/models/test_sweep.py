@@ -3,6 +3,7 @@ seeds) writes the quality JSON (schema), PNGs and the sweep table into a tmp fol
 second call reuses the finished runs instead of retraining them."""
 import json
 import math
+import shutil
 import sysconfig
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 
 from fsn_model import sweep
 from fsn_model.build import build_model
+from fsn_model.config import config_to_dict
 
 TRIALS = ["fsn:lr=3e-3", "fsn:lr=6e-3,k1_init=1.0,readout_norm=true,n_layers=2", "transformer:lr=3e-3"]
 
@@ -74,6 +76,38 @@ def test_finished_runs_are_reused(run):
     assert [p.stat().st_mtime_ns for p in logs] == mtimes  # nothing retrained or rewritten
     after = json.loads(json_path.read_text())
     assert [r["final_val_bpc"] for r in after["runs"]] == [r["final_val_bpc"] for r in before["runs"]]
+
+
+def test_each_trial_trains_the_model_its_name_builds(run):
+    tmp, json_path = run
+    for r in json.loads(json_path.read_text())["runs"]:
+        with torch.device("meta"):
+            expected = build_model(r["model"], "30k", **r["overrides"]).config
+        assert r["model_config"] == config_to_dict(expected), r["trial"]
+    assert sweep.parse_trial("fsn-paper:lr=1e-3") == {"model": "fsn-paper", "knobs": {"lr": 1e-3}}
+    assert sweep.parse_trial("fsn-meanfield-paper") == {"model": "fsn-meanfield-paper", "knobs": {}}
+
+
+def test_a_run_of_another_model_in_the_runs_dir_is_refused_not_read_back(run, tmp_path, capsys):
+    """A run of "fsn" from before it meant the projections (its saved config has none, and
+    no projection keys) is today's fsn-paper: reusing it as "fsn" would mislabel it."""
+    tmp, _ = run
+    (src,) = (tmp / "runs").rglob("fsn_lr=0.003-s0")
+    dst = tmp_path / "runs" / src.parent.name / src.name
+    shutil.copytree(src, dst)
+    ckpt = torch.load(dst / "checkpoint.pt", weights_only=True)
+    for key in ("projections", "projected_heads", "project_output"):
+        del ckpt["model_config"][key]
+    torch.save(ckpt, dst / "checkpoint.pt")
+    args = _args(tmp)
+    args[args.index("--runs-dir") + 1] = str(tmp_path / "runs")
+    args = args[: args.index("--trial")] + ["--trial", TRIALS[0], "--seeds", "0"]
+    with pytest.raises(SystemExit) as e:
+        sweep.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds a run of another model (projections False (saved) vs True (now))" in err
+    assert "ask for fsn-paper" in err
 
 
 def test_knobs_reach_the_model():
