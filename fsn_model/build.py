@@ -26,6 +26,7 @@ from typing import Any, Dict, Tuple, Union
 import torch
 from torch import nn
 
+from .checks import check_int
 from .config import FSNConfig, ModelConfig, TransformerConfig, config_from_dict, with_current_names
 from .fsn import FSNLM
 from .transformer import TransformerLM
@@ -186,6 +187,7 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
         raise ValueError(f"overrides {sorted(set(overrides) & set(FSN_KNOBS))} apply to FSN models only")
     o = {**defaults, **overrides}
     o.setdefault("head_dim", 16 if target < 2e6 else 32)
+    check_int("head_dim", o["head_dim"], 1)  # the other fields are checked by the config
     depth = o.get("n_layers", 4 if target < 2e6 else 6 if target < 8e6 else 8)
     # the depth rule's count, or fewer layers when no shape of that depth fits a small target
     best = None

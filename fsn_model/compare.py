@@ -96,13 +96,13 @@ def _plan(a) -> List[Dict[str, Any]]:
 
 
 def parse_seeds(text: str) -> List[int]:
-    """``"0,1,2"`` -> [0, 1, 2]; ValueError naming --seeds unless non-negative integers."""
+    """``"0,1,2"`` -> [0, 1, 2]; ValueError naming --seeds unless integers in 0..2**64 - 1."""
     try:
         seeds = [int(s) for s in text.split(",") if s.strip() != ""]
     except ValueError:
         raise ValueError(f"--seeds: expected integers >= 0 separated by commas, got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, e.g. 0,1,2; got {text!r}")
+    if not seeds or min(seeds) < 0 or max(seeds) > train_mod.MAX_SEED:
+        raise ValueError(f"--seeds: expected integers in 0..2**64 - 1 separated by commas, e.g. 0,1,2; got {text!r}")
     return seeds
 
 

@@ -76,6 +76,7 @@ from .evaluate import bits_per_byte
 from .run_lock import RunLock
 
 CHECKPOINT_NAME = "checkpoint.pt"
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes seeds up to this
 LOG_NAME = "log.json"
 
 
@@ -109,7 +110,7 @@ class TrainConfig:
     warmup: int = _setting(50, "linear warmup steps")
     weight_decay: float = _setting(0.1, "AdamW weight decay of 2-D weights (not embeddings)")
     grad_clip: float = _setting(1.0, "gradient-norm clipping")
-    seed: int = _setting(0, "init and batch seed (>= 0)")
+    seed: int = _setting(0, "init and batch seed (0 .. 2**64 - 1)")
     device: str = _setting("auto", "auto, cpu, cuda, cuda:1 ...")
     out: str = _setting("runs/fsn-quickstart", "run directory (checkpoint.pt, log.json); one run at a time")
     resume: bool = _setting(False, "continue the run in --out with its saved settings; flags given explicitly "
@@ -187,10 +188,10 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not _is_int(value) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    for name in ("warmup", "seed"):
-        value = getattr(cfg, name)
-        if not _is_int(value) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if not _is_int(cfg.warmup) or cfg.warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {cfg.warmup!r}")
+    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
+        raise ValueError(f"seed must be an int in 0..2**64 - 1 ({MAX_SEED}), got {cfg.seed!r}")
     for name, low, low_ok in (("lr", 0.0, False), ("grad_clip", 0.0, False), ("weight_decay", 0.0, True),
                               ("min_lr_ratio", 0.0, True)):
         value = getattr(cfg, name)
