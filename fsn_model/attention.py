@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from fsn_kernels import frustrated_attention, frustrated_attention_decode
 from fsn_kernels.frustrated_attention.validation import check_backend
 
-from .config import check_projection_options
+from .checks import check_number
+from .config import check_attention_options
 
 GATE_BIAS_INIT = math.log(math.e - 1.0)  # softplus(GATE_BIAS_INIT) == 1
 
@@ -25,7 +26,11 @@ def rope_frequencies(n_heads: int, head_dim: int, base: float = 10000.0) -> Tens
 
     Returns:
         omega (n_heads, head_dim) float32.
+
+    Raises:
+        ValueError: ``base`` not a finite number > 0.
     """
+    check_number("rope_base", base, low=0.0, low_ok=False)
     freqs = base ** (-torch.arange(head_dim, dtype=torch.float32) / head_dim)
     return freqs.expand(n_heads, head_dim).contiguous()
 
@@ -90,14 +95,14 @@ class FrustratedAttention(nn.Module):
     attention ``k1 * sum_u A sin(theta_u - theta_t)`` with unit gates.
 
     Args:
-        dim: channels C = n_heads * head_dim.
-        n_heads: H.
-        n_harmonics: NH (1..8).
-        rope_base: base of the RoPE frequencies.
+        dim: channels C = n_heads * head_dim (an int >= 1).
+        n_heads: H (an int >= 1 dividing dim).
+        n_harmonics: NH (1..8, what the op takes).
+        rope_base: base of the RoPE frequencies (a finite number > 0).
         backend: passed to :func:`fsn_kernels.frustrated_attention` ("auto": the Triton
             kernels on CUDA, the stock-PyTorch "sdpa" path elsewhere; "triton", "sdpa",
             "reference"), checked here.
-        delay: False removes the one-step delay term (the ablation): L_n is zeroed at
+        delay: (a bool) False removes the one-step delay term (the ablation): L_n is zeroed at
             init and masked out at use, so it takes no gradient and stays 0.
         projections: learned projections around the op (default off): the op runs on
             ``theta_p = in_proj(theta)`` (:class:`PhaseProjection`) and its increments pass
@@ -129,12 +134,10 @@ class FrustratedAttention(nn.Module):
         project_output: bool = True,
     ):
         super().__init__()
-        if dim % n_heads:
-            raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
+        check_attention_options(dim, n_heads, n_harmonics, k1_init=k1_init, coupling_std=coupling_std,
+                                gate_std=gate_std, delay=delay, projections=projections,
+                                projected_heads=projected_heads, project_output=project_output, rope_base=rope_base)
         check_backend(backend)
-        if not isinstance(projections, bool):
-            raise TypeError(f"projections must be a bool, got {projections!r}")
-        check_projection_options(projected_heads, project_output, n_heads, projections)
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
         self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
         self.projections = projections
@@ -199,6 +202,8 @@ class FrustratedAttention(nn.Module):
         B, T, _ = theta.shape
         th = (self.cached_phases(theta) if phases is None else phases).reshape(B, T, self.n_heads, self.head_dim)
         gate = self.gate(theta).to(theta.dtype)
+        if T == 0:  # the op's empty output has no graph; an empty result that keeps one (zero gradients)
+            return self._output((th * gate * self.coupling_real.sum().to(theta.dtype)).reshape(B, 0, self.dim))
         out = frustrated_attention(th, gate, self.coupling, self.omega, self.scale, cu_seqlens=cu_seqlens,
                                    backend=self.backend)
         return self._output(out.reshape(B, T, self.dim))

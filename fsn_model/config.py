@@ -15,6 +15,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
 
+from fsn_kernels.frustrated_attention.validation import MAX_HARMONICS
+
+from .checks import check_bool, check_int, check_number
+
 FSN_MIXERS = {"swiglu": "fsn", "meanfield": "fsn-meanfield"}
 # Old field names -> current ones. Stored configs (checkpoints, result files) written under
 # the old names load silently; a caller passing an old name gets a DeprecationWarning.
@@ -37,9 +41,9 @@ class FSNConfig:
         n_modes: collective modes per head (used when mixer == "meanfield").
         delay: False removes the one-step delay term of the attention (the ablation).
         k1_init, coupling_std, gate_std: attention init (K_1 = k1_init; other coupling
-            coefficients and the gate weights ~N(0, std^2)).
+            coefficients and the gate weights ~N(0, std^2)); finite, the stds >= 0.
         readout_norm: a LayerNorm on the readout features [cos, sin] (default norm-free).
-        embed_scale: s in theta_0 = s * E[idx], E uniform on [-pi/s, pi/s): the same phases
+        embed_scale: s (finite, > 0) in theta_0 = s * E[idx], E uniform on [-pi/s, pi/s): the same phases
             at init, and the phase embedding moves s times faster under Adam.
         token_shift: each block's mixer also reads the previous token's cached phases (its
             block input, or with ``projections`` their projection), through learned
@@ -77,12 +81,14 @@ class FSNConfig:
 
     def __post_init__(self) -> None:
         _check_flags(self)
-        if not (isinstance(self.embed_scale, (int, float)) and self.embed_scale > 0):
-            raise ValueError(f"embed_scale must be a positive number, got {self.embed_scale!r}")
+        check_number("FSNConfig.embed_scale", self.embed_scale, low=0.0, low_ok=False)
         if self.mixer not in FSN_MIXERS:
             raise ValueError(f"mixer must be one of {sorted(FSN_MIXERS)}, got {self.mixer!r}")
         _check_shape(self)
-        check_projection_options(self.projected_heads, self.project_output, self.n_heads, self.projections)
+        check_attention_options(self.dim, self.n_heads, self.n_harmonics, k1_init=self.k1_init,
+                                coupling_std=self.coupling_std, gate_std=self.gate_std, delay=self.delay,
+                                projections=self.projections, projected_heads=self.projected_heads,
+                                project_output=self.project_output, where="FSNConfig.")
 
     @property
     def name(self) -> str:
@@ -118,6 +124,31 @@ class TransformerConfig:
 
 
 ModelConfig = Union[FSNConfig, TransformerConfig]
+
+
+def check_attention_options(dim: int, n_heads: int, n_harmonics: int, *, k1_init: float, coupling_std: float,
+                            gate_std: float, delay: bool, projections: bool, projected_heads: Optional[int],
+                            project_output: bool, rope_base: Optional[float] = None, where: str = "") -> None:
+    """The arguments of a :class:`fsn_model.FrustratedAttention` (and the same fields of an
+    :class:`FSNConfig`), checked before anything is built: ``dim`` and ``n_heads`` ints >= 1
+    with ``n_heads`` dividing ``dim``, ``n_harmonics`` in 1..MAX_HARMONICS (what the op
+    takes), ``k1_init`` finite, ``coupling_std`` and ``gate_std`` finite and >= 0, ``delay``
+    and ``projections`` bools, the projection options (:func:`check_projection_options`) and
+    ``rope_base`` (when given) finite and > 0. ``where`` prefixes each name (e.g.
+    "FSNConfig."). Raises TypeError / ValueError naming the argument."""
+    check_int(f"{where}dim", dim, 1)
+    check_int(f"{where}n_heads", n_heads, 1)
+    if dim % n_heads:
+        raise ValueError(f"{where}dim ({dim}) must be divisible by {where}n_heads ({n_heads})")
+    check_int(f"{where}n_harmonics", n_harmonics, 1, MAX_HARMONICS)
+    check_number(f"{where}k1_init", k1_init)
+    check_number(f"{where}coupling_std", coupling_std, low=0.0)
+    check_number(f"{where}gate_std", gate_std, low=0.0)
+    check_bool(f"{where}delay", delay)
+    check_bool(f"{where}projections", projections)
+    check_projection_options(projected_heads, project_output, n_heads, projections)
+    if rope_base is not None:
+        check_number(f"{where}rope_base", rope_base, low=0.0, low_ok=False)
 
 
 def check_projection_options(projected_heads: Optional[int], project_output: bool, n_heads: int,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import FrustratedAttention, phase_features
+from .checks import check_token_ids
 from .config import FSNConfig
 from .mixers import MeanFieldCoupling, PhaseSwiGLU
 
@@ -156,7 +157,9 @@ class FSNLM(nn.Module):
     def phases(self, idx: Tensor, cache: Optional[PhaseCache] = None, cu_seqlens: Optional[Tensor] = None) -> Tensor:
         """Embed ``idx`` (B, T) and run every block: final phases (B, T, dim). With ``cache``
         (empty, capacity >= T), each layer's attention input is written into it.
-        ``cu_seqlens``: packed sequences (B = 1), see :meth:`forward`."""
+        ``cu_seqlens``: packed sequences (B = 1), see :meth:`forward`. ``idx``: token ids in
+        0..vocab_size - 1, else ValueError (:func:`fsn_model.checks.check_token_ids`)."""
+        check_token_ids("idx", idx, self.vocab_size)
         theta = self.embed(idx) * self.embed_scale
         T = idx.shape[1]
         for i, block in enumerate(self.blocks):
@@ -170,7 +173,9 @@ class FSNLM(nn.Module):
         return theta
 
     def forward(self, idx: Tensor, cu_seqlens: Optional[Tensor] = None) -> Tensor:
-        """(B, T) int64 -> (B, T, vocab) float32 logits.
+        """(B, T) int64 -> (B, T, vocab) float32 logits. T = 0 gives an empty result that
+        backpropagates (zero gradients). Ids outside 0..vocab_size - 1: ValueError (read on
+        CPU tensors; see :func:`fsn_model.checks.check_token_ids`).
 
         ``cu_seqlens`` (int32 (S + 1,), B = 1): ``idx[0]`` holds S documents end to end;
         attention never crosses a document boundary (the mixers are per token), so the
@@ -185,6 +190,7 @@ class FSNLM(nn.Module):
     def prefill(self, idx: Tensor, capacity: Optional[int] = None) -> Tuple[Tensor, PhaseCache]:
         """The forward pass that also fills a new phase cache: (logits (B, T, vocab), a
         :class:`PhaseCache` holding the T tokens, room for ``capacity`` (default 2 T))."""
+        check_token_ids("idx", idx, self.vocab_size)
         B, T = idx.shape
         capacity = max(capacity or 2 * T, T, 1)
         cache = self.new_cache(B, capacity)
@@ -197,6 +203,8 @@ class FSNLM(nn.Module):
         from :meth:`new_cache` (empty)."""
         if not isinstance(cache, PhaseCache):
             raise TypeError(f"cache must be a PhaseCache (from prefill or new_cache), got {type(cache).__name__}")
+        check_token_ids("idx_new", idx_new.view(-1, 1) if isinstance(idx_new, torch.Tensor) else idx_new,
+                        self.vocab_size, "(B, 1)")
         cache.reserve(1)
         theta = self.embed(idx_new.view(-1, 1)) * self.embed_scale
         for block, phases in zip(self.blocks, cache.phases):

@@ -70,12 +70,13 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .cli import OneLineParser, add_dataclass_flags, explicit_args, run_cli
-from .config import config_to_dict
+from .config import ModelConfig, config_to_dict
 from .data import check_same_corpus, document_boundaries, eval_windows, get_batch, load_corpus, separator_bytes
 from .evaluate import bits_per_byte
 from .run_lock import RunLock
 
 CHECKPOINT_NAME = "checkpoint.pt"
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes seeds up to this
 LOG_NAME = "log.json"
 
 
@@ -94,7 +95,9 @@ class TrainConfig:
     field's metadata; ``progress`` -> ``--no-progress``); ``fsn-compare`` and ``fsn-sweep``
     take the shared ones from here too (:func:`fsn_model.cli.add_dataclass_flags`)."""
 
-    model: str = _setting("fsn", "architecture", choices=MODEL_NAMES)
+    model: str = _setting("fsn", "the model: fsn, fsn-meanfield (with learned projections around the attention, the "
+                          "best measured), fsn-paper, fsn-meanfield-paper (the paper's, without them; what fsn and "
+                          "fsn-meanfield built before), transformer (the baseline)", choices=MODEL_NAMES)
     params: Union[int, str] = _setting("200k", "target size, e.g. 250k, 1M")
     data: Optional[str] = _setting(None, "byte corpus file (enwik8 gets its standard split); None: Python stdlib "
                                    "sources. Stored resolved, with its sha256")
@@ -107,7 +110,7 @@ class TrainConfig:
     warmup: int = _setting(50, "linear warmup steps")
     weight_decay: float = _setting(0.1, "AdamW weight decay of 2-D weights (not embeddings)")
     grad_clip: float = _setting(1.0, "gradient-norm clipping")
-    seed: int = _setting(0, "init and batch seed (>= 0)")
+    seed: int = _setting(0, "init and batch seed (0 .. 2**64 - 1)")
     device: str = _setting("auto", "auto, cpu, cuda, cuda:1 ...")
     out: str = _setting("runs/fsn-quickstart", "run directory (checkpoint.pt, log.json); one run at a time")
     resume: bool = _setting(False, "continue the run in --out with its saved settings; flags given explicitly "
@@ -185,10 +188,10 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not _is_int(value) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    for name in ("warmup", "seed"):
-        value = getattr(cfg, name)
-        if not _is_int(value) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if not _is_int(cfg.warmup) or cfg.warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {cfg.warmup!r}")
+    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
+        raise ValueError(f"seed must be an int in 0..2**64 - 1 ({MAX_SEED}), got {cfg.seed!r}")
     for name, low, low_ok in (("lr", 0.0, False), ("grad_clip", 0.0, False), ("weight_decay", 0.0, True),
                               ("min_lr_ratio", 0.0, True)):
         value = getattr(cfg, name)
@@ -208,7 +211,7 @@ def validate(cfg: TrainConfig) -> None:
         separator_bytes(cfg.pack_documents)
         if cfg.model == "transformer":
             raise ValueError("pack_documents: the transformer baseline has no packed attention; "
-                             "use it with the FSN models (fsn, fsn-meanfield)")
+                             f"use it with the FSN models ({', '.join(m for m in MODEL_NAMES if m != 'transformer')})")
     if cfg.model_overrides and not cfg.resume:
         with torch.device("meta"):  # an unknown knob fails here, not after the data is read
             try:
@@ -218,6 +221,13 @@ def validate(cfg: TrainConfig) -> None:
 
 
 _validate = validate  # the name used before it was public
+
+
+def model_config_of(cfg: TrainConfig) -> ModelConfig:
+    """The model config a fresh run of ``cfg`` builds (its model, params and
+    model_overrides through :func:`fsn_model.build_model`), without allocating weights."""
+    with torch.device("meta"):
+        return build_model(cfg.model, cfg.params, **cfg.model_overrides).config
 
 
 def _saved_config(ckpt: Dict[str, Any]) -> TrainConfig:

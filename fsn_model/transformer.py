@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_token_ids
 from .config import TransformerConfig
 from .mixers import shift_weights, swiglu
 
@@ -153,7 +154,9 @@ class TransformerLM(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, idx: Tensor) -> Tensor:
-        """(B, T) int64 -> (B, T, vocab) float32 logits."""
+        """(B, T) int64 -> (B, T, vocab) float32 logits. Ids outside 0..vocab_size - 1:
+        ValueError (read on CPU tensors; see :func:`fsn_model.checks.check_token_ids`)."""
+        check_token_ids("idx", idx, self.vocab_size)
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x)
@@ -173,6 +176,7 @@ class TransformerLM(nn.Module):
     def prefill(self, idx: Tensor, capacity: Optional[int] = None) -> Tuple[Tensor, KVCache]:
         """The forward pass that also fills a new KV cache: (logits (B, T, vocab), the cache
         holding the T tokens, room for ``capacity`` (default 2 T))."""
+        check_token_ids("idx", idx, self.vocab_size)
         B, T = idx.shape
         x = self.embed(idx)
         cache = self.new_cache(B, max(capacity or 2 * T, T, 1), dtype=x.dtype)
@@ -192,6 +196,8 @@ class TransformerLM(nn.Module):
         one token in place (returned for convenience)."""
         if not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache (from prefill or new_cache), got {type(cache).__name__}")
+        check_token_ids("idx_new", idx_new.view(-1, 1) if isinstance(idx_new, torch.Tensor) else idx_new,
+                        self.vocab_size, "(B, 1)")
         cache.reserve(1)
         x = self.embed(idx_new.view(-1, 1))
         shift = self.config.token_shift

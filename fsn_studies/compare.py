@@ -23,9 +23,12 @@ run is read back and never retrained or replaced, a started one resumes, and a r
 or seed is refused before anything trains. A later comparison with the same shared settings
 into the same results file adds its runs to it (:mod:`fsn_studies.report`).
 
-Models: ``fsn``, ``fsn-meanfield``, ``transformer`` at one parameter target, plus the
-ablations ``fsn-no-delay`` (``build_model(..., delay=False)``: the delay kernel L_n is
-zeroed at init and masked out at use, so it never moves; its parameters still count) and ``fsn-nh1``
+Models (``--models``, any of :data:`fsn_model.build.MODEL_NAMES`; default ``fsn``,
+``fsn-paper``, ``fsn-meanfield``, ``transformer``) at one parameter target: ``fsn`` and
+``fsn-meanfield`` have learned projections around the attention, ``fsn-paper`` is the paper's
+FSN without them. Plus the ablations of ``fsn`` (the recommended FSN, projections kept):
+``fsn-no-delay`` (``build_model("fsn", ..., delay=False)``: the delay kernel L_n is zeroed at
+init and masked out at use, so it never moves; its parameters still count) and ``fsn-nh1``
 (one harmonic, ``n_harmonics=1``, width re-solved to the same parameter target).
 Bytes are characters here: bits per byte = bits per character (bpc) on byte corpora.
 
@@ -61,6 +64,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from fsn_model import train as train_mod  # the module; train_mod.train is the function
+from fsn_model.build import MODEL_NAMES
 from fsn_model.checkpoint import load_model, resolve_device
 from fsn_model.cli import OneLineParser, add_dataclass_flags, values_for
 from fsn_model.data import eval_windows, load_corpus
@@ -71,9 +75,10 @@ from .files import settings_id
 from .records import FINAL_VAL, final_val
 from .runs import Run, execute, plan_run, refuse_repeats, run_study_cli, training_settings, unique
 
-BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
-ABLATIONS = {
-    "no-delay": ("fsn", {"delay": False}),  # label fsn-no-delay: (architecture, build_model overrides)
+# the default comparison: the recommended FSN models, the paper's FSN and the baseline
+BASE_MODELS = ("fsn", "fsn-paper", "fsn-meanfield", "transformer")
+ABLATIONS = {  # label fsn-<key>: (build_model name, its overrides); ablations of the recommended FSN
+    "no-delay": ("fsn", {"delay": False}),
     "nh1": ("fsn", {"n_harmonics": 1}),
 }
 
@@ -91,8 +96,8 @@ def parse_seeds(text: str) -> List[int]:
         seeds = [int(s) for s in text.split(",") if s.strip() != ""]
     except ValueError:
         raise ValueError(f"--seeds: expected integers >= 0 separated by commas, got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds: expected integers >= 0 separated by commas, e.g. 0,1,2; got {text!r}")
+    if not seeds or min(seeds) < 0 or max(seeds) > train_mod.MAX_SEED:
+        raise ValueError(f"--seeds: expected integers in 0..2**64 - 1 separated by commas, e.g. 0,1,2; got {text!r}")
     return unique(seeds, "--seeds")
 
 
@@ -104,9 +109,9 @@ def _label(item: Dict[str, Any]) -> str:
 def _plan(a) -> List[Dict[str, Any]]:
     """Every run: label, architecture, overrides, seed, lr (checked: unknown or repeated names refused)."""
     models = unique([m for m in a.models.split(",") if m], "--models")
-    bad = [m for m in models if m not in BASE_MODELS]
+    bad = [m for m in models if m not in MODEL_NAMES]
     if bad:
-        raise ValueError(f"--models: unknown {bad}; choose from {', '.join(BASE_MODELS)}")
+        raise ValueError(f"--models: unknown {bad}; choose from {', '.join(MODEL_NAMES)}")
     ablations = [] if a.ablations in ("", "none") else unique(a.ablations.split(","), "--ablations")
     bad = [x for x in ablations if x not in ABLATIONS]
     if bad:
@@ -120,7 +125,7 @@ def _plan(a) -> List[Dict[str, Any]]:
     t_lrs = unique(t_lrs, "--transformer-lrs")
     plan = []
     for label in models + [f"fsn-{x}" for x in ablations]:
-        arch, overrides = (label, {}) if label in BASE_MODELS else ABLATIONS[label[4:]]
+        arch, overrides = (label, {}) if label in MODEL_NAMES else ABLATIONS[label[4:]]
         for lr in (t_lrs if label == "transformer" else [a.lr]):
             for seed in seeds:
                 plan.append(dict(label=label, arch=arch, overrides=overrides, seed=seed, lr=lr))
@@ -232,7 +237,8 @@ SHARED_SETTINGS = ("params", "data", "steps", "batch_size", "seq_len", "lr", "wa
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="fsn-compare", description="Train FSN, its ablations and the transformer on the same "
                       "data, budget and seeds; write quality JSON, learning-curve PNG and copy-depth table.")
-    p.add_argument("--models", default=",".join(BASE_MODELS), help="comma list of %s" % ", ".join(BASE_MODELS))
+    p.add_argument("--models", default=",".join(BASE_MODELS), help="comma list of %s (default %%(default)s)"
+                   % ", ".join(MODEL_NAMES))
     p.add_argument("--ablations", default="no-delay,nh1", help="comma list of %s, or 'none'" % ", ".join(ABLATIONS))
     p.add_argument("--seeds", default="0,1,2")
     add_dataclass_flags(p, train_mod.TrainConfig, SHARED_SETTINGS, defaults={"params": "1M"}, helps={

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from fsn_model.build import build_model
+from fsn_model.build import model_from_config
 from fsn_model.checkpoint import load_model
 from fsn_model.copy_depth import BIN_NAMES, loss_by_bin, window_depths
 from fsn_model.data import eval_windows, load_corpus
@@ -36,9 +36,8 @@ POSITION_BINS = ((1, 4), (5, 16), (17, 64), (65, 10**9))
 
 
 def _embedding_movement(model: torch.nn.Module, ckpt: dict) -> Dict[str, float]:
-    cfg = ckpt["train_config"]
-    torch.manual_seed(cfg["seed"])
-    init = build_model(cfg["model"], cfg["params"], **cfg.get("model_overrides", {}))
+    torch.manual_seed(ckpt["train_config"]["seed"])
+    init = model_from_config(ckpt["model_config"])  # the run's own model (its name may mean another one now)
     scale = float(getattr(model, "embed_scale", 1.0))
     final_w, init_w = model.embed.weight.detach(), init.embed.weight.detach()
     delta = (final_w - init_w) * scale

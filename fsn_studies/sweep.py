@@ -16,9 +16,11 @@ batches), and writes the files ``fsn-compare`` writes, in its schema:
 * ``.png``: validation curves, one colour per trial; ``-copy-depth.png``;
 * ``.md``: the sweep table (one row per run), the per-trial summary, the copy-depth table.
 
-A trial is ``MODEL[:key=value,...]``: MODEL in fsn, fsn-meanfield, transformer; keys
-``lr``, ``warmup`` and any ``build_model`` override (``n_layers``, ``head_dim``, ``n_harmonics``,
-``k1_init``, ``coupling_std``, ``gate_std``, ``readout_norm``, ``delay``, ...). Unset keys
+A trial is ``MODEL[:key=value,...]``: MODEL one of :data:`fsn_model.build.MODEL_NAMES` (fsn,
+fsn-meanfield: with learned projections around the attention; fsn-paper, fsn-meanfield-paper:
+the paper's models, without them; transformer); keys ``lr``, ``warmup`` and any
+``build_model`` override (``n_layers``, ``head_dim``, ``n_harmonics``, ``k1_init``,
+``coupling_std``, ``gate_std``, ``readout_norm``, ``delay``, ``projections``, ...). Unset keys
 take the command-line defaults (``--lr``, ``--warmup``).
 
 Everything goes under the current working directory: run directories to ``--runs-dir``
@@ -38,6 +40,7 @@ Examples::
     fsn-sweep --params 250k --steps 800 --seeds 0 \\
         --trial fsn:lr=3e-3 --trial fsn:lr=6e-3 --trial transformer:lr=3e-3 --trial transformer:lr=6e-3
     fsn-sweep --params 250k --steps 800 --seeds 0,1 --trial fsn:lr=6e-3,k1_init=1.0 --out runs/my-sweep
+    fsn-sweep --params 250k --steps 800 --seeds 0,1,2 --trial fsn:lr=1.2e-2 --trial fsn-paper:lr=1.2e-2
 """
 from __future__ import annotations
 

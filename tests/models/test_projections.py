@@ -144,8 +144,9 @@ def test_config_sizing_roundtrip_and_checks():
     assert abs(count_params(model) - 60_000) <= 0.02 * 60_000
     again = model_from_config(config_from_dict(config_to_dict(model.config)))
     assert again.config == model.config and count_params(again) == count_params(model)
-    plain = build_model("fsn", "60k")
-    assert not plain.config.projections and plain.blocks[0].attn.in_proj is None  # default off
+    plain = build_model("fsn-paper", "60k")
+    assert not plain.config.projections and plain.blocks[0].attn.in_proj is None  # the paper's FSN
+    assert build_model("fsn", "60k").config == model.config  # fsn: with the projections
     old = {k: v for k, v in config_to_dict(plain.config).items() if k != "projections"}
     assert config_from_dict(old).projections is False  # configs saved before the field rebuild unchanged
     with pytest.raises(TypeError, match="projections must be a bool, got 1"):

@@ -13,7 +13,9 @@ import time
 import pytest
 import torch
 
+from fsn_model import build_model
 from fsn_model import train as train_mod
+from fsn_model.config import config_to_dict
 from fsn_model.train import TrainConfig, train
 
 TINY = dict(model="fsn", params="30k", batch_size=8, seq_len=32, eval_windows=4, progress=False,
@@ -129,6 +131,24 @@ def test_resume_on_the_command_line_keeps_the_saved_steps(repetitive, tmp_path, 
     with pytest.raises(SystemExit) as e:
         train_mod.main(["--out", out, "--resume", "--params", "1M"])
     assert e.value.code == 2 and "params cannot change" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["fsn", "fsn-meanfield", "fsn-paper", "fsn-meanfield-paper", "transformer"])
+def test_fsn_train_builds_the_model_build_model_builds_for_each_name(name):
+    cfg, _ = train_mod._config_from_args(["--model", name, "--params", "250k"])
+    with torch.device("meta"):
+        assert train_mod.model_config_of(cfg) == build_model(name, "250k").config
+
+
+def test_fsn_train_trains_the_paper_model_by_name_or_without_the_projections(repetitive, tmp_path, capsys):
+    common = ["--data", repetitive, "--params", "30k", "--batch-size", "2", "--seq-len", "16", "--eval-windows", "2",
+              "--steps", "1", "--no-progress", "--sample", "0"]
+    assert train_mod.main(common + ["--model", "fsn-paper", "--out", str(tmp_path / "a")]) == 0
+    assert train_mod.main(common + ["--model-overrides", "projections=false", "--out", str(tmp_path / "b")]) == 0
+    expected = config_to_dict(build_model("fsn-paper", "30k").config)
+    for run in ("a", "b"):
+        assert json.loads((tmp_path / run / "log.json").read_text())["model_config"] == expected
+    assert "fsn-paper" in capsys.readouterr().out
 
 
 # --- what a run writes: atomic log, no stale temporaries, no non-finite numbers -------------

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fsn_model import build_model
+from fsn_model.config import config_to_dict
 from fsn_studies import compare
 
-LABELS = {"fsn", "fsn-meanfield", "transformer", "fsn-no-delay", "fsn-nh1"}
+LABELS = {"fsn", "fsn-paper", "fsn-meanfield", "transformer", "fsn-no-delay", "fsn-nh1"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_quality_json_schema(run):
     assert doc["kind"] == "quality" and doc["corpus"] == "small.txt"
     assert {"device", "corpus", "commit", "runs", "summary", "copy_depth", "settings"} <= set(doc)
     assert {r["model"] for r in doc["runs"]} == LABELS
-    assert len(doc["runs"]) == 6  # 4 models + the transformer at 2 learning rates, 1 seed
+    assert len(doc["runs"]) == 7  # 5 models + the transformer at 2 learning rates, 1 seed
     for r in doc["runs"]:
         assert {"model", "params", "seed", "tokens", "final_val_bits_per_byte", "curve"} <= set(r)
         assert r["tokens"] == 3 * 2 * 32 and math.isfinite(r["final_val_bits_per_byte"])
@@ -58,6 +60,21 @@ def test_quality_json_schema(run):
     assert sorted(r["lr"] for r in doc["runs"] if r["model"] == "transformer") == [1e-3, 3e-3]
     assert sum(s.get("best_lr", False) for s in doc["summary"].values()) == 1
     assert set(doc["copy_depth"]["bins"]) == LABELS
+
+
+def test_each_run_trains_the_model_its_name_builds(run):
+    """The default list keeps the paper's FSN beside the recommended one; the ablations are
+    of the recommended FSN (projections kept)."""
+    json_path, _ = run
+    runs = {r["model"]: r for r in json.loads(json_path.read_text())["runs"]}
+    for label, name, overrides in [("fsn", "fsn", {}), ("fsn-paper", "fsn-paper", {}),
+                                   ("fsn-meanfield", "fsn-meanfield", {}), ("transformer", "transformer", {}),
+                                   ("fsn-no-delay", "fsn", {"delay": False}), ("fsn-nh1", "fsn", {"n_harmonics": 1})]:
+        with torch.device("meta"):
+            expected = config_to_dict(build_model(name, "30k", **overrides).config)
+        assert runs[label]["model_config"] == expected, label
+    assert not runs["fsn-paper"]["model_config"]["projections"]
+    assert all(runs[label]["model_config"]["projections"] for label in ("fsn", "fsn-no-delay", "fsn-nh1"))
 
 
 def test_pngs_and_table(run):

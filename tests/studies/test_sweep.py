@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fsn_model.build import build_model
+from fsn_model.config import config_to_dict
 from fsn_studies import sweep
 
 FINAL = "final_val_bits_per_byte"
@@ -75,6 +76,16 @@ def test_finished_runs_are_reused(run):
     assert [p.stat().st_mtime_ns for p in logs] == mtimes  # nothing retrained or rewritten
     after = json.loads(json_path.read_text())
     assert [r[FINAL] for r in after["runs"]] == [r[FINAL] for r in before["runs"]]
+
+
+def test_each_trial_trains_the_model_its_name_builds(run):
+    tmp, json_path = run
+    for r in json.loads(json_path.read_text())["runs"]:
+        with torch.device("meta"):
+            expected = build_model(r["model"], "30k", **r["overrides"]).config
+        assert r["model_config"] == config_to_dict(expected), r["trial"]
+    assert sweep.parse_trial("fsn-paper:lr=1e-3") == {"model": "fsn-paper", "knobs": {"lr": 1e-3}}
+    assert sweep.parse_trial("fsn-meanfield-paper") == {"model": "fsn-meanfield-paper", "knobs": {}}
 
 
 def test_knobs_reach_the_model():
