@@ -9,7 +9,7 @@ import torch
 from fsn_model import FSNLM, FrustratedAttention, FSNConfig, TransformerConfig, TransformerLM, build_model
 from fsn_model import train as train_mod
 from fsn_model.attention import rope_frequencies
-from fsn_model.sweep import main as sweep_main
+from fsn_studies.sweep import main as sweep_main
 
 TINY_FSN = dict(dim=16, n_heads=2, n_layers=1, hidden=8)
 
