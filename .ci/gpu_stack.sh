@@ -55,7 +55,7 @@ EOF
 
 echo "== stock path, models, training and Hugging Face on torch 2.11 and transformers 5.0"
 OMP_NUM_THREADS=1 "$py" -m pytest -q -p no:cacheprovider tests/ops/test_sdpa.py tests/models/test_hf.py \
-    tests/models/test_hf_swap.py tests/models/test_checkpoint.py tests/models/test_model_layers.py -x
+    tests/models/test_hf_swap.py tests/models/test_checkpoint.py tests/models/test_model_layers.py -x -k "not triton"
 
 echo "== kernel parity subset under triton 3.6's interpreter (numpy < 2.3)"
 "$py" -m pip install -q "numpy<2.3"
