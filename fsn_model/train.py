@@ -14,17 +14,10 @@ then cosine decay to ``min_lr_ratio * lr``, grad-norm clipping, bf16 autocast on
 The loop reads the loss back from the device only every ``log_every`` steps (and at each
 evaluation), so the GPU never waits on the host in between.
 
-Every setting is checked before any work (:func:`validate`), and the data file is read,
-before the run directory is created. Run directory ``out``: one run at a time; a run
-holds its lock (:mod:`fsn_model.run_lock`) while it trains, and a second run, resume or
-sweep into it is refused naming the holder. ``checkpoint.pt`` and ``log.json`` are written
-atomically at every evaluation and at the end; a failed write (no space left, ...) is
-named in one line and the previous files stay. A fresh run refuses a directory that
-already holds a checkpoint unless ``overwrite=True``; ``resume=True`` continues the run
-there (and fails if there is none) with its saved settings: fields of the given config
-that differ from the saved ones override them and are announced, except model, params,
-model_overrides and data, which cannot change. :func:`resume_config` builds the config of
-a resume with only the given overrides. The next step's loss of a resumed run equals an
+Settings: :class:`fsn_model.train_config.TrainConfig`, every one checked before any work
+(:func:`validate`); the data file is read before the run directory is created. The run
+directory (one run at a time, its atomic checkpoint and log, resuming it with its saved
+settings): :mod:`fsn_model.run_dir`. The next step's loss of a resumed run equals an
 uninterrupted run's. A resume with no step left to run says so and returns the log.
 
 The corpus: ``data`` is stored resolved (absolute) with the file's sha256; a resume
@@ -44,97 +37,43 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .build import MODEL_NAMES, build_model, count_params, model_from_config, parse_params
-from .checkpoint import (
-    atomic_write_text,
-    load_checkpoint,
-    remove_stale_temporaries,
-    resolve_device,
-    save_checkpoint,
-)
+from .build import build_model, count_params, model_from_config
+from .checkpoint import resolve_device
 from .cli import OneLineParser, add_dataclass_flags, explicit_args, run_cli
-from .config import ModelConfig, config_to_dict
+from .config import config_to_dict
 from .data import check_same_corpus, document_boundaries, eval_windows, get_batch, load_corpus, separator_bytes
 from .evaluate import bits_per_byte
-from .run_lock import RunLock
+from .run_dir import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    RunDirectory,
+    already_done,
+    checkpoint_to_resume,
+    resolved_data,
+    resume_config,
+    resume_overrides,
+    save_run,
+)
+from .train_config import FIXED_ON_RESUME, MAX_SEED, RUNTIME_FIELDS, TrainConfig, model_config_of, validate
 
-CHECKPOINT_NAME = "checkpoint.pt"
-MAX_SEED = 2**64 - 1  # torch.manual_seed takes seeds up to this
-LOG_NAME = "log.json"
-
-
-def _setting(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) -> Any:
-    """A TrainConfig field; ``help`` (and ``choices``, ``metavar``) become its fsn-train flag's."""
-    extra = {"default_factory": dict} if default is dict else {"default": default}
-    return field(metadata=dict(help=help, **metadata), **extra)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on: the one declaration of a run's settings. Defaults are the
-    CPU quickstart (~2-3 min on 2 idle cores, ~200k-param FSN, 1000 steps).
-
-    Each field is a flag of ``fsn-train`` (``batch_size`` -> ``--batch-size``, help from the
-    field's metadata; ``progress`` -> ``--no-progress``); ``fsn-compare`` and ``fsn-sweep``
-    take the shared ones from here too (:func:`fsn_model.cli.add_dataclass_flags`)."""
-
-    model: str = _setting("fsn", "the model: fsn, fsn-meanfield (with learned projections around the attention, the "
-                          "best measured), fsn-paper, fsn-meanfield-paper (the paper's, without them; what fsn and "
-                          "fsn-meanfield built before), transformer (the baseline)", choices=MODEL_NAMES)
-    params: Union[int, str] = _setting("200k", "target size, e.g. 250k, 1M")
-    data: Optional[str] = _setting(None, "byte corpus file (enwik8 gets its standard split); None: Python stdlib "
-                                   "sources. Stored resolved, with its sha256")
-    steps: int = _setting(1000, "optimizer steps")
-    batch_size: int = _setting(16, "windows per step")
-    seq_len: int = _setting(128, "bytes per window")
-    lr: float = _setting(1.2e-2, "peak learning rate (FSN's best at 250k in the tuning study; the transformer's "
-                         "was 6e-3)")
-    min_lr_ratio: float = _setting(0.1, "the cosine schedule ends at min_lr_ratio * lr")
-    warmup: int = _setting(50, "linear warmup steps")
-    weight_decay: float = _setting(0.1, "AdamW weight decay of 2-D weights (not embeddings)")
-    grad_clip: float = _setting(1.0, "gradient-norm clipping")
-    seed: int = _setting(0, "init and batch seed (0 .. 2**64 - 1)")
-    device: str = _setting("auto", "auto, cpu, cuda, cuda:1 ...")
-    out: str = _setting("runs/fsn-quickstart", "run directory (checkpoint.pt, log.json); one run at a time")
-    resume: bool = _setting(False, "continue the run in --out with its saved settings; flags given explicitly "
-                            "override them")
-    overwrite: bool = _setting(False, "replace a run already in --out")
-    allow_different_data: bool = _setting(False, "resume on a corpus whose sha256 differs from the one the run "
-                                          "recorded (or on another --data file)")
-    eval_every: int = _setting(250, "validate and checkpoint every N steps")
-    eval_windows: int = _setting(64, "validation windows")
-    log_every: int = _setting(10, "read the loss back from the device and update the progress bar every N steps")
-    stop_at: Optional[int] = _setting(None, "stop (with a checkpoint) after this step, as if interrupted")
-    progress: bool = _setting(True, "a progress bar on stderr; --no-progress turns it off")
-    model_overrides: Dict[str, Any] = _setting(dict, "build_model knobs, e.g. n_layers=2,k1_init=1.0")
-    pack_documents: Optional[str] = _setting(None, "split each training window into documents ending with SEP "
-                                             "(backslash escapes allowed, e.g. '\\n\\n'); attention never "
-                                             "crosses a document (FSN models)", metavar="SEP")
-    compile: bool = _setting(False, "torch.compile the model (CPU and CUDA; the first steps compile; "
-                             "fsn_model/README.md says when it pays)")
-
-
-# Fields that describe where and how this process runs, not the run itself.
-RUNTIME_FIELDS = ("device", "out", "resume", "overwrite", "progress", "allow_different_data", "compile")
-# Fields a resumed run cannot change: the saved weights and batches depend on them.
-FIXED_ON_RESUME = ("model", "params", "model_overrides", "data", "pack_documents")
+__all__ = ["TrainConfig", "train", "validate", "resume_config", "model_config_of", "lr_at", "main",
+           "TrainingInterrupted", "NonFiniteLossError", "CHECKPOINT_NAME", "LOG_NAME", "RUNTIME_FIELDS",
+           "FIXED_ON_RESUME", "MAX_SEED"]
 
 
 class TrainingInterrupted(Exception):
@@ -172,166 +111,6 @@ def _dist_setup(device: torch.device) -> Tuple[int, int, torch.device]:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return rank, world, device
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Raise ValueError naming the first bad field of ``cfg``. Checks every setting before
-    any work (a knob of ``model_overrides`` that build_model does not take included)."""
-    if cfg.model not in MODEL_NAMES:
-        raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}; got {cfg.model!r}")
-    parse_params(cfg.params)
-    for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows", "log_every"):
-        value = getattr(cfg, name)
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if not _is_int(cfg.warmup) or cfg.warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {cfg.warmup!r}")
-    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
-        raise ValueError(f"seed must be an int in 0..2**64 - 1 ({MAX_SEED}), got {cfg.seed!r}")
-    for name, low, low_ok in (("lr", 0.0, False), ("grad_clip", 0.0, False), ("weight_decay", 0.0, True),
-                              ("min_lr_ratio", 0.0, True)):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and (value >= low if low_ok else value > low)):
-            raise ValueError(f"{name} must be a finite number {'>=' if low_ok else '>'} {low:g}, got {value!r}")
-    if cfg.min_lr_ratio > 1:
-        raise ValueError(f"min_lr_ratio must be <= 1, got {cfg.min_lr_ratio}")
-    if cfg.stop_at is not None and (not _is_int(cfg.stop_at) or cfg.stop_at < 1):
-        raise ValueError(f"stop_at must be an int >= 1 when set, got {cfg.stop_at!r}")
-    if not isinstance(cfg.out, (str, os.PathLike)) or not str(cfg.out).strip():
-        raise ValueError(f"out must name a run directory, got {cfg.out!r}")
-    if cfg.data is not None and not isinstance(cfg.data, (str, os.PathLike)):
-        raise ValueError(f"data must be a file path or None, got {cfg.data!r}")
-    if not isinstance(cfg.model_overrides, dict):
-        raise ValueError(f"model_overrides must be a dict of build_model knobs, got {cfg.model_overrides!r}")
-    if cfg.pack_documents is not None:
-        separator_bytes(cfg.pack_documents)
-        if cfg.model == "transformer":
-            raise ValueError("pack_documents: the transformer baseline has no packed attention; "
-                             f"use it with the FSN models ({', '.join(m for m in MODEL_NAMES if m != 'transformer')})")
-    if cfg.model_overrides and not cfg.resume:
-        with torch.device("meta"):  # an unknown knob fails here, not after the data is read
-            try:
-                build_model(cfg.model, cfg.params, **cfg.model_overrides)
-            except TypeError as e:
-                raise ValueError(f"model_overrides {cfg.model_overrides}: {e}") from None
-
-
-_validate = validate  # the name used before it was public
-
-
-def model_config_of(cfg: TrainConfig) -> ModelConfig:
-    """The model config a fresh run of ``cfg`` builds (its model, params and
-    model_overrides through :func:`fsn_model.build_model`), without allocating weights."""
-    with torch.device("meta"):
-        return build_model(cfg.model, cfg.params, **cfg.model_overrides).config
-
-
-def _saved_config(ckpt: Dict[str, Any]) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in ckpt["train_config"].items() if k in known})
-
-
-def _checkpoint_to_resume(out: Path) -> Dict[str, Any]:
-    path = out / CHECKPOINT_NAME
-    if not path.is_file():
-        raise ValueError(f"resume: no checkpoint at {path}, so there is no run to resume (drop --resume to start one)")
-    mtime = path.stat().st_mtime_ns
-    return dict(load_checkpoint(str(path)), _read_mtime_ns=mtime)
-
-
-def resume_config(out: str, **overrides: Any) -> TrainConfig:
-    """The saved config of the run in ``out`` with ``overrides`` applied and ``resume=True``.
-
-    Raises ValueError when ``out`` holds no checkpoint or an override names an unknown field.
-    """
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"resume_config: unknown TrainConfig fields {unknown}")
-    saved = _saved_config(_checkpoint_to_resume(Path(out)))
-    # allow_different_data is a choice of this resume, never inherited from the saved one
-    return dataclasses.replace(saved, **{"allow_different_data": False, **overrides}, out=out, resume=True)
-
-
-def _resume_overrides(cfg: TrainConfig, ckpt: Dict[str, Any]) -> List[str]:
-    """The fields of ``cfg`` that override the saved config of ``ckpt``, as ["steps 1000 -> 2000", ...].
-    Raises ValueError for a field that cannot change on resume."""
-    saved = _saved_config(ckpt)
-    changed = []
-    for f in dataclasses.fields(TrainConfig):
-        new, old = getattr(cfg, f.name), getattr(saved, f.name)
-        if f.name == "data":  # the same file, however it was spelled
-            new, old = _resolved(new), _resolved(old)
-        if f.name in RUNTIME_FIELDS or new == old:
-            continue
-        if f.name == "data" and cfg.allow_different_data:
-            changed.append(f"data {old!r} -> {new!r}")
-            continue
-        if f.name in FIXED_ON_RESUME:
-            raise ValueError(f"resume: {f.name} cannot change on resume (saved {old!r}, given {new!r})")
-        changed.append(f"{f.name} {old!r} -> {new!r}")
-    return changed
-
-
-def _resolved(data: Optional[str]) -> Optional[str]:
-    """A corpus path made absolute (symlinks followed); None (the default corpus) stays None."""
-    return None if data is None else str(Path(data).resolve())
-
-
-def _prepare_out_dir(cfg: TrainConfig) -> Tuple[Path, RunLock, bool]:
-    """Create and lock the run directory: a directory, writable, held by no other run
-    (:class:`fsn_model.run_lock.RunLock`), and for a fresh run free of an earlier run
-    (unless ``overwrite``). Removes stale temporaries. Returns (path, the held lock,
-    whether this call created the directory)."""
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out {cfg.out} exists and is not a directory")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise ValueError(f"out {cfg.out} is not a writable directory ({e.strerror or e})") from None
-    lock = RunLock(out).acquire()
-    try:
-        if not cfg.resume and (out / CHECKPOINT_NAME).exists():
-            if not cfg.overwrite:
-                raise ValueError(f"out {cfg.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
-                                 "it or --overwrite to replace it")
-            for name in (CHECKPOINT_NAME, LOG_NAME):
-                (out / name).unlink(missing_ok=True)
-        remove_stale_temporaries(out)
-    except BaseException:
-        _release(out, lock, created)
-        raise
-    return out, lock, created
-
-
-def _release(out: Path, lock: RunLock, created: bool) -> None:
-    """Drop the run directory's lock; a directory this run created and left empty is removed."""
-    lock.release()
-    if created:
-        try:
-            out.rmdir()  # only when empty
-        except OSError:
-            pass
-
-
-def _already_done(cfg: TrainConfig, ckpt: Dict[str, Any]) -> Optional[str]:
-    """For a resume with nothing left to run: what to say (and what to pass to continue)."""
-    step = ckpt["step"]
-    if step >= cfg.steps:
-        return (f"the run in {cfg.out} is already complete ({step} of {cfg.steps} steps); nothing to do "
-                f"(to train it further pass --resume with --steps N, N > {step})")
-    if cfg.stop_at is not None and step >= cfg.stop_at:
-        return (f"the run in {cfg.out} already stopped at step {step} (stop_at {cfg.stop_at}, of {cfg.steps} "
-                f"steps); nothing to do (to continue pass --resume with --stop-at N, {step} < N <= {cfg.steps})")
-    return None
 
 
 class _DeferredSigint:
@@ -385,15 +164,13 @@ def _flush_losses(pending: List[Tuple[int, float, torch.Tensor]], log: Dict[str,
     pending.clear()
 
 
-def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, step: int,
-          log: Dict[str, Any]) -> None:
-    """Checkpoint and log.json, each written atomically."""
-    save_checkpoint(str(path / CHECKPOINT_NAME), {
-        "model_config": log["model_config"], "train_config": dataclasses.asdict(cfg),
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-        "log": log, "corpus": {k: log["corpus"][k] for k in ("name", "path", "sha256")},
-    })
-    atomic_write_text(path / LOG_NAME, json.dumps(log, indent=1, allow_nan=False))
+@dataclass(frozen=True)
+class _Process:
+    """Where this process trains: its DDP rank, the world size and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:
@@ -405,15 +182,15 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint stays).
     """
     # settings: validate; a resume starts from its checkpoint's config
-    cfg = dataclasses.replace(config, data=_resolved(config.data))
+    cfg = dataclasses.replace(config, data=resolved_data(config.data))
     validate(cfg)
-    ckpt = _checkpoint_to_resume(Path(cfg.out)) if cfg.resume else None
-    overridden = _resume_overrides(cfg, ckpt) if ckpt is not None else []
-    rank, world, device = _dist_setup(resolve_device(cfg.device))
+    ckpt = checkpoint_to_resume(Path(cfg.out)) if cfg.resume else None
+    overridden = resume_overrides(cfg, ckpt) if ckpt is not None else []
+    proc = _Process(*_dist_setup(resolve_device(cfg.device)))
     if ckpt is not None:
-        done = _already_done(cfg, ckpt)
+        done = already_done(cfg, ckpt)
         if done is not None:
-            if rank == 0:
+            if proc.rank == 0:
                 print(f"fsn-train: {done}", flush=True)
             return ckpt["log"]
 
@@ -423,44 +200,48 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         check_same_corpus(corpus, ckpt.get("corpus"), f"the run in {cfg.out}", cfg.allow_different_data)
 
     # the run directory: created only now, and held for the whole run
-    if rank != 0:
-        return _train_in(cfg, ckpt, overridden, corpus, rank, world, device, Path(cfg.out))
-    out, lock, created = _prepare_out_dir(cfg)
-    try:
+    if proc.rank != 0:
+        return _train_in(cfg, ckpt, overridden, corpus, proc, Path(cfg.out))
+    with RunDirectory(cfg) as out:
         if ckpt is not None and (out / CHECKPOINT_NAME).stat().st_mtime_ns != ckpt["_read_mtime_ns"]:
             raise ValueError(f"resume: another run wrote {out / CHECKPOINT_NAME} while this one started; "
                              "run the resume again")
-        return _train_in(cfg, ckpt, overridden, corpus, rank, world, device, out)
-    finally:
-        _release(out, lock, created)
+        return _train_in(cfg, ckpt, overridden, corpus, proc, out)
 
 
-def _train_in(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], overridden: List[str], corpus, rank: int,
-              world: int, device: torch.device, out: Path) -> Dict[str, Any]:
-    """The run itself, in the locked run directory ``out`` (see :func:`train`)."""
-    # data: the train split and fixed validation windows
-    train_data, val = corpus.split("train"), eval_windows(corpus.split("val"), cfg.seq_len, cfg.eval_windows)
-
-    # model and optimizer: fresh from the seed, or restored from the checkpoint
+def _start(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], corpus, proc: _Process
+           ) -> Tuple[torch.nn.Module, torch.optim.Optimizer, int, Dict[str, Any]]:
+    """(model, optimizer, next step, log): fresh from the seed, or restored from ``ckpt``."""
     torch.manual_seed(cfg.seed)
     if ckpt is None:
         model = build_model(cfg.model, cfg.params, **cfg.model_overrides)
     else:
         model = model_from_config(ckpt["model_config"])
         model.load_state_dict(ckpt["model"])
-    model.to(device).train()
+    model.to(proc.device).train()
     opt = _optimizer(model, cfg)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
     step = ckpt["step"] if ckpt else 0
     log = ckpt["log"] if ckpt else {
         "model_config": config_to_dict(model.config), "params": count_params(model),
-        "corpus": corpus.describe(), "world_size": world, "train": [], "val": [], "wall_time_s": 0.0,
+        "corpus": corpus.describe(), "world_size": proc.world, "train": [], "val": [], "wall_time_s": 0.0,
     }
     if ckpt is not None and log["corpus"].get("sha256") != corpus.sha256:  # allowed by allow_different_data
         log.setdefault("corpus_history", []).append(dict(log["corpus"], until_step=step))
         log["corpus"] = corpus.describe()
     log["train_config"] = dataclasses.asdict(cfg)
+    return model, opt, step, log
+
+
+def _train_in(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], overridden: List[str], corpus, proc: _Process,
+              out: Path) -> Dict[str, Any]:
+    """The run itself, in the locked run directory ``out`` (see :func:`train`)."""
+    rank, world, device = proc.rank, proc.world, proc.device
+    # data: the train split and fixed validation windows
+    train_data, val = corpus.split("train"), eval_windows(corpus.split("val"), cfg.seq_len, cfg.eval_windows)
+    # model, optimizer, step and log: fresh from the seed, or restored from the checkpoint
+    model, opt, step, log = _start(cfg, ckpt, corpus, proc)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if cfg.compile:  # the checkpoint keeps saving `model`; only the calls go through the compiled wrapper
         ddp = torch.compile(ddp)
@@ -520,12 +301,12 @@ def _train_in(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], overridden: List
                     bar.write(f"step {step}: val {bpb:.4f} bits/byte")
                     log["wall_time_s"] += time.time() - t_start
                     t_start = time.time()
-                    _save(out, model, opt, cfg, step, log)
+                    save_run(out, model, opt, cfg, step, log)
                 # stop on Ctrl-C after a finished step, with a checkpoint of it
                 if sigint.requested:
                     if rank == 0 and not is_eval:
                         log["wall_time_s"] += time.time() - t_start
-                        _save(out, model, opt, cfg, step, log)
+                        save_run(out, model, opt, cfg, step, log)
                     raise TrainingInterrupted(f"interrupted at step {step}; saved {out / CHECKPOINT_NAME} "
                                               "(continue with --resume)")
     except NonFiniteLossError as e:

@@ -6,7 +6,7 @@ import torch
 from fsn_kernels.testing import backend_params
 from fsn_model import build_model
 from fsn_model.data import document_boundaries, separator_bytes
-from fsn_model.train import TrainConfig, _validate, main, train
+from fsn_model.train import TrainConfig, main, train, validate
 
 
 def test_document_boundaries_split_at_the_separator_and_at_window_ends():
@@ -55,9 +55,9 @@ def test_training_with_packed_documents(tmp_path):
 
 def test_pack_documents_is_refused_for_the_transformer_and_when_empty(tmp_path, capsys):
     with pytest.raises(ValueError, match="transformer"):
-        _validate(TrainConfig(model="transformer", pack_documents="\\n"))
+        validate(TrainConfig(model="transformer", pack_documents="\\n"))
     with pytest.raises(ValueError, match="non-empty"):
-        _validate(TrainConfig(pack_documents=""))
+        validate(TrainConfig(pack_documents=""))
     with pytest.raises(SystemExit) as stop:
         main(["--model", "transformer", "--pack-documents", "\\n", "--out", str(tmp_path / "r")])
     assert stop.value.code == 2
