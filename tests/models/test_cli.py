@@ -10,33 +10,14 @@ from fsn_model import copy_depth, evaluate, generate
 from fsn_model import train as train_mod
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    f = tmp_path_factory.mktemp("data") / "small.txt"
-    f.write_bytes(b"def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 300)
-    return str(f)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(corpus, tmp_path_factory):
-    paths = []
-    for model in ("fsn", "transformer"):
-        out = tmp_path_factory.mktemp(model)
-        cfg = train_mod.TrainConfig(model=model, params="30k", data=corpus, steps=3, batch_size=4, seq_len=32,
-                                    eval_windows=2, progress=False, out=str(out), model_overrides={"n_layers": 1})
-        train_mod.train(cfg)
-        paths.append(str(out / "checkpoint.pt"))
-    return paths
-
-
 def test_eval_prints_val_and_test_bpb(checkpoints, corpus, capsys):
-    assert evaluate.main([checkpoints[0], "--data", corpus, "--windows", "3"]) == 0
+    assert evaluate.main([checkpoints["fsn"], "--data", corpus, "--windows", "3"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert 0 < res["val_bpb"] < 10 and 0 < res["test_bpb"] < 10
 
 
 def test_generate_samples_through_cache(checkpoints, capsys):
-    for ckpt in checkpoints:
+    for ckpt in checkpoints.values():
         assert generate.main([ckpt, "--prompt", "def ", "--length", "12", "--top-k", "5", "--seed", "1"]) == 0
         out = capsys.readouterr().out
         assert out.startswith("def ") and len(out.rstrip("\n")) > len("def ")
@@ -47,7 +28,7 @@ def test_greedy_decoding_through_the_phase_cache_equals_full_forwards(checkpoint
     from fsn_model.fsn import FSNLM
     from fsn_model.generate import sample
 
-    model, _ = load_model(checkpoints[0])
+    model, _ = load_model(checkpoints["fsn"])
     assert isinstance(model, FSNLM)
     prompt = list(b"def ")
     cached = sample(model, prompt, max_new=10, temperature=0)
@@ -60,7 +41,7 @@ def test_greedy_decoding_through_the_phase_cache_equals_full_forwards(checkpoint
 
 def test_copy_depth_table_and_chart(checkpoints, corpus, tmp_path, capsys):
     png = tmp_path / "cd.png"
-    assert copy_depth.main(checkpoints + ["--data", corpus, "--windows", "3", "--out", str(png)]) == 0
+    assert copy_depth.main(list(checkpoints.values()) + ["--data", corpus, "--windows", "3", "--out", str(png)]) == 0
     out = capsys.readouterr().out
     assert "| 24-32 |" in out and "fsn" in out and "transformer" in out
     assert png.stat().st_size > 1000
@@ -89,18 +70,11 @@ if NO_CUDA:
             (train_mod.main, ["--device", "cuda:0"], "CUDA is not available")]
 
 
-def _assert_one_line_exit_2(fn, argv, word, capsys):
-    with pytest.raises(SystemExit) as e:
-        fn(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "error" in err and "Traceback" not in err, err
-    assert word in err, err
 
 
 @pytest.mark.parametrize("fn,argv,word", BAD)
-def test_bad_input_exits_2_with_one_line(fn, argv, word, capsys):
-    _assert_one_line_exit_2(fn, argv, word, capsys)
+def test_bad_input_exits_2_with_one_line(fn, argv, word, one_line_error):
+    assert word in one_line_error(fn, argv)
 
 
 BAD_WITH_CHECKPOINT = [  # argv after the checkpoint path
@@ -115,8 +89,8 @@ BAD_WITH_CHECKPOINT = [  # argv after the checkpoint path
 
 
 @pytest.mark.parametrize("fn,argv,word", BAD_WITH_CHECKPOINT)
-def test_bad_numbers_for_a_checkpoint_exit_2_with_one_line(checkpoints, fn, argv, word, capsys):
-    _assert_one_line_exit_2(fn, [checkpoints[0]] + argv, word, capsys)
+def test_bad_numbers_for_a_checkpoint_exit_2_with_one_line(checkpoints, fn, argv, word, one_line_error):
+    assert word in one_line_error(fn, [checkpoints["fsn"]] + argv)
 
 
 def test_a_directory_as_data_is_named_a_directory(tmp_path, capsys):
@@ -126,7 +100,7 @@ def test_a_directory_as_data_is_named_a_directory(tmp_path, capsys):
 
 
 def test_eval_prints_its_window_counts(checkpoints, corpus, capsys):
-    assert evaluate.main([checkpoints[0], "--data", corpus, "--windows", "3"]) == 0
+    assert evaluate.main([checkpoints["fsn"], "--data", corpus, "--windows", "3"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["val_windows"] == 3 and res["test_windows"] == 3
 

@@ -160,7 +160,7 @@ def test_transformer_is_causal():
 
 
 @pytest.mark.parametrize("backend", backend_params())
-def test_lm_cached_decoding_equals_full_forward(backend):
+def test_lm_cached_decoding_equals_full_forward(backend, perturb):
     """prefill + decode through the preallocated phase cache (in place, growing by doubling
     past its capacity) equals the full forward; so does decoding from an empty cache."""
     torch.manual_seed(4)
@@ -175,10 +175,7 @@ def test_lm_cached_decoding_equals_full_forward(backend):
         for block in model.blocks:
             _randomise_coupling(block.attn)
             if block.attn.projections:  # away from the identity init, so the cache must hold the projected phases
-                with torch.no_grad():
-                    for part in (block.attn.in_proj, block.attn.out_proj):
-                        for w in [] if part is None else part.parameters():
-                            w.add_(0.3 * torch.randn_like(w))
+                perturb(block.attn)
         idx = torch.randint(0, 256, (2, 13), device=dev)
         with torch.no_grad():
             full = model(idx)

@@ -18,13 +18,6 @@ from fsn_model.config import config_from_dict, config_to_dict
 from fsn_model.fsn import previous_token_features
 
 
-def _perturb(layer: FrustratedAttention, std: float = 0.3) -> None:
-    with torch.no_grad():
-        for part in (layer.in_proj, layer.out_proj):
-            for w in [] if part is None else part.parameters():
-                w.add_(std * torch.randn_like(w))
-
-
 @settings(max_examples=10, deadline=None)
 @given(dim=st.integers(1, 6), shift=st.floats(-20.0, 20.0), data=st.data())
 def test_fresh_phase_projection_returns_the_same_phases_mod_two_pi(dim, shift, data):
@@ -48,7 +41,7 @@ def test_phase_projection_is_the_angle_of_a_learned_vector():
 
 
 @pytest.mark.parametrize("heads,out,per_layer", [(None, True, 3), (1, True, 3), (0, True, 1), (None, False, 2)])
-def test_fresh_model_with_projections_equals_the_model_without(heads, out, per_layer):
+def test_fresh_model_with_projections_equals_the_model_without(heads, out, per_layer, perturb):
     """Identity init: given the other weights of a plain model, the same logits. per_layer:
     the new tensors of a layer (in weight and bias, out weight; fewer with heads 0 or no out)."""
     torch.manual_seed(1)
@@ -60,16 +53,16 @@ def test_fresh_model_with_projections_equals_the_model_without(heads, out, per_l
     idx = torch.randint(0, 256, (2, 11))
     with torch.no_grad():
         torch.testing.assert_close(proj(idx), plain(idx), atol=1e-5, rtol=1e-5)
-        _perturb(proj.blocks[0].attn)
+        perturb(proj.blocks[0].attn)
         assert not torch.allclose(proj(idx), plain(idx), atol=1e-3)
 
 
-def test_layer_with_projections_matches_a_composition_of_its_parts_in_float64():
+def test_layer_with_projections_matches_a_composition_of_its_parts_in_float64(perturb):
     """forward = out_proj(op(in_proj(theta), gate(theta))), with the float64 reference op,
     and its gradients pass gradcheck (through atan2, the gate and both projections)."""
     torch.manual_seed(2)
     layer = FrustratedAttention(6, 2, n_harmonics=2, projections=True, backend="reference").double()
-    _perturb(layer)
+    perturb(layer)
     plain = FrustratedAttention(6, 2, n_harmonics=2, backend="reference").double()
     plain.load_state_dict({k: v for k, v in layer.state_dict().items() if "_proj." not in k or "gate" in k})
     theta = torch.randn(2, 7, 6, dtype=torch.float64, requires_grad=True)
@@ -85,14 +78,14 @@ def test_layer_with_projections_matches_a_composition_of_its_parts_in_float64():
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
-def test_projections_on_some_heads_leave_the_other_heads_on_the_block_input_in_float64():
+def test_projections_on_some_heads_leave_the_other_heads_on_the_block_input_in_float64(perturb):
     """projected_heads = k: the first k heads attend over in_proj's phases, the others over
     theta itself (bit for bit), and the layer is out_proj of the op on those phases."""
     torch.manual_seed(8)
     layer = FrustratedAttention(9, 3, n_harmonics=2, projections=True, projected_heads=2,
                                 backend="reference").double()
     assert layer.in_proj.proj.weight.shape == (2 * 6, 2 * 9)  # 6 phases out, read from all 9 oscillators
-    _perturb(layer)
+    perturb(layer)
     theta = torch.randn(2, 7, 9, dtype=torch.float64, requires_grad=True) * 3
     projected = layer.cached_phases(theta)
     assert torch.equal(projected[..., 6:], theta[..., 6:])
@@ -105,14 +98,14 @@ def test_projections_on_some_heads_leave_the_other_heads_on_the_block_input_in_f
     assert torch.autograd.gradcheck(lambda x: layer(x), (theta.detach().requires_grad_(),), eps=1e-6, atol=1e-6)
 
 
-def test_projections_without_the_output_map_in_float64():
+def test_projections_without_the_output_map_in_float64(perturb):
     """project_output=False: the layer is the op on in_proj's phases, each increment left on
     the oscillator it was computed for (no out_proj), and differentiable through in_proj."""
     torch.manual_seed(9)
     layer = FrustratedAttention(6, 2, n_harmonics=2, projections=True, project_output=False,
                                 backend="reference").double()
     assert layer.out_proj is None and layer.in_proj is not None
-    _perturb(layer)
+    perturb(layer)
     theta = torch.randn(2, 7, 6, dtype=torch.float64) * 3
     projected = layer.in_proj(theta)
     gate = layer.gate(theta).to(theta.dtype)
@@ -123,11 +116,11 @@ def test_projections_without_the_output_map_in_float64():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.in_proj.parameters())
 
 
-def test_model_with_projections_is_causal_bit_exact():
+def test_model_with_projections_is_causal_bit_exact(perturb):
     torch.manual_seed(3)
     model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, projections=True), backend="sdpa").eval()
     for block in model.blocks:
-        _perturb(block.attn)
+        perturb(block.attn)
     idx = torch.randint(0, 256, (2, 12))
     idx2 = idx.clone()
     idx2[:, 7] = (idx2[:, 7] + 1) % 256
@@ -192,12 +185,12 @@ def test_projected_heads_sizing_roundtrip_and_checks():
         build_model("transformer", "60k", projected_heads=1)
 
 
-def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast():
+def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast(perturb):
     """Under bf16 autocast the linear maps run in bf16, but projected (an angle) and the returned
     increments stay in theta's float32, as without projections."""
     torch.manual_seed(4)
     layer = FrustratedAttention(16, 2, projections=True, backend="sdpa")
-    _perturb(layer, std=0.1)
+    perturb(layer, std=0.1)
     theta = torch.randn(2, 9, 16)
     with torch.no_grad():
         exact_out, exact_projected = layer(theta), layer.cached_phases(theta)
@@ -208,13 +201,13 @@ def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast():
     torch.testing.assert_close(out, exact_out, atol=3e-2, rtol=3e-2)
 
 
-def test_prefill_projects_each_layer_once_and_matches_the_forward():
+def test_prefill_projects_each_layer_once_and_matches_the_forward(perturb):
     """The prefill caches projected = in_proj(theta) and the attention reuses it: one projection per
     layer, and the same logits as the forward."""
     torch.manual_seed(6)
     model = FSNLM(FSNConfig(dim=12, n_layers=2, n_heads=2, hidden=16, projections=True), backend="sdpa").eval()
     for block in model.blocks:
-        _perturb(block.attn)
+        perturb(block.attn)
     calls = []
     for block in model.blocks:
         block.attn.in_proj.register_forward_hook(lambda *_: calls.append(1))
@@ -228,7 +221,7 @@ def test_prefill_projects_each_layer_once_and_matches_the_forward():
 
 
 @pytest.mark.parametrize("mixer", ["swiglu", "meanfield"])
-def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases(mixer):
+def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases(mixer, perturb):
     """With projections and token_shift the mixer's previous-token input is projected[t-1], the row
     the phase cache holds: the block equals that composition, the shift's mixes away from
     their init so the previous token matters."""
@@ -236,7 +229,7 @@ def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases
     cfg = FSNConfig(dim=8, n_layers=1, n_heads=2, hidden=12, n_modes=5, mixer=mixer, projections=True,
                     token_shift=True)
     block = FSNLM(cfg, backend="sdpa").double().blocks[0]
-    _perturb(block.attn)
+    perturb(block.attn)
     with torch.no_grad():
         for name, p in block.mix.named_parameters():
             if name.startswith("shift_"):

@@ -29,13 +29,6 @@ TINY_FLAGS = ["--params", "30k", "--batch-size", "4", "--seq-len", "16", "--eval
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    f = tmp_path_factory.mktemp("data") / "corpus.txt"
-    f.write_bytes(b"def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 100)
-    return str(f)
-
-
-@pytest.fixture(scope="module")
 def finished(corpus, tmp_path_factory):
     """A finished 2-step run: its directory."""
     out = tmp_path_factory.mktemp("finished") / "run"
@@ -43,29 +36,17 @@ def finished(corpus, tmp_path_factory):
     return out
 
 
-def _forbid_training(monkeypatch):
-    def no_batches(*args, **kwargs):
-        raise AssertionError("a training step ran before the check")
-    monkeypatch.setattr(train_mod, "get_batch", no_batches)
-
-
-def _one_line(fn, argv, capsys, code=2):
-    with pytest.raises(SystemExit) as e:
-        fn(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == code, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 # --- one run per directory ------------------------------------------------------------------
 
-def test_a_run_into_a_directory_another_run_holds_is_refused_naming_both(corpus, tmp_path, monkeypatch, capsys):
+def test_a_run_into_a_directory_another_run_holds_is_refused_naming_both(corpus, tmp_path, monkeypatch,
+                                                                         forbid_training, one_line_error):
     out = tmp_path / "run"
     out.mkdir()
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     with RunLock(out):
-        err = _one_line(train_mod.main, ["--data", corpus, "--out", str(out), "--steps", "2"] + TINY_FLAGS, capsys)
+        err = one_line_error(train_mod.main, ["--data", corpus, "--out", str(out), "--steps", "2"] + TINY_FLAGS)
     assert str(out) in err and f"pid {os.getpid()}" in err and "in use by another run" in err
     assert not (out / LOCK_NAME).exists()  # the holder released it and removed its file
 
@@ -81,7 +62,7 @@ def test_the_lock_is_released_on_every_exit(corpus, tmp_path, monkeypatch):
     RunLock(out).acquire().release()
 
 
-def test_a_sweep_into_a_run_directory_in_use_is_refused(corpus, tmp_path, capsys):
+def test_a_sweep_into_a_run_directory_in_use_is_refused(corpus, tmp_path, one_line_error):
     argv = ["--trial", "fsn:n_layers=1", "--params", "30k", "--steps", "1", "--batch-size", "2", "--seq-len", "16",
             "--eval-windows", "2", "--copy-windows", "0", "--device", "cpu", "--data", corpus,
             "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
@@ -89,12 +70,12 @@ def test_a_sweep_into_a_run_directory_in_use_is_refused(corpus, tmp_path, capsys
     run_dir = sweep.plan_runs(a, sweep._plan(a), data_mod.load_corpus(corpus).sha256)[0].directory(tmp_path / "runs")
     run_dir.mkdir(parents=True)
     with RunLock(run_dir):
-        err = _one_line(sweep.main, argv, capsys)
+        err = one_line_error(sweep.main, argv)
     assert str(run_dir) in err and "in use" in err
 
 
 @pytest.mark.slow
-def test_two_processes_one_directory_and_a_killed_holder_is_stale(corpus, tmp_path, capsys):
+def test_two_processes_one_directory_and_a_killed_holder_is_stale(corpus, tmp_path, one_line_error):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "fsn_model.train", "--data", corpus, "--out", str(out), "--steps", "100000",
            "--eval-every", "100000", "--device", "cpu"] + TINY_FLAGS
@@ -102,8 +83,8 @@ def test_two_processes_one_directory_and_a_killed_holder_is_stale(corpus, tmp_pa
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert "fsn-train: training" in proc.stdout.readline()
-        err = _one_line(train_mod.main, ["--data", corpus, "--out", str(out), "--steps", "2", "--overwrite"]
-                        + TINY_FLAGS, capsys)
+        err = one_line_error(train_mod.main, ["--data", corpus, "--out", str(out), "--steps", "2", "--overwrite"]
+                        + TINY_FLAGS)
         assert str(out) in err and f"pid {proc.pid}" in err
         proc.kill()  # kill -9: no clean release; the lock file stays behind
         proc.wait(timeout=60)
@@ -131,7 +112,8 @@ def test_a_relative_data_path_is_stored_resolved_and_resume_reads_that_file(corp
     assert len(log["train"]) == 4 and "corpus_history" not in log
 
 
-def test_resume_refuses_a_changed_corpus_naming_both_hashes_unless_allowed(corpus, tmp_path, monkeypatch, capsys):
+def test_resume_refuses_a_changed_corpus_naming_both_hashes_unless_allowed(corpus, tmp_path, monkeypatch,
+                                                                           forbid_training, one_line_error):
     data = tmp_path / "corpus.txt"
     data.write_bytes(Path(corpus).read_bytes())
     out = str(tmp_path / "run")
@@ -140,8 +122,8 @@ def test_resume_refuses_a_changed_corpus_naming_both_hashes_unless_allowed(corpu
     data.write_bytes(Path(corpus).read_bytes()[::-1])
     new = data_mod.sha256_file(data)
     with monkeypatch.context() as m:
-        _forbid_training(m)
-        err = _one_line(train_mod.main, ["--resume", "--out", out, "--stop-at", "4"], capsys)
+        forbid_training(m)
+        err = one_line_error(train_mod.main, ["--resume", "--out", out, "--stop-at", "4"])
     assert old in err and new in err and "--allow-different-data" in err
     assert train_mod.main(["--resume", "--out", out, "--stop-at", "4", "--allow-different-data", "--sample",
                            "0"]) == 0
@@ -151,13 +133,14 @@ def test_resume_refuses_a_changed_corpus_naming_both_hashes_unless_allowed(corpu
 
 
 @pytest.mark.parametrize("tool", ["eval", "copy-depth"])
-def test_eval_and_copy_depth_refuse_another_corpus_unless_allowed(finished, corpus, tmp_path, tool, capsys):
+def test_eval_and_copy_depth_refuse_another_corpus_unless_allowed(finished, corpus, tmp_path, tool, capsys,
+                                                                  one_line_error):
     other = tmp_path / "other.txt"
     other.write_bytes(Path(corpus).read_bytes()[::-1])
     ckpt = str(finished / "checkpoint.pt")
     fn, extra = ((evaluate.main, ["--windows", "2"]) if tool == "eval" else
                  (copy_depth.main, ["--windows", "2", "--out", str(tmp_path / "cd.png")]))
-    err = _one_line(fn, [ckpt, "--data", str(other)] + extra, capsys)
+    err = one_line_error(fn, [ckpt, "--data", str(other)] + extra)
     assert data_mod.sha256_file(other) in err and data_mod.sha256_file(Path(corpus)) in err
     assert fn([ckpt, "--data", str(other), "--allow-different-data"] + extra) == 0
     assert fn([ckpt] + extra) == 0  # the recorded corpus by default
@@ -167,8 +150,8 @@ def test_eval_and_copy_depth_refuse_another_corpus_unless_allowed(finished, corp
 # --- faults: no space, permission denied, out of memory, Ctrl-C at start-up -----------------
 
 @pytest.mark.parametrize("fault", ["ENOSPC", "torch short write"])
-def test_no_space_for_a_checkpoint_is_one_line_and_keeps_the_last_good_one(corpus, tmp_path, monkeypatch, capsys,
-                                                                           fault):
+def test_no_space_for_a_checkpoint_is_one_line_and_keeps_the_last_good_one(corpus, tmp_path, monkeypatch, fault,
+                                                                           one_line_error):
     out = tmp_path / "run"
     real_save = torch.save
     saves = []
@@ -184,8 +167,8 @@ def test_no_space_for_a_checkpoint_is_one_line_and_keeps_the_last_good_one(corpu
 
     monkeypatch.setattr(checkpoint_mod.torch, "save", save_fills_the_disk)
     monkeypatch.setattr(checkpoint_mod.shutil, "disk_usage", lambda p: SimpleNamespace(free=4096))
-    err = _one_line(train_mod.main, ["--data", corpus, "--out", str(out), "--steps", "4", "--eval-every", "2"]
-                    + TINY_FLAGS, capsys, code=1)
+    err = one_line_error(train_mod.main, ["--data", corpus, "--out", str(out), "--steps", "4", "--eval-every", "2"]
+                    + TINY_FLAGS, code=1)
     assert "no space left on device" in err and str(out / "checkpoint.pt") in err and "kept" in err
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not list(out.glob("*.tmp*")) and not (out / LOCK_NAME).exists()
@@ -202,31 +185,31 @@ def _deny(monkeypatch, path):
     monkeypatch.setattr(data_mod, "open", guarded, raising=False)
 
 
-def test_an_unreadable_data_file_is_one_line_in_train_and_eval(finished, corpus, tmp_path, monkeypatch, capsys):
+def test_an_unreadable_data_file_is_one_line_in_train_and_eval(finished, corpus, tmp_path, monkeypatch, one_line_error):
     _deny(monkeypatch, corpus)
-    err = _one_line(train_mod.main, ["--data", corpus, "--out", str(tmp_path / "run")] + TINY_FLAGS, capsys)
+    err = one_line_error(train_mod.main, ["--data", corpus, "--out", str(tmp_path / "run")] + TINY_FLAGS)
     assert "not readable (permission denied)" in err and corpus in err
     assert not (tmp_path / "run").exists()
-    err = _one_line(evaluate.main, [str(finished / "checkpoint.pt"), "--data", corpus], capsys)
+    err = one_line_error(evaluate.main, [str(finished / "checkpoint.pt"), "--data", corpus])
     assert "not readable (permission denied)" in err
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads a chmod 000 file anyway; "
                     "the monkeypatched test above covers the same path")
-def test_a_chmod_000_data_file_is_one_line(corpus, tmp_path, capsys):
+def test_a_chmod_000_data_file_is_one_line(corpus, tmp_path, one_line_error):
     data = tmp_path / "locked.txt"
     data.write_bytes(Path(corpus).read_bytes())
     data.chmod(0)
-    err = _one_line(train_mod.main, ["--data", str(data), "--out", str(tmp_path / "run")] + TINY_FLAGS, capsys)
+    err = one_line_error(train_mod.main, ["--data", str(data), "--out", str(tmp_path / "run")] + TINY_FLAGS)
     assert "permission denied" in err
 
 
-def test_out_of_memory_while_generating_is_one_line(finished, monkeypatch, capsys):
+def test_out_of_memory_while_generating_is_one_line(finished, monkeypatch, one_line_error):
     def oom(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 4000000000000 bytes. Error code 12 (Cannot allocate memory)")
     monkeypatch.setattr(generate, "sample", oom)
-    err = _one_line(generate.main, [str(finished / "checkpoint.pt"), "--length", "50"], capsys, code=1)
+    err = one_line_error(generate.main, [str(finished / "checkpoint.pt"), "--length", "50"], code=1)
     assert "out of memory" in err and "--length" in err
 
 
@@ -268,18 +251,18 @@ def test_console_scripts_point_at_the_light_module():
     (["--model-overrides", "n_layers"], "--model-overrides"),
     (["--params", "lots"], "params"),
 ])
-def test_a_bad_flag_is_named_before_any_work_and_out_is_not_created(corpus, tmp_path, monkeypatch, capsys, argv,
-                                                                     word):
-    _forbid_training(monkeypatch)
+def test_a_bad_flag_is_named_before_any_work_and_out_is_not_created(corpus, tmp_path, monkeypatch, argv, word,
+                                                                    forbid_training, one_line_error):
+    forbid_training(monkeypatch)
     out = tmp_path / "never"
-    err = _one_line(train_mod.main, ["--data", corpus, "--out", str(out), "--no-progress"] + argv, capsys)
+    err = one_line_error(train_mod.main, ["--data", corpus, "--out", str(out), "--no-progress"] + argv)
     assert word in err
     assert not out.exists()
 
 
-def test_a_missing_data_file_leaves_no_out_directory(tmp_path, capsys):
+def test_a_missing_data_file_leaves_no_out_directory(tmp_path, one_line_error):
     out = tmp_path / "never"
-    err = _one_line(train_mod.main, ["--data", str(tmp_path / "missing.txt"), "--out", str(out)], capsys)
+    err = one_line_error(train_mod.main, ["--data", str(tmp_path / "missing.txt"), "--out", str(out)])
     assert "not found" in err and not out.exists()
 
 
@@ -290,15 +273,16 @@ def test_a_missing_data_file_leaves_no_out_directory(tmp_path, capsys):
     (compare.main, ["--steps", "0"], "steps"),
     (sweep.main, ["--trial", "fsn", "--lr", "-1"], "lr"),
 ])
-def test_compare_and_sweep_check_every_setting_before_the_first_run(fn, argv, word, tmp_path, monkeypatch, capsys):
-    _forbid_training(monkeypatch)
-    err = _one_line(fn, argv + ["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")], capsys)
+def test_compare_and_sweep_check_every_setting_before_the_first_run(fn, argv, word, tmp_path, monkeypatch,
+                                                                    forbid_training, one_line_error):
+    forbid_training(monkeypatch)
+    err = one_line_error(fn, argv + ["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert word in err
     assert not (tmp_path / "runs").exists()
 
 
-def test_generate_refuses_a_length_its_caches_cannot_hold(finished, capsys):
-    err = _one_line(generate.main, [str(finished / "checkpoint.pt"), "--length", "1000000000000"], capsys)
+def test_generate_refuses_a_length_its_caches_cannot_hold(finished, one_line_error):
+    err = one_line_error(generate.main, [str(finished / "checkpoint.pt"), "--length", "1000000000000"])
     assert "--length 1000000000000" in err and "GiB" in err
 
 
@@ -326,28 +310,28 @@ def test_generate_takes_a_non_utf8_prompt_as_bytes(finished, capsys):
     assert capsys.readouterr().out == expected + "\n"
 
 
-def test_an_empty_checkpoint_gives_a_reason(tmp_path, capsys):
+def test_an_empty_checkpoint_gives_a_reason(tmp_path, one_line_error):
     empty = tmp_path / "checkpoint.pt"
     empty.write_bytes(b"")
-    err = _one_line(evaluate.main, [str(empty)], capsys)
+    err = one_line_error(evaluate.main, [str(empty)])
     assert f"cannot read checkpoint {empty}: the file is empty" in err
 
 
 # --- a resume with nothing left to run says so ----------------------------------------------
 
-def test_resuming_a_run_stopped_by_stop_at_says_what_to_pass(corpus, tmp_path, monkeypatch, capsys):
+def test_resuming_a_run_stopped_by_stop_at_says_what_to_pass(corpus, tmp_path, monkeypatch, capsys, forbid_training):
     out = str(tmp_path / "s1")
     assert train_mod.main(["--data", corpus, "--out", out, "--steps", "6", "--eval-every", "2", "--stop-at", "2"]
                           + TINY_FLAGS) == 0
     capsys.readouterr()
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     assert train_mod.main(["--resume", "--out", out, "--sample", "0"]) == 0
     printed = capsys.readouterr().out
     assert "already stopped at step 2" in printed and "--stop-at" in printed and "fsn-train: resuming" not in printed
 
 
-def test_resuming_a_finished_run_says_it_is_complete(finished, monkeypatch, capsys):
-    _forbid_training(monkeypatch)
+def test_resuming_a_finished_run_says_it_is_complete(finished, monkeypatch, capsys, forbid_training):
+    forbid_training(monkeypatch)
     assert train_mod.main(["--resume", "--out", str(finished), "--sample", "0"]) == 0
     printed = capsys.readouterr().out
     assert "already complete (2 of 2 steps)" in printed and "--steps" in printed

@@ -77,19 +77,13 @@ def test_stop_at_must_be_positive(repetitive, tmp_path, stop_at):
 
 # --- the run directory: checked first, never silently overwritten ---------------------------
 
-def _forbid_training(monkeypatch):
-    """Make any training step fail loudly: a check that must come first would be too late."""
-    def no_batches(*args, **kwargs):
-        raise AssertionError("a training step ran before the check")
-    monkeypatch.setattr(train_mod, "get_batch", no_batches)
 
-
-def test_a_fresh_run_refuses_a_directory_that_holds_a_run(repetitive, tmp_path, monkeypatch):
+def test_a_fresh_run_refuses_a_directory_that_holds_a_run(repetitive, tmp_path, monkeypatch, forbid_training):
     cfg = dict(TINY, data=repetitive, steps=2, eval_every=2, out=str(tmp_path / "run"))
     train(TrainConfig(**cfg))
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
     with monkeypatch.context() as m:
-        _forbid_training(m)
+        forbid_training(m)
         with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
             train(TrainConfig(**dict(cfg, seed=1)))
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
@@ -104,13 +98,13 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["empty", "existing file", "under a file", "/proc"])
-def test_an_unusable_out_fails_before_the_first_step(repetitive, tmp_path, monkeypatch, kind):
+def test_an_unusable_out_fails_before_the_first_step(repetitive, tmp_path, monkeypatch, kind, forbid_training):
     (tmp_path / "file").write_text("x")
     out = {"empty": "", "existing file": str(tmp_path / "file"), "under a file": str(tmp_path / "file" / "run"),
            "/proc": "/proc/fsn-no-such-dir/run"}[kind]
     if kind == "/proc" and not os.path.isdir("/proc/self"):
         pytest.skip("no /proc on this system")
-    _forbid_training(monkeypatch)
+    forbid_training(monkeypatch)
     with pytest.raises(ValueError, match="out"):
         train(TrainConfig(**dict(TINY, data=repetitive, steps=2, out=out)))
 

@@ -51,24 +51,11 @@ def _compare_argv(tmp_path, data, *extra):
                     "--batch-size", "2", "--seq-len", "16"] + list(extra)
 
 
-def _one_line(fn, argv, capsys, code):
-    with pytest.raises(SystemExit) as e:
-        fn(argv)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == code, err
-    assert len(err.splitlines()) == 1, err
-    return err
-
 
 def _results(out: Path):
     (path,) = out.glob("*.json")
     return json.loads(path.read_text())
 
-
-def _forbid_training(monkeypatch):
-    def no_batches(*args, **kwargs):
-        raise AssertionError("a training step ran")
-    monkeypatch.setattr(train_mod, "get_batch", no_batches)
 
 
 def _interrupt_at(monkeypatch, at_step):
@@ -100,7 +87,7 @@ def test_a_sweep_with_other_batch_and_windows_trains_its_own_runs(tmp_path, data
     assert stored["training"]["batch_size"] == 8 and run_id(stored) == run["run_id"]
 
 
-def test_a_directory_holding_a_run_of_other_settings_is_refused_not_read_back(tmp_path, data, capsys):
+def test_a_directory_holding_a_run_of_other_settings_is_refused_not_read_back(tmp_path, data, one_line_error):
     assert sweep.main(_sweep_argv(tmp_path, data)) == 0
     (first,) = (tmp_path / "runs").iterdir()
     argv = _sweep_argv(tmp_path, data, "--batch-size", "8")
@@ -112,7 +99,7 @@ def test_a_directory_holding_a_run_of_other_settings_is_refused_not_read_back(tm
         if planted == "log":
             wanted = run_identity(sweep._config(a, sweep._plan(a)[0]), load_corpus(data).sha256)
             (target / IDENTITY_NAME).write_text(json.dumps(wanted))
-        err = _one_line(sweep.main, argv, capsys, 2)
+        err = one_line_error(sweep.main, argv, 2)
         assert str(target) in err and "other settings" in err and "batch_size" in err
     assert (target / "checkpoint.pt").stat().st_mtime_ns == ckpt
 
@@ -142,13 +129,13 @@ def test_the_identity_holds_every_training_setting_and_exact_floats(data):
     ("compare", ["--transformer-lrs", "6e-3,0.006"]),
 ])
 def test_a_repeated_trial_model_or_seed_is_refused_before_training(tool, extra, tmp_path, data, monkeypatch,
-                                                                    capsys):
-    _forbid_training(monkeypatch)
+                                                                   forbid_training, one_line_error):
+    forbid_training(monkeypatch)
     if tool == "sweep":
         argv, fn = _sweep_argv(tmp_path, data, *extra, trials=()), sweep.main
     else:
         argv, fn = _compare_argv(tmp_path, data, *extra), compare.main
-    err = _one_line(fn, argv, capsys, 2)
+    err = one_line_error(fn, argv, 2)
     assert "twice" in err or "same run" in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
@@ -161,25 +148,25 @@ def test_nearly_equal_learning_rates_are_two_runs(tmp_path, data):
     assert plan[0]["trial"] != plan[1]["trial"]
 
 
-def test_a_bool_is_not_a_number(tmp_path, data, monkeypatch, capsys):
-    _forbid_training(monkeypatch)
-    err = _one_line(sweep.main, _sweep_argv(tmp_path, data, trials=("fsn:lr=true",)), capsys, 2)
+def test_a_bool_is_not_a_number(tmp_path, data, monkeypatch, forbid_training, one_line_error):
+    forbid_training(monkeypatch)
+    err = one_line_error(sweep.main, _sweep_argv(tmp_path, data, trials=("fsn:lr=true",)), 2)
     assert "lr takes a number, got true" in err
-    err = _one_line(train_mod.main, ["--data", data, "--out", str(tmp_path / "t"), "--no-progress",
-                                     "--model-overrides", "k1_init=true"], capsys, 2)
+    err = one_line_error(train_mod.main, ["--data", data, "--out", str(tmp_path / "t"), "--no-progress",
+                                     "--model-overrides", "k1_init=true"], 2)
     assert "k1_init takes a number" in err
-    err = _one_line(train_mod.main, ["--data", data, "--out", str(tmp_path / "t"), "--no-progress",
-                                     "--model-overrides", "delay=1"], capsys, 2)
+    err = one_line_error(train_mod.main, ["--data", data, "--out", str(tmp_path / "t"), "--no-progress",
+                                     "--model-overrides", "delay=1"], 2)
     assert "delay takes true or false" in err
 
 
 # --- 3, 4, 7. finished runs are never destroyed; Ctrl-C and NaN are one line -------------------
 
-def test_compare_ctrl_c_saves_says_how_to_continue_and_the_rerun_resumes(tmp_path, data, monkeypatch, capsys):
+def test_compare_ctrl_c_saves_says_how_to_continue_and_the_rerun_resumes(tmp_path, data, monkeypatch, one_line_error):
     argv = _compare_argv(tmp_path, data, "--steps", "4")
     with monkeypatch.context() as m:
         _interrupt_at(m, 1)
-        err = _one_line(compare.main, argv, capsys, 130)
+        err = one_line_error(compare.main, argv, 130)
     assert "interrupted" in err and "stopped at step 2 of 4" in err and "run the same command again" in err
     assert "--resume" not in err
     steps = []
@@ -192,26 +179,26 @@ def test_compare_ctrl_c_saves_says_how_to_continue_and_the_rerun_resumes(tmp_pat
     assert [c[0] for c in run["curve"]] == [32, 64, 96, 128]
 
 
-def test_sweep_ctrl_c_is_one_line_and_exit_130(tmp_path, data, monkeypatch, capsys):
+def test_sweep_ctrl_c_is_one_line_and_exit_130(tmp_path, data, monkeypatch, one_line_error):
     _interrupt_at(monkeypatch, 0)
-    err = _one_line(sweep.main, _sweep_argv(tmp_path, data), capsys, 130)
+    err = one_line_error(sweep.main, _sweep_argv(tmp_path, data), 130)
     assert err.startswith("fsn-sweep: interrupted") and "run the same command again" in err
 
 
-def test_a_diverged_run_is_named_in_one_line_with_a_flag_to_change(tmp_path, data, capsys, monkeypatch):
+def test_a_diverged_run_is_named_in_one_line_with_a_flag_to_change(tmp_path, data, monkeypatch, one_line_error):
     monkeypatch.setattr(train_mod, "bits_per_byte", lambda *a, **k: float("nan"))
-    err = _one_line(sweep.main, _sweep_argv(tmp_path, data, trials=("fsn:n_layers=1",)), capsys, 1)
+    err = one_line_error(sweep.main, _sweep_argv(tmp_path, data, trials=("fsn:n_layers=1",)), 1)
     assert "fsn lr=0.012 n_layers=1 seed 0 diverged" in err and "--trial" in err
     assert str(tmp_path / "runs") in err and "--resume" not in err
-    err = _one_line(compare.main, _compare_argv(tmp_path, data), capsys, 1)
+    err = one_line_error(compare.main, _compare_argv(tmp_path, data), 1)
     assert "diverged" in err and "--transformer-lrs" in err
 
 
 def test_compares_sharing_runs_dir_feed_tables_only_from_their_own_finished_runs(tmp_path, data, monkeypatch,
-                                                                                   capsys):
+                                                                                 one_line_error):
     with monkeypatch.context() as m:  # a compare of 4 steps, stopped half-way, leaves a started run
         _interrupt_at(m, 1)
-        _one_line(compare.main, _compare_argv(tmp_path, data, "--steps", "4"), capsys, 130)
+        one_line_error(compare.main, _compare_argv(tmp_path, data, "--steps", "4"), 130)
     (started,) = (tmp_path / "runs").iterdir()
     assert compare.main(_compare_argv(tmp_path, data, "--steps", "2", "--copy-windows", "2")) == 0
     doc = _results(tmp_path / "out")
@@ -224,7 +211,7 @@ def test_compares_sharing_runs_dir_feed_tables_only_from_their_own_finished_runs
 
 # --- 5. one results file per set of shared settings ------------------------------------------
 
-def test_sweeps_into_one_out_merge_by_settings_and_never_count_a_seed_twice(tmp_path, data, capsys):
+def test_sweeps_into_one_out_merge_by_settings_and_never_count_a_seed_twice(tmp_path, data):
     assert sweep.main(_sweep_argv(tmp_path, data, trials=("fsn:n_layers=1",))) == 0
     assert sweep.main(_sweep_argv(tmp_path, data, trials=("transformer:n_layers=1",))) == 0
     assert sweep.main(_sweep_argv(tmp_path, data, trials=("fsn:n_layers=1",))) == 0  # read back, not doubled
@@ -235,16 +222,17 @@ def test_sweeps_into_one_out_merge_by_settings_and_never_count_a_seed_twice(tmp_
     assert len(list((tmp_path / "out").glob("*.json"))) == 2  # other settings: another file
 
 
-def test_a_named_results_file_of_other_settings_is_refused_before_training(tmp_path, data, monkeypatch, capsys):
+def test_a_named_results_file_of_other_settings_is_refused_before_training(tmp_path, data, monkeypatch,
+                                                                           forbid_training, one_line_error):
     assert sweep.main(_sweep_argv(tmp_path, data, "--name", "study")) == 0
-    _forbid_training(monkeypatch)
-    err = _one_line(sweep.main, _sweep_argv(tmp_path, data, "--name", "study", "--seq-len", "32"), capsys, 2)
+    forbid_training(monkeypatch)
+    err = one_line_error(sweep.main, _sweep_argv(tmp_path, data, "--name", "study", "--seq-len", "32"), 2)
     assert str(tmp_path / "out" / "study.json") in err and "other settings" in err
 
 
 # --- 6, 8. whole files or none; --out checked first --------------------------------------------
 
-def test_a_full_disk_keeps_the_previous_results_and_names_the_path(tmp_path, data, monkeypatch, capsys):
+def test_a_full_disk_keeps_the_previous_results_and_names_the_path(tmp_path, data, monkeypatch, one_line_error):
     argv = _sweep_argv(tmp_path, data, "--name", "study")
     assert sweep.main(argv) == 0
     path = tmp_path / "out" / "study.json"
@@ -257,14 +245,14 @@ def test_a_full_disk_keeps_the_previous_results_and_names_the_path(tmp_path, dat
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, text, *args, **kwargs)
     monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
-    err = _one_line(sweep.main, argv, capsys, 1)
+    err = one_line_error(sweep.main, argv, 1)
     assert str(path) in err and "no space left" in err
     assert path.read_bytes() == before and json.loads(before)
     assert [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name] == []
 
 
-def test_an_unwritable_out_is_refused_before_training(tmp_path, data, monkeypatch, capsys):
-    _forbid_training(monkeypatch)
+def test_an_unwritable_out_is_refused_before_training(tmp_path, data, monkeypatch, forbid_training, one_line_error):
+    forbid_training(monkeypatch)
     for fn, argv in ((sweep.main, _sweep_argv(tmp_path, data)), (compare.main, _compare_argv(tmp_path, data))):
-        err = _one_line(fn, argv + ["--out", "/proc"], capsys, 2)  # no file can be made in /proc, even by root
+        err = one_line_error(fn, argv + ["--out", "/proc"], 2)  # no file can be made in /proc, even by root
         assert "--out /proc is not a writable directory" in err
