@@ -65,9 +65,11 @@ def checkpoint_checksum(obj: Any) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Union[str, Path], write) -> None:
-    """Call ``write(tmp_path)`` then ``os.replace`` it onto ``path``: a reader (or a run
-    killed mid-write) never sees a partial file. The temporary is ``<name>.tmp<PID>``.
+def atomic_write_bytes(path: Union[str, Path], write, keep_suffix: bool = False) -> None:
+    """Call ``write(tmp_path)``, flush it to disk (fsync) and ``os.replace`` it onto ``path``: a
+    reader, a full disk or a run killed mid-write never leaves a partial file. The temporary is
+    ``<name>.tmp<PID>`` beside ``path`` (``keep_suffix``: ``<name>.tmp<PID><suffix>``, for
+    writers that pick the format from the file name, such as matplotlib).
 
     Raises:
         FileWriteError: the write failed (no space left, permission denied, ...); the
@@ -75,10 +77,13 @@ def atomic_write_bytes(path: Union[str, Path], write) -> None:
             the temporary removed.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}{path.suffix if keep_suffix else ''}")
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except OSError as e:
         raise FileWriteError.of(path, describe_os_error(e), e.errno) from None
     except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) this way
@@ -94,6 +99,20 @@ def atomic_write_bytes(path: Union[str, Path], write) -> None:
                 tmp.unlink()
         except OSError:
             pass
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 _SHORT_WRITE_MARKS = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
@@ -130,11 +149,13 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
 
 
 def remove_stale_temporaries(directory: Union[str, Path]) -> list:
-    """Delete ``*.tmp<PID>`` files left in ``directory`` by writers that died (their PID is
-    not running). Returns the removed paths."""
+    """Delete the temporaries of :func:`atomic_write_bytes` (``*.tmp<PID>``, with or without
+    the target's suffix) left in ``directory`` by writers that died (their PID is not
+    running). Returns the removed paths."""
     removed = []
     for f in Path(directory).glob("*.tmp*"):
-        pid = f.name.rsplit(".tmp", 1)[1]
+        base, rest = f.name.rsplit(".tmp", 1)
+        pid = rest[: len(rest) - len(Path(base).suffix)] if rest.endswith(Path(base).suffix) else rest
         if pid.isdigit() and not _pid_running(int(pid)) and f.is_file():
             f.unlink()
             removed.append(f)

@@ -15,11 +15,12 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 
 from .checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .cli import describe_os_error
 from .run_lock import RunLock
 from .train_config import FIXED_ON_RESUME, RUNTIME_FIELDS, TrainConfig
 
@@ -79,6 +80,23 @@ def resolved_data(data: Optional[str]) -> Optional[str]:
     return None if data is None else str(Path(data).resolve())
 
 
+def writable_directory(path: Union[str, Path], what: str) -> Path:
+    """Create ``path`` (and its parents) and check a file can be created in it; returns it.
+
+    Raises:
+        ValueError: ``what`` (e.g. "out", "--out") names the folder, which is not a directory or
+            not writable.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path} is not a writable directory ({describe_os_error(e)})") from None
+    return path
+
+
 class RunDirectory:
     """``with RunDirectory(cfg) as out:`` the run directory ``cfg.out``, created and locked for
     the block: a directory, writable, held by no other run, and for a fresh run free of an
@@ -96,12 +114,7 @@ class RunDirectory:
         if out.exists() and not out.is_dir():
             raise ValueError(f"out {cfg.out} exists and is not a directory")
         self._created = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=out):
-                pass
-        except OSError as e:
-            raise ValueError(f"out {cfg.out} is not a writable directory ({e.strerror or e})") from None
+        writable_directory(out, "out")
         self._lock = RunLock(out).acquire()
         try:
             if not cfg.resume and (out / CHECKPOINT_NAME).exists():

@@ -228,10 +228,32 @@ def _copy_depth(runs: List[Dict[str, Any]], a, device: torch.device) -> Dict[str
                 bins=results, table=format_table(results))
 
 
-# the TrainConfig settings fsn-compare takes (flags derived from the dataclass); the
-# others keep TrainConfig's defaults
+# the TrainConfig settings fsn-compare and fsn-sweep take (flags derived from the dataclass);
+# the others keep TrainConfig's defaults
 SHARED_SETTINGS = ("params", "data", "steps", "batch_size", "seq_len", "lr", "warmup", "eval_every", "eval_windows",
                    "device", "progress", "compile")
+
+
+def add_study_flags(p: OneLineParser, tool: str, stem: str, defaults: Dict[str, Any], helps: Dict[str, str]) -> None:
+    """The flags fsn-compare and fsn-sweep share: the :data:`SHARED_SETTINGS` of TrainConfig
+    (with this tool's ``defaults`` and ``helps``), the copy-depth windows and where runs and
+    results go (``runs/<tool>/<corpus>`` under the working directory by default)."""
+    add_dataclass_flags(p, train_mod.TrainConfig, SHARED_SETTINGS, defaults=defaults, helps={
+        "steps": "steps per run; tokens = steps*batch*seq_len", "warmup": "warmup steps (capped at steps/10)",
+        **helps})
+    p.add_argument("--copy-windows", type=int, default=64, help="test windows for the copy-depth table (0: skip)")
+    p.add_argument("--out", default=None, help=f"folder for the JSON/PNG/MD (default runs/{tool}/<corpus>/results, "
+                   "under the current directory)")
+    p.add_argument("--name", default=None, help=f"file stem (default {stem}-<corpus>-<params>-<steps>steps-"
+                   "<settings id>); a file of other settings there is refused, one of the same settings grows")
+    p.add_argument("--runs-dir", default=None, help="folder for run directories; finished runs of the same settings "
+                   f"there are read back (default runs/{tool}/<corpus>, under the current directory)")
+
+
+def base_config(a) -> "train_mod.TrainConfig":
+    """The settings every run of a comparison or sweep shares (runs differ by model, knobs, lr,
+    warmup and seed); the warmup is capped at a tenth of the steps."""
+    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))))
 
 
 def _parser() -> OneLineParser:
@@ -241,26 +263,12 @@ def _parser() -> OneLineParser:
                    % ", ".join(MODEL_NAMES))
     p.add_argument("--ablations", default="no-delay,nh1", help="comma list of %s, or 'none'" % ", ".join(ABLATIONS))
     p.add_argument("--seeds", default="0,1,2")
-    add_dataclass_flags(p, train_mod.TrainConfig, SHARED_SETTINGS, defaults={"params": "1M"}, helps={
-        "params": "parameter target for every model (default %(default)s)",
-        "steps": "steps per run; tokens = steps*batch*seq_len",
-        "lr": "learning rate of the FSN models (and the transformer without --transformer-lrs)",
-        "warmup": "warmup steps (capped at steps/10)"})
     p.add_argument("--transformer-lrs", default="6e-3", help="the transformer's learning rate(s), e.g. 3e-3,6e-3 "
                    "(default %(default)s, its best at 250k in the tuning study; '' = the --lr of the FSN models)")
-    p.add_argument("--copy-windows", type=int, default=64, help="val windows for the copy-depth table (0: skip)")
-    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default runs/compare/<corpus>/results, "
-                   "under the current directory)")
-    p.add_argument("--name", default=None, help="file stem (default quality-<corpus>-<params>-<steps>steps-"
-                   "<settings id>); a file of other settings there is refused")
-    p.add_argument("--runs-dir", default=None, help="folder for run directories; finished runs there are read back "
-                   "(default runs/compare/<corpus>, under the current directory)")
+    add_study_flags(p, "compare", "quality", defaults={"params": "1M"}, helps={
+        "params": "parameter target for every model (default %(default)s)",
+        "lr": "learning rate of the FSN models (and the transformer without --transformer-lrs)"})
     return p
-
-
-def base_config(a) -> "train_mod.TrainConfig":
-    """The settings every run of this comparison shares (runs differ by model, lr, seed, out)."""
-    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))))
 
 
 def shared_settings(tool: str, a, data_sha256: str) -> Dict[str, Any]:

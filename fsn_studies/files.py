@@ -4,21 +4,16 @@
   ``os.replace`` onto the target, so a reader, a full disk or a killed process never leaves a
   half-written JSON, markdown or PNG; the previous file stays until the new one is complete.
   A failure is one line naming the path (:class:`fsn_model.checkpoint.FileWriteError`, exit 1).
-* :func:`check_writable_dir`: ``--out`` is created and probed before any training, so a folder
-  that cannot take the results is refused (ValueError, exit 2) before hours of runs.
 * :func:`settings_id`: a short stable hash of the settings a results file belongs to.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
-from fsn_model.checkpoint import FileWriteError
-from fsn_model.cli import describe_os_error
+from fsn_model.checkpoint import atomic_write_bytes
 
 
 def canonical_json(obj: Any) -> str:
@@ -36,43 +31,17 @@ def settings_id(settings: Mapping[str, Any]) -> str:
     return stable_hash(dict(settings), 8)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Union[str, Path], write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` for a temporary beside ``path`` (same suffix, so a plotting library
-    picks the same format), fsync it and ``os.replace`` it onto ``path``.
+    picks the same format), fsync it and ``os.replace`` it onto ``path``
+    (:func:`fsn_model.checkpoint.atomic_write_bytes`).
 
     Raises:
         FileWriteError: the write failed (no space left, permission denied, ...): one line
             with the path and the cause; the previous file at ``path`` is kept, the temporary
             removed.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        raise FileWriteError.of(path, describe_os_error(e), e.errno) from None
-    finally:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+    atomic_write_bytes(path, lambda tmp: write(Path(tmp)), keep_suffix=True)
 
 
 def write_text(path: Union[str, Path], text: str) -> None:
@@ -83,19 +52,3 @@ def write_text(path: Union[str, Path], text: str) -> None:
 def write_json(path: Union[str, Path], obj: Any) -> None:
     """:func:`atomic_write` of strict JSON (``indent=1``; NaN refused: turn it into None first)."""
     write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
-
-
-def check_writable_dir(path: Union[str, Path], flag: str) -> Path:
-    """Create ``path`` (and parents) and check a file can be created in it.
-
-    Raises:
-        ValueError: ``flag`` names the folder, which is not a directory or not writable.
-    """
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise ValueError(f"{flag} {path} is not a writable directory ({describe_os_error(e)})") from None
-    return path

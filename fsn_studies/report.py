@@ -22,7 +22,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from .files import atomic_write, check_writable_dir, settings_id, stable_hash, write_json, write_text
+from fsn_model.run_dir import writable_directory
+
+from .files import atomic_write, settings_id, stable_hash, write_json, write_text
 from .runs import IDENTITY_NAME, finished
 
 
@@ -39,7 +41,7 @@ def prepare(out_dir: Path, stem: str, settings: Mapping[str, Any], flag: str = "
         ValueError: ``out_dir`` is not a writable directory, or ``<stem>.json`` holds results
             of other settings, or is not a results file.
     """
-    check_writable_dir(out_dir, flag)
+    writable_directory(out_dir, flag)  # --out is refused before hours of runs, not after
     path = out_dir / f"{stem}.json"
     if not path.exists():
         return []

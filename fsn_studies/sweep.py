@@ -55,12 +55,12 @@ import torch
 from fsn_model import train as train_mod
 from fsn_model.build import MODEL_NAMES
 from fsn_model.checkpoint import resolve_device
-from fsn_model.cli import OneLineParser, add_dataclass_flags, model_knob_types, parse_knobs, values_for
+from fsn_model.cli import OneLineParser, model_knob_types, parse_knobs
 from fsn_model.data import load_corpus
 from fsn_model.provenance import device_name, git_commit
 
 from . import report
-from .compare import SHARED_SETTINGS, _copy_depth, default_dir, parse_seeds, shared_settings, train_fit
+from .compare import _copy_depth, add_study_flags, base_config, default_dir, parse_seeds, shared_settings, train_fit
 from .files import settings_id
 from .records import FINAL_VAL, final_val
 from .runs import Run, execute, plan_run, refuse_repeats, run_study_cli
@@ -179,25 +179,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--trial", action="append", default=[], metavar="MODEL[:key=value,...]",
                    help="repeatable; keys lr, warmup and build_model overrides, e.g. fsn:lr=6e-3,k1_init=1.0")
     p.add_argument("--seeds", default="0")
-    add_dataclass_flags(p, train_mod.TrainConfig, SHARED_SETTINGS,
-                        defaults={"params": "250k", "steps": 800, "eval_every": 100}, helps={
-                            "params": "parameter target for every trial (default %(default)s)",
-                            "steps": "steps per run; tokens = steps*batch*seq_len",
-                            "lr": "learning rate of trials that set none",
-                            "warmup": "warmup steps (capped at steps/10)"})
-    p.add_argument("--copy-windows", type=int, default=64, help="test windows for the copy-depth table (0: skip)")
-    p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default runs/sweep/<corpus>/results, "
-                   "under the current directory)")
-    p.add_argument("--name", default=None, help="file stem (default sweep-<corpus>-<params>-<steps>steps-"
-                   "<settings id>); a file of other settings there is refused, one of the same settings grows")
-    p.add_argument("--runs-dir", default=None, help="run directories; finished runs of the same settings here are "
-                   "read back (default runs/sweep/<corpus>, under the current directory)")
+    add_study_flags(p, "sweep", "sweep", defaults={"params": "250k", "steps": 800, "eval_every": 100},
+                    helps={"params": "parameter target for every trial (default %(default)s)",
+                           "lr": "learning rate of trials that set none"})
     return p
-
-
-def base_config(a) -> "train_mod.TrainConfig":
-    """The settings every run of this sweep shares (trials differ by model, lr, warmup, knobs)."""
-    return train_mod.TrainConfig(**dict(values_for(a, SHARED_SETTINGS), warmup=min(a.warmup, max(1, a.steps // 10))))
 
 
 def _main(argv: Sequence[str]) -> int:
