@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from .checkpoint import load_model
-from .cli import OneLineParser, run_cli
-from .fsn import FSNLM
-from .transformer import TransformerLM
+from ..checkpoint import load_model
+from ..cli import OneLineParser, run_cli
+from ..fsn import FSNLM
+from ..transformer import TransformerLM
 
 
 def export(checkpoint: str, out_dir: str, overwrite: bool = False) -> Path:
@@ -44,7 +44,7 @@ def export(checkpoint: str, out_dir: str, overwrite: bool = False) -> Path:
 def to_hf(model):
     """An :class:`FSNLM` -> ``FSNForCausalLM``; a :class:`TransformerLM` -> ``LlamaForCausalLM``."""
     if isinstance(model, FSNLM):
-        from .hf import FSNForCausalLM, FSNHFConfig
+        from .modeling_fsn import FSNForCausalLM, FSNHFConfig
 
         hf = FSNForCausalLM(FSNHFConfig.from_fsn_config(model.config))
         hf.fsn.load_state_dict(model.state_dict())

@@ -219,8 +219,8 @@ def checkpoints(tmp_path_factory):
 
 
 def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(checkpoints, tmp_path, capsys):
-    from fsn_model import export
     from fsn_model.checkpoint import load_checkpoint, load_model
+    from fsn_model.hf import export
 
     out = tmp_path / "exported"
     assert export.main([checkpoints["fsn"], str(out)]) == 0
@@ -240,9 +240,9 @@ def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(chec
 
 
 def test_a_transformer_checkpoint_exports_as_an_equal_llama(checkpoints, tmp_path):
-    from fsn_model import export
     from fsn_model.checkpoint import load_model
     from fsn_model.generate import sample
+    from fsn_model.hf import export
 
     out = tmp_path / "llama"
     assert export.main([checkpoints["transformer"], str(out)]) == 0
@@ -267,7 +267,7 @@ def _one_line_error(main, argv, capsys):
 
 
 def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys):
-    from fsn_model import export
+    from fsn_model.hf import export
 
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert "cannot read" in _one_line_error(export.main, [str(tmp_path / "junk.pt"), str(tmp_path / "t")], capsys)
@@ -287,7 +287,7 @@ def test_the_transformers_floor_is_declared_once_and_met():
     tests were run on; importing fsn_model.hf checks it."""
     floor = hf.TRANSFORMERS_FLOOR
     assert f'"transformers>={floor}"' in (ROOT / "setup.py").read_text()
-    assert f"transformers >= {floor}" in (ROOT / "fsn_model" / "huggingface.md").read_text()
+    assert f"transformers >= {floor}" in (ROOT / "fsn_model" / "hf" / "huggingface.md").read_text()
     version = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     assert version >= tuple(int(x) for x in floor.split(".")[:2])
 
