@@ -14,7 +14,8 @@ from .modeling_fsn import check_all_ones
 # model_type -> class names of its self-attention modules
 SUPPORTED_ATTENTION = {"llama": ("LlamaAttention",), "mistral": ("MistralAttention",),
                        "qwen2": ("Qwen2Attention",), "gpt2": ("GPT2Attention",)}
-ATTENTION_KWARGS = ("rope_base", "k1_init", "coupling_std", "gate_std", "backend", "delay", "n_heads")
+ATTENTION_KWARGS = ("rope_base", "k1_init", "coupling_std", "gate_std", "backend", "delay", "n_heads",
+                    "projected_heads", "project_output")
 
 
 class FrustratedSelfAttention(nn.Module):
@@ -24,8 +25,9 @@ class FrustratedSelfAttention(nn.Module):
     by construction, positions are the token order); padding is refused before the model
     runs (see :func:`replace_attention`).
 
-    With a ``transformers`` Cache (``generate(use_cache=True)``) this layer keeps its phase
-    history in that cache, as keys of shape (B, 1, T, dim) (the values are empty): a one-token
+    With a ``transformers`` Cache (``generate(use_cache=True)``) this layer keeps the phases
+    its op reads (``attn.cached_phases``: the hidden states, or their projection with
+    ``projections``) in that cache, as keys of shape (B, 1, T, dim) (the values are empty): a one-token
     step decodes through it with ``FrustratedAttention.decode`` (no recompute of the past);
     a longer chunk after a non-empty past recomputes the layer over the whole history (exact).
     """
@@ -44,7 +46,8 @@ class FrustratedSelfAttention(nn.Module):
             return self.attn(theta), None
         B, T, C = theta.shape
         past = cache.get_seq_length(self.layer_idx)
-        history, _ = cache.update(theta.detach().unsqueeze(1), theta.new_zeros(B, 1, T, 0), self.layer_idx)
+        phases = self.attn.cached_phases(theta)  # theta itself without projections
+        history, _ = cache.update(phases.detach().unsqueeze(1), theta.new_zeros(B, 1, T, 0), self.layer_idx)
         sliding = getattr(cache, "is_sliding", None)
         if history.shape[-2] != past + T or (isinstance(sliding, list) and self.layer_idx < len(sliding)
                                              and sliding[self.layer_idx]):
@@ -53,15 +56,18 @@ class FrustratedSelfAttention(nn.Module):
                                f"use_cache=False or a DynamicCache without a sliding window")
         history = history[:, 0]
         if past == 0:
-            return self.attn(theta), None
+            return self.attn(theta, phases=phases), None
         if T == 1 and not (torch.is_grad_enabled() and theta.requires_grad):
             seqlens = torch.full((B,), past, dtype=torch.int32, device=theta.device)
             return self.attn.decode(theta, history.contiguous(), seqlens), None
-        full = torch.cat([history[:, :past].to(theta.dtype), theta], dim=1)
-        return self.attn(full)[:, past:], None
+        # A chunk after a past: the op over every cached phase; row t reads the gate of token
+        # t only, so the past rows (dropped) need no gate input.
+        full = torch.cat([history[:, :past].to(phases.dtype), phases], dim=1)
+        gate_input = torch.cat([theta.new_zeros(B, past, C), theta], dim=1)
+        return self.attn(gate_input, phases=full)[:, past:], None
 
 
-def replace_attention(model: nn.Module, n_harmonics: int = 2, **kw) -> nn.Module:
+def replace_attention(model: nn.Module, n_harmonics: int = 2, projections: bool = False, **kw) -> nn.Module:
     """Swap the self-attention of every decoder layer of an HF causal LM (Llama, Mistral,
     Qwen2, GPT-2) for :class:`FrustratedSelfAttention` (a :class:`FrustratedAttention` with
     ``n_harmonics`` harmonics on that layer's hidden states); returns ``model`` (modified in
@@ -103,7 +109,8 @@ def replace_attention(model: nn.Module, n_harmonics: int = 2, **kw) -> nn.Module
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         ref = next(old.parameters())
-        attn = FrustratedAttention(hidden, n_heads, n_harmonics, **kw).to(device=ref.device, dtype=ref.dtype)
+        attn = FrustratedAttention(hidden, n_heads, n_harmonics, projections=projections, **kw)
+        attn = attn.to(device=ref.device, dtype=ref.dtype)
         attn.train(old.training)
         layer_idx = getattr(old, "layer_idx", None)
         setattr(parent, attr, FrustratedSelfAttention(attn, _index(name) if layer_idx is None else layer_idx))
