@@ -12,15 +12,22 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..attention import FrustratedAttention, rope_frequencies
 from ..fsn import FSNLM
+from ..mixers import MeanFieldCoupling, PhaseSwiGLU
 from .cache import FSNPhaseCache
 from .compat import CACHE_NAME
 from .configuration_fsn import FSNHFConfig
 
 
 class FSNPreTrainedModel(PreTrainedModel):
-    """Base of the FSN HF models: config class, weight init (the FSN init of
-    :class:`fsn_model.FSNLM` is kept; only the drift buffers, which are not saved, are
-    recomputed)."""
+    """Base of the FSN HF models: config class and weight init.
+
+    A model built from a config keeps the FSN init of :class:`fsn_model.FSNLM` (its
+    parameters are marked initialised, so ``post_init`` leaves them alone). A parameter
+    that ``from_pretrained`` did not find in the weights (a tensor missing from
+    ``model.safetensors``, a config with more layers than the weights) gets a fresh init
+    from the module's own init code (:data:`FSN_INITS`), as a new FSNLM would have it:
+    finite, never HF's generic init, never uninitialised memory. The drift buffers
+    ``omega``, which are not saved, are recomputed."""
 
     config_class = FSNHFConfig
     base_model_prefix = "fsn"
@@ -35,6 +42,59 @@ class FSNPreTrainedModel(PreTrainedModel):
                     module.omega = omega
                 else:
                     module.omega.copy_(omega)
+        owner = self._init_owner(module)
+        if owner is not None:
+            owned, init = next(v for kind, v in FSN_INITS.items() if isinstance(owner, kind))
+            init_missing(owned(owner), lambda: init(owner))
+
+    def _init_owner(self, module: nn.Module) -> Optional[nn.Module]:
+        """The module whose init writes ``module``'s parameters: itself or its nearest
+        ancestor of a type in :data:`FSN_INITS` (HF visits only modules with a missing
+        tensor, e.g. the Embedding, whose init lives in FSNLM)."""
+        owners = {}
+        for name, m in self.named_modules():
+            if isinstance(m, tuple(FSN_INITS)):
+                for sub in m.modules():
+                    owners.setdefault(id(sub), [])
+                    owners[id(sub)].append((name.count("."), m))
+        found = owners.get(id(module))
+        return max(found, key=lambda x: x[0])[1] if found else None
+
+
+def init_missing(params, init) -> None:
+    """Run ``init()`` (an in-place init of ``params`` and maybe more), then put back every
+    parameter of ``params`` that was already initialised (loaded, or built with its init:
+    the ``_is_hf_initialized`` mark)."""
+    params = list(params)
+    missing = [p for p in params if not getattr(p, "_is_hf_initialized", False)]
+    if not missing:
+        return
+    kept = [(p, p.detach().clone()) for p in params if getattr(p, "_is_hf_initialized", False)]
+    init()
+    with torch.no_grad():
+        for p, value in kept:
+            p.copy_(value)
+    for p in missing:
+        p._is_hf_initialized = True  # initialised now: a later visit of the same owner keeps it
+
+
+# module type -> (the parameters its init writes, that init in place): the inits FSNLM's
+# constructor runs, one per module that owns parameters.
+FSN_INITS = {
+    FSNLM: (lambda m: [m.embed.weight, *m.readout.parameters(), *m.readout_norm.parameters()],
+            lambda m: (m.init_embedding(), m.init_readout())),
+    FrustratedAttention: (lambda m: m.parameters(), lambda m: m.reset_parameters()),
+    PhaseSwiGLU: (lambda m: m.parameters(), lambda m: m.reset_parameters()),
+    MeanFieldCoupling: (lambda m: m.parameters(), lambda m: m.reset_parameters()),
+}
+
+
+def mark_initialised(module: nn.Module) -> None:
+    """Mark the parameters of ``module`` that hold values (not meta) as initialised, so that
+    HF's ``post_init`` keeps them."""
+    for p in module.parameters():
+        if not p.is_meta:
+            p._is_hf_initialized = True
 
 
 class FSNForCausalLM(FSNPreTrainedModel, GenerationMixin):
@@ -51,6 +111,7 @@ class FSNForCausalLM(FSNPreTrainedModel, GenerationMixin):
     def __init__(self, config: FSNHFConfig):
         super().__init__(config)
         self.fsn = FSNLM(config.to_fsn_config(), backend=config.backend)
+        mark_initialised(self.fsn)  # the FSN init, kept by post_init
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
