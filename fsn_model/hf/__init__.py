@@ -24,7 +24,8 @@ from .compat import CACHE_NAME, TRANSFORMERS_FLOOR
 from .configuration_fsn import FSN_FIELDS, FSNHFConfig
 from .modeling_fsn import FSNForCausalLM, FSNPreTrainedModel
 from .swap import ATTENTION_KWARGS, SUPPORTED_ATTENTION, FrustratedSelfAttention, replace_attention
+from .tokenization_fsn import FSNByteTokenizer
 
-__all__ = ["ATTENTION_KWARGS", "CACHE_NAME", "FSN_FIELDS", "FSNConfig", "FSNForCausalLM", "FSNHFConfig", "FSNLM",
-           "FSNPhaseCache", "FSNPreTrainedModel", "FrustratedSelfAttention", "SUPPORTED_ATTENTION",
-           "TRANSFORMERS_FLOOR", "replace_attention"]
+__all__ = ["ATTENTION_KWARGS", "CACHE_NAME", "FSN_FIELDS", "FSNByteTokenizer", "FSNConfig", "FSNForCausalLM",
+           "FSNHFConfig", "FSNLM", "FSNPhaseCache", "FSNPreTrainedModel", "FrustratedSelfAttention",
+           "SUPPORTED_ATTENTION", "TRANSFORMERS_FLOOR", "replace_attention"]

@@ -115,6 +115,11 @@ def replace_attention(model: nn.Module, n_harmonics: int = 2, projections: bool 
         layer_idx = getattr(old, "layer_idx", None)
         setattr(parent, attr, FrustratedSelfAttention(attn, _index(name) if layer_idx is None else layer_idx))
     _drop_sliding_window(config)
+    for module in model.modules():  # what the model read from the config when it was built
+        if getattr(module, "has_sliding_layers", False):
+            module.has_sliding_layers = False
+        if getattr(module, "attention_type", None) == "sliding_attention":
+            module.attention_type = "full_attention"
     model.register_forward_pre_hook(_refuse_padding, with_kwargs=True)
     return model
 

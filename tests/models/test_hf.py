@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers", reason="the hf extra is not i
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from fsn_model import hf  # noqa: E402
+from fsn_model.attention import GATE_BIAS_INIT  # noqa: E402
 from fsn_model.hf import FSNForCausalLM, FSNHFConfig, FSNPhaseCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,43 @@ def test_an_export_saved_under_the_old_option_names_loads_with_its_projections(t
     config = AutoConfig.from_pretrained(tmp_path)
     assert (config.projections, config.projected_heads) == (True, 1)
     assert config.to_fsn_config().projections
+
+
+SAMPLE_VALUES = {int: 3, float: 0.25, bool: True, str: "meanfield"}
+
+
+def test_every_fsn_config_field_round_trips_through_the_hf_config(tmp_path):
+    """The HF config is derived from FSNConfig: every field, with FSNConfig's default, and a
+    value away from the default survives save/load (a new FSNConfig knob needs no HF edit)."""
+    import dataclasses
+
+    for f in dataclasses.fields(hf.FSNConfig):
+        assert getattr(FSNHFConfig(), f.name) == f.default, f.name
+    changed = dict(dim=24, n_heads=3, n_layers=2, hidden=8, n_modes=5, n_harmonics=3, mixer="meanfield",
+                   delay=False, k1_init=0.25, coupling_std=0.03, gate_std=0.04, readout_norm=True,
+                   embed_scale=2.0, token_shift=True, projections=True, projected_heads=2, project_output=False,
+                   vocab_size=100)
+    assert set(changed) == set(hf.FSN_FIELDS)  # this test names every field: a new one must be added here
+    fsn = hf.FSNConfig(**changed)
+    FSNHFConfig.from_fsn_config(fsn).save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).to_fsn_config() == fsn
+
+
+@pytest.mark.parametrize("stored, projections", [
+    ({"attn_proj": True, "attn_proj_heads": 1, "attn_proj_out": False}, (True, 1, False)),
+    ({"attn_proj": True}, (True, None, True)),
+    ({}, (False, None, True)),
+])
+def test_a_config_json_from_an_old_export_loads(tmp_path, stored, projections):
+    """An export written before the rename (attn_proj* keys) loads with its projections; one
+    written before the projections existed (no key) loads without them."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "fsn", "dim": 16, "n_layers": 1, "n_heads": 2,
+                                                      "hidden": 8, **stored}))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert (config.projections, config.projected_heads, config.project_output) == projections
+    assert config.to_fsn_config().projections == projections[0]
+    model = AutoModelForCausalLM.from_config(config)
+    assert (model.fsn.blocks[0].attn.out_proj is not None) == (projections[0] and projections[2])
 
 
 def test_a_fresh_model_keeps_the_fsn_init():
@@ -197,6 +235,113 @@ def test_a_chunk_after_a_cached_prefix_equals_the_full_forward(model, prompt):
         again = model(ids[:, -3:], **{hf.CACHE_NAME: cache}).logits
     assert cache.get_seq_length() == ids.shape[1]
     assert torch.allclose(again, full[:, -3:], atol=1e-5, rtol=0)
+
+
+# --- dtypes ----------------------------------------------------------------------------
+
+# bf16 / fp16 compare the cached logits with the uncached ones to a tolerance of the dtype's
+# rounding (a few ulps at logits of about 1); fp64 to float64 rounding.
+DTYPE_ATOL = {torch.float64: 1e-9, torch.bfloat16: 3e-2, torch.float16: 4e-3}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_ATOL), ids=str)
+@pytest.mark.parametrize("overrides", [{}, {"projections": True, "token_shift": True}])
+def test_fsnlm_decodes_through_its_cache_in_every_dtype(dtype, overrides):
+    """The phase cache is in the phases' dtype: prefill + decode equal the uncached forward."""
+    torch.manual_seed(0)
+    m = hf.FSNLM(hf.FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, **overrides)).to(dtype).eval()
+    idx = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = m(idx)
+        first, cache = m.prefill(idx[:, :5])
+        steps = torch.stack([m.decode(idx[:, t], cache)[0] for t in range(5, 9)], dim=1)
+    assert cache.phases[0].dtype == dtype
+    assert torch.allclose(first, full[:, :5], atol=DTYPE_ATOL[dtype], rtol=0)
+    assert torch.allclose(steps, full[:, 5:], atol=DTYPE_ATOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_ATOL), ids=str)
+def test_generate_in_every_dtype_equals_full_forwards(tmp_path, prompt, dtype):
+    tiny().save_pretrained(tmp_path)
+    m = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=dtype).eval()
+    assert m.fsn.embed.weight.dtype == dtype
+    n = 6
+    cached = m.generate(prompt, max_new_tokens=n, do_sample=False)
+    assert torch.equal(cached, greedy_by_full_forwards(m, prompt, n))
+
+
+def test_half_and_generate_under_cpu_bf16_autocast(prompt):
+    half = tiny().half()
+    assert torch.equal(half.generate(prompt, max_new_tokens=5, do_sample=False),
+                       greedy_by_full_forwards(half, prompt, 5))
+    m = tiny()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = m.generate(prompt, max_new_tokens=5, do_sample=False)
+        uncached = m.generate(prompt, max_new_tokens=5, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+# --- weights missing from a saved model -------------------------------------------------
+
+def _drop_tensors(directory, names):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(directory / "model.safetensors")
+    for name in names:
+        del weights[name]
+    save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_a_tensor_missing_from_the_weights_gets_the_fsn_init(tmp_path, prompt):
+    """transformers initialises what it did not find with _init_weights: that must be the
+    FSN init of the module (finite logits; the deterministic parts equal a fresh model's),
+    and every loaded tensor stays as saved."""
+    m = tiny(projections=True, token_shift=True, readout_norm=True)
+    m.save_pretrained(tmp_path)
+    missing = ["fsn.embed.weight", "fsn.blocks.0.attn.out_proj.weight", "fsn.blocks.1.attn.coupling_real",
+               "fsn.blocks.1.attn.gate_proj.bias", "fsn.blocks.0.mix.shift_a", "fsn.readout_norm.weight",
+               "fsn.readout.bias", "fsn.blocks.1.attn.in_proj.proj.weight"]
+    _drop_tensors(tmp_path, missing)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.isfinite(loaded(prompt).logits).all()
+    fresh, got = tiny(projections=True, token_shift=True, readout_norm=True).state_dict(), loaded.state_dict()
+    for name, value in m.state_dict().items():
+        if name not in missing:
+            assert torch.equal(got[name], value), name
+    for name in ["fsn.blocks.0.attn.out_proj.weight", "fsn.blocks.1.attn.gate_proj.bias", "fsn.blocks.0.mix.shift_a",
+                 "fsn.readout_norm.weight", "fsn.readout.bias", "fsn.blocks.1.attn.in_proj.proj.weight"]:
+        assert torch.equal(got[name], fresh[name]), name  # deterministic inits: identity, ramps, ones, zeros
+    embed = got["fsn.embed.weight"]
+    assert embed.abs().max() <= torch.pi and embed.std() > 1.0  # uniform on [-pi, pi)
+    k1 = got["fsn.blocks.1.attn.coupling_real"][:, :, 0, 0, 0]
+    assert abs(k1.mean().item() - 0.5) < 0.05  # K_1 = k1_init plus small noise
+
+
+def test_a_config_with_more_layers_than_the_weights_gives_finite_logits(tmp_path, prompt):
+    tiny().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["n_layers"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.isfinite(loaded(prompt).logits).all()
+    attn = loaded.fsn.blocks[2].attn
+    assert torch.allclose(attn.gate_proj.bias, torch.full_like(attn.gate_proj.bias, GATE_BIAS_INIT))
+
+
+# --- assisted generation ----------------------------------------------------------------
+
+def test_prompt_lookup_and_an_assistant_model_give_the_greedy_tokens():
+    """Assisted decoding crops the cache back to the accepted tokens (and transformers 5.25
+    asks the cache to record its past): the output equals plain greedy decoding."""
+    m = tiny()
+    torch.manual_seed(1)
+    assistant = FSNForCausalLM(FSNHFConfig(dim=16, n_layers=1, n_heads=2, hidden=24)).eval()
+    ids = torch.tensor([list(b"abcabcabcab")])
+    greedy = m.generate(ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(m.generate(ids, max_new_tokens=12, do_sample=False, prompt_lookup_num_tokens=3), greedy)
+    assert torch.equal(m.generate(ids, max_new_tokens=12, do_sample=False, assistant_model=assistant), greedy)
 
 
 # --- fsn-export ------------------------------------------------------------------------
