@@ -53,10 +53,18 @@ def export(checkpoint: str, out_dir: str, overwrite: bool = False) -> Path:
     check_log(ckpt, checkpoint)
     hf = to_hf(model)
     card = model_card(ckpt, checkpoint, type(hf).__name__)
+    from transformers.utils import logging as hf_logging
+
     from .tokenization_fsn import FSNByteTokenizer
 
-    write_directory(out, lambda tmp: (hf.save_pretrained(str(tmp)), FSNByteTokenizer().save_pretrained(str(tmp)),
-                                      (tmp / "README.md").write_text(card, encoding="utf-8")))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one line of output, no progress bars on stderr
+    try:
+        write_directory(out, lambda tmp: (hf.save_pretrained(str(tmp)), FSNByteTokenizer().save_pretrained(str(tmp)),
+                                          (tmp / "README.md").write_text(card, encoding="utf-8")))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return out
 
 
@@ -81,6 +89,7 @@ def write_directory(out: Path, write) -> None:
             for f in sorted(tmp.iterdir()):
                 os.replace(f, out / f.name)
     except OSError as e:
+        e.filename = e.filename2 = None  # a path inside the temporary directory, removed below
         raise ExportWriteError(f"cannot write {out}: {describe_os_error(e)}; nothing was written") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -353,13 +353,14 @@ def checkpoints(tmp_path_factory):
     corpus = tmp_path_factory.mktemp("data") / "small.txt"
     corpus.write_bytes(b"def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 300)
     paths = {}
-    for name in ("fsn", "transformer"):
-        out = tmp_path_factory.mktemp(name)
+    for key, name, extra in (("fsn", "fsn", {}), ("transformer", "transformer", {}),
+                             ("transformer-shift", "transformer", {"token_shift": True})):
+        out = tmp_path_factory.mktemp(key)
         cfg = train_mod.TrainConfig(model=name, params="30k", data=str(corpus), steps=3, batch_size=4, seq_len=32,
                                     eval_windows=2, eval_every=3, progress=False, out=str(out),
-                                    model_overrides={"n_layers": 1})
+                                    model_overrides={"n_layers": 1, **extra})
         train_mod.train(cfg)
-        paths[name] = str(out / "checkpoint.pt")
+        paths[key] = str(out / "checkpoint.pt")
     return paths
 
 
@@ -370,7 +371,7 @@ def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(chec
     out = tmp_path / "exported"
     assert export.main([checkpoints["fsn"], str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     loaded = AutoModelForCausalLM.from_pretrained(out)
     original, _ = load_model(checkpoints["fsn"])
     ids = torch.tensor([list(b"def f(x):\n  ")])
@@ -423,6 +424,126 @@ def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys):
     assert export.main([checkpoints["fsn"], str(tmp_path / "full"), "--overwrite"]) == 0
     capsys.readouterr()
     assert "arguments" in _one_line_error(export.main, [checkpoints["fsn"]], capsys)
+
+
+def test_a_transformer_trained_with_token_shift_is_refused(checkpoints, tmp_path, capsys):
+    """Llama has no token shift: exporting one would write a different model (and quote the
+    checkpoint's bits/byte for it)."""
+    from fsn_model.hf import export
+
+    out = tmp_path / "shift"
+    assert "token_shift" in _one_line_error(export.main, [checkpoints["transformer-shift"], str(out)], capsys)
+    assert not out.exists()
+
+
+def _checkpoint_with(checkpoints, tmp_path, edit):
+    from fsn_model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoints["fsn"])
+    edit(ckpt)
+    path = tmp_path / "edited.pt"
+    torch.save(ckpt, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["log"].update(val=[{"step": 3}]), "log['val'][0]"),
+    (lambda c: c["log"].update(val=[{"step": 3, "bpb": float("nan")}]), "finite"),
+    (lambda c: c["log"].update(val="3.1"), "log['val'] must be a list"),
+    (lambda c: c.update(log=[1, 2]), "log must be a dict"),
+    (lambda c: c.update(corpus="stdlib"), "corpus must be a dict"),
+])
+def test_a_malformed_log_is_refused_before_anything_is_written(checkpoints, tmp_path, capsys, edit, words):
+    from fsn_model.hf import export
+
+    out = tmp_path / "out"
+    assert words in _one_line_error(export.main, [_checkpoint_with(checkpoints, tmp_path, edit), str(out)], capsys)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["edited.pt"]
+
+
+def test_a_text_file_is_refused_in_words(tmp_path, capsys):
+    from fsn_model.hf import export
+
+    (tmp_path / "notes.txt").write_text("each line a note\n")
+    err = _one_line_error(export.main, [str(tmp_path / "notes.txt"), str(tmp_path / "out")], capsys)
+    assert "not a file written by torch.save" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_full_disk_leaves_nothing_half_written(checkpoints, tmp_path, capsys, monkeypatch, existing):
+    """The last write fails with ENOSPC: one line naming DIR, exit 1, no DIR (or DIR as it
+    was, with --overwrite), no temporary directory; the next run succeeds."""
+    import errno
+
+    from fsn_model.hf import export
+    from fsn_model.hf.tokenization_fsn import FSNByteTokenizer
+
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+    real_write_text = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name == "README.md":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    argv = [checkpoints["fsn"], str(out)] + (["--overwrite"] if existing else [])
+    with pytest.raises(SystemExit) as e:
+        export.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and f"cannot write {out}: no space left on device" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existing else [])
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "{}"
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    monkeypatch.setattr(FSNByteTokenizer, "save_pretrained", lambda self, d: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(SystemExit):
+        export.main(argv)
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert export.main(argv) == 0
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+
+
+def test_the_exported_tokenizer_loads_with_auto_and_runs_in_a_pipeline(checkpoints, tmp_path):
+    from transformers import AutoTokenizer, pipeline
+
+    from fsn_model.hf import export
+
+    out = tmp_path / "exported"
+    assert export.main([checkpoints["fsn"], str(out)]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = "déf f(x):\n\treturn x  ,  \x00 ü 😀 ."
+    assert tokenizer(text).input_ids == list(text.encode("utf-8"))
+    assert tokenizer.decode(tokenizer(text).input_ids) == text
+    arbitrary = list(bytes(range(256)) + b"\xff\xfe\xc3")
+    assert tokenizer.encode(tokenizer.decode(arbitrary)) == arbitrary  # any bytes, exactly
+    assert len(tokenizer) == 256
+    generated = pipeline("text-generation", model=str(out))("def f", max_new_tokens=6, do_sample=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([list(b"def f")])
+    expected = tokenizer.decode(model.generate(ids, max_new_tokens=6, do_sample=False)[0])
+    assert generated[0]["generated_text"] == expected
+
+
+def test_the_hf_trainer_trains_an_fsn_model(tmp_path):
+    """transformers' Trainer (which needs accelerate, in the hf extra) runs a few steps."""
+    pytest.importorskip("accelerate", reason="accelerate (in the hf extra) is not installed")
+    from transformers import Trainer, TrainingArguments
+
+    ids = torch.tensor([list(b"abcdabcdabcdabcd")] * 8)
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    model = tiny().train()
+    before = [p.detach().clone() for p in model.parameters()]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2,
+                             report_to=[], save_strategy="no", use_cpu=True, logging_steps=1)
+    result = Trainer(model=model, args=args, train_dataset=data).train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # --- the declared floor -----------------------------------------------------------------
