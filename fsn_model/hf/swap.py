@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,9 @@ from .modeling_fsn import check_all_ones
 # model_type -> class names of its self-attention modules
 SUPPORTED_ATTENTION = {"llama": ("LlamaAttention",), "mistral": ("MistralAttention",),
                        "qwen2": ("Qwen2Attention",), "gpt2": ("GPT2Attention",)}
+# replace_attention's default for ``projections``: the trial in fsn_model/hf/huggingface.md
+# ("The projections in a swapped Llama") decides it.
+PROJECTIONS_DEFAULT = False
 ATTENTION_KWARGS = ("rope_base", "k1_init", "coupling_std", "gate_std", "backend", "delay", "n_heads",
                     "projected_heads", "project_output")
 
@@ -67,7 +71,8 @@ class FrustratedSelfAttention(nn.Module):
         return self.attn(gate_input, phases=full)[:, past:], None
 
 
-def replace_attention(model: nn.Module, n_harmonics: int = 2, projections: bool = False, **kw) -> nn.Module:
+def replace_attention(model: nn.Module, n_harmonics: int = 2, projections: Optional[bool] = None,
+                      **kw) -> nn.Module:
     """Swap the self-attention of every decoder layer of an HF causal LM (Llama, Mistral,
     Qwen2, GPT-2) for :class:`FrustratedSelfAttention` (a :class:`FrustratedAttention` with
     ``n_harmonics`` harmonics on that layer's hidden states); returns ``model`` (modified in
@@ -77,17 +82,27 @@ def replace_attention(model: nn.Module, n_harmonics: int = 2, projections: bool 
         model: a ``transformers`` model whose ``config.model_type`` is llama, mistral, qwen2
             or gpt2 (the LM or its base model).
         n_harmonics: NH of the FrustratedAttention (1..8).
-        **kw: ``n_heads`` (default: the config's attention heads), ``rope_base``, ``k1_init``,
+        projections: the learned projections around each attention op (a phase projection
+            in, a linear map of the increments out, both the identity at init; see
+            FrustratedAttention); the cache then holds the projected phases (same size).
+            Default: PROJECTIONS_DEFAULT, chosen from the trial in fsn_model/hf/huggingface.md.
+        **kw: ``projected_heads``, ``project_output`` (with ``projections``), ``n_heads``
+            (default: the config's attention heads), ``rope_base``, ``k1_init``,
             ``coupling_std``, ``gate_std``, ``backend``, ``delay`` (see FrustratedAttention).
 
-    The model then refuses an ``attention_mask`` with zeros (padding) with a ValueError, and
-    drops a sliding window from its config (this attention sees the whole past), so that
-    ``generate(use_cache=True)`` gives the tokens of ``use_cache=False``.
+    The model then refuses an ``attention_mask`` with zeros (padding) with a ValueError.
+    FrustratedAttention has no window: it sees the whole past. So a sliding window is
+    dropped: ``sliding_window`` is cleared and ``use_sliding_window`` set False in the config,
+    every layer type becomes full attention, and what the model read from its config when it
+    was built (Qwen2's ``has_sliding_layers``, a layer's ``attention_type``) follows; the
+    swapped layers then attend over every earlier token, and ``generate(use_cache=True)``
+    gives the tokens of ``use_cache=False``.
 
     Raises:
         ValueError: an architecture not listed above, or a bad argument.
         TypeError: an unknown keyword argument.
     """
+    projections = PROJECTIONS_DEFAULT if projections is None else projections
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_ATTENTION:

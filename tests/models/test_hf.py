@@ -567,3 +567,15 @@ def test_the_readme_snippet_runs():
     namespace = {}
     exec(compile(block, "README.md (Hugging Face)", "exec"), namespace)
     assert namespace["out"].shape == (1, 20)
+
+
+def test_fsn_export_without_the_hf_extra_is_one_line(monkeypatch, capsys):
+    import fsn_cli
+
+    def missing(name):
+        raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+
+    monkeypatch.setattr(fsn_cli.importlib, "import_module", missing)
+    assert fsn_cli.export() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fsn-export: error: ") and '".[hf]"' in err
