@@ -132,7 +132,14 @@ def test_the_projection_options_reach_the_layer():
     attn = next(m for m in model.modules() if isinstance(m, FrustratedAttention))
     assert (attn.projected_heads, attn.out_proj) == (2, None)
     with pytest.raises(ValueError, match="projections"):
-        replace_attention(build("llama"), projected_heads=2)
+        replace_attention(build("llama"), projections=False, projected_heads=2)
+
+
+def test_the_projections_are_on_by_default():
+    """The default the trial in huggingface.md chose."""
+    model = replace_attention(build("llama"))
+    attn = next(m for m in model.modules() if isinstance(m, FrustratedAttention))
+    assert attn.projections and attn.in_proj is not None and attn.out_proj is not None
 
 
 def test_a_qwen2_built_with_a_sliding_window_runs_without_one():
