@@ -318,6 +318,26 @@ def test_a_tensor_missing_from_the_weights_gets_the_fsn_init(tmp_path, prompt):
     assert abs(k1.mean().item() - 0.5) < 0.05  # K_1 = k1_init plus small noise
 
 
+@pytest.mark.parametrize("overrides", [{"mixer": "meanfield", "n_modes": 8, "token_shift": True},
+                                       {"projections": True, "projected_heads": 1, "readout_norm": True}])
+def test_every_fsn_parameter_has_its_init_when_the_weights_are_missing(tmp_path, prompt, overrides):
+    """No FSN parameter is left to HF's generic init: with every tensor but one missing, each
+    parameter gets its module's FSN init (the deterministic ones equal a fresh model's)."""
+    m = tiny(**overrides)
+    m.save_pretrained(tmp_path)
+    names = sorted(f"fsn.{k}" for k in m.fsn.state_dict())
+    _drop_tensors(tmp_path, names[:-1])  # all but one, so that the file still holds a tensor
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.isfinite(loaded(prompt).logits).all()
+    fresh = tiny(**overrides).state_dict()
+    for name, value in loaded.state_dict().items():
+        assert value.shape == fresh[name].shape and torch.isfinite(value).all(), name
+        if name.endswith(("gate_proj.bias", "shift_g", "shift_a", "shift_b", "out_proj.weight", "in_proj.proj.weight",
+                          "in_proj.proj.bias", "readout.bias", "readout_norm.weight", "readout_norm.bias")):
+            assert torch.equal(value, fresh[name]), name
+
+
 def test_a_config_with_more_layers_than_the_weights_gives_finite_logits(tmp_path, prompt):
     tiny().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
