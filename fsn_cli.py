@@ -12,10 +12,20 @@ import importlib
 import sys
 
 
-def run(module: str, prog: str) -> int:
-    """Import ``module`` and return its ``main()``; Ctrl-C at any point -> one line, 130."""
+def run(module: str, prog: str, extra: str = "") -> int:
+    """Import ``module`` and return its ``main()``; Ctrl-C at any point -> one line, 130.
+
+    ``extra``: the optional extra ``module`` needs (e.g. "hf"): an ImportError while importing
+    it is then one line naming the extra, exit status 2."""
     try:
-        return importlib.import_module(module).main()
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError as e:
+            if not extra:
+                raise
+            print(f"{prog}: error: {e} (pip install -e \".[{extra}]\")", file=sys.stderr)
+            return 2
+        return loaded.main()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -46,4 +56,4 @@ def sweep() -> int:
 
 
 def export() -> int:
-    return run("fsn_model.export", "fsn-export")
+    return run("fsn_model.hf.export", "fsn-export", extra="hf")

@@ -22,7 +22,7 @@ setup(
     # (TRITON_INTERPRET=1, CPU tests) needs numpy < 2.3.
     install_requires=["torch>=2.11", "triton>=3.6", "numpy", "tqdm", "matplotlib"],
     extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark"],
-                    "hf": ["transformers>=5.0", "safetensors"]},
+                    "hf": ["transformers>=5.0", "safetensors", "accelerate"]},
     entry_points={
         "console_scripts": [
             "fsn-train=fsn_cli:train",

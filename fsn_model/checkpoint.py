@@ -190,6 +190,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if p.stat().st_size == 0:
         raise ValueError(f"cannot read checkpoint {path}: the file is empty (0 bytes; a write that never finished?)")
+    _check_torch_file(p, path)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -213,6 +214,19 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise ValueError(f"cannot read checkpoint {path}: its content does not match its checksum (the file is "
                          f"damaged; use an earlier copy or retrain)")
     return ckpt
+
+
+def _check_torch_file(p: Path, path: str) -> None:
+    """ValueError unless the file starts as torch.save writes: a zip archive, or (the legacy
+    format) a pickle. A readable file only; read errors are reported by the load."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise ValueError(f"cannot read checkpoint {path}: not a file written by torch.save (it starts with "
+                         f"{head!r}; a text file?)")
 
 
 def load_model(path: str, device: Union[str, torch.device] = "cpu", backend: str = "auto"

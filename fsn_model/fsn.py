@@ -18,7 +18,8 @@ class PhaseCache:
     """Preallocated decode state of an :class:`FSNLM`: per layer the phases the attention
     reads (:meth:`FrustratedAttention.cached_phases`) of past tokens, ``phases[l]``
     (B, T_max, dim) (``dim`` floats per token per layer: half of a transformer's K + V), and
-    ``seqlens`` (B,) int32 tokens cached, on the model's device. Every sequence of the batch
+    ``seqlens`` (B,) int32 tokens cached, on the model's device, in the dtype of the
+    model's phases (:meth:`FSNLM.new_cache`). Every sequence of the batch
     has the same length, ``length`` (a host int, so no step reads a length back from the
     device). Decoding writes each new token in place; :meth:`reserve` doubles the capacity
     when it runs out (a copy per doubling, none per step)."""
@@ -143,12 +144,24 @@ class FSNLM(nn.Module):
         self.vocab_size, self.dim = config.vocab_size, config.dim
         self.embed = nn.Embedding(config.vocab_size, config.dim)
         self.embed_scale = float(config.embed_scale)
-        nn.init.uniform_(self.embed.weight, -torch.pi / self.embed_scale, torch.pi / self.embed_scale)
+        self.init_embedding()
         self.blocks = nn.ModuleList(FSNBlock(config, backend) for _ in range(config.n_layers))
         self.readout_norm = nn.LayerNorm(2 * config.dim) if config.readout_norm else nn.Identity()
         self.readout = nn.Linear(2 * config.dim, config.vocab_size)
-        nn.init.normal_(self.readout.weight, 0.0, 0.02)
-        nn.init.zeros_(self.readout.bias)
+        self.init_readout()
+
+    def init_embedding(self) -> None:
+        """The embedding's init, in place: uniform on [-pi/s, pi/s), s = ``embed_scale``."""
+        with torch.no_grad():
+            self.embed.weight.uniform_(-torch.pi / self.embed_scale, torch.pi / self.embed_scale)
+
+    def init_readout(self) -> None:
+        """The readout's init, in place: weight N(0, 0.02^2), bias 0, the LayerNorm's own."""
+        with torch.no_grad():
+            self.readout.weight.normal_(0.0, 0.02)
+            self.readout.bias.zero_()
+        if isinstance(self.readout_norm, nn.LayerNorm):
+            self.readout_norm.reset_parameters()
 
     def logits(self, theta: Tensor) -> Tensor:
         """Readout: (B, T, dim) phases -> (B, T, vocab) float32 logits."""
@@ -184,8 +197,11 @@ class FSNLM(nn.Module):
 
     def new_cache(self, batch: int, capacity: int) -> PhaseCache:
         """An empty :class:`PhaseCache` for ``batch`` sequences of up to ``capacity`` tokens
-        (it grows by doubling past that), float32 on the model's device."""
-        return PhaseCache.empty(len(self.blocks), batch, capacity, self.dim, device=self.embed.weight.device)
+        (it grows by doubling past that), on the model's device, in the dtype of the model's
+        phases: its embedding's (float32, or bfloat16 / float16 / float64 after ``.to(dtype)``;
+        float32 under autocast, which leaves the embedding and the residual phases in float32)."""
+        w = self.embed.weight
+        return PhaseCache.empty(len(self.blocks), batch, capacity, self.dim, device=w.device, dtype=w.dtype)
 
     def prefill(self, idx: Tensor, capacity: Optional[int] = None) -> Tuple[Tensor, PhaseCache]:
         """The forward pass that also fills a new phase cache: (logits (B, T, vocab), a

@@ -62,9 +62,19 @@ class PhaseSwiGLU(nn.Module):
         super().__init__()
         self.w13 = nn.Linear(2 * dim, 2 * hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.out_std = out_std
         nn.init.normal_(self.w2.weight, 0.0, out_std)
         self.shift_a = shift_weights(2 * dim) if shift else None
         self.shift_b = shift_weights(2 * dim) if shift else None
+
+    def reset_parameters(self) -> None:
+        """The init of ``__init__`` again, in place (W_1, W_3: nn.Linear's; W_2 small; shift ramps)."""
+        self.w13.reset_parameters()
+        with torch.no_grad():
+            self.w2.weight.normal_(0.0, self.out_std)
+            for mu in (self.shift_a, self.shift_b):
+                if mu is not None:
+                    mu.copy_(torch.linspace(1.0, 0.0, mu.numel()))
 
     def forward(self, theta: Tensor, prev_features: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) -> (B, T, dim); ``prev_features`` (B, T, 2 dim): the previous token's
@@ -100,11 +110,21 @@ class MeanFieldCoupling(nn.Module):
         self.gate_proj = nn.Linear(2 * dim, dim)
         self.psi = nn.Parameter(torch.empty(n_heads, n_modes, self.head_dim))
         self.coupling_real = nn.Parameter(torch.empty(n_heads, self.head_dim, n_harmonics, 2))
-        nn.init.normal_(self.gate_proj.weight, 0.0, gate_std)
-        nn.init.constant_(self.gate_proj.bias, GATE_BIAS_INIT)
-        nn.init.uniform_(self.psi, -torch.pi, torch.pi)
-        init_coupling(self.coupling_real[:, :, :, None], k1_init, coupling_std)
+        self._k1, self._cstd, self._gstd = k1_init, coupling_std, gate_std
+        self.reset_parameters()
         self.shift_g = shift_weights(2 * dim) if shift else None
+
+    def reset_parameters(self) -> None:
+        """The init (class docstring), in place: gate N(0, gate_std) with bias softplus^-1(1),
+        modes uniform on [-pi, pi), K_1 = k1_init plus N(0, coupling_std) noise, shift ramp."""
+        with torch.no_grad():
+            self.gate_proj.weight.normal_(0.0, self._gstd)
+            self.gate_proj.bias.fill_(GATE_BIAS_INIT)
+            self.psi.uniform_(-torch.pi, torch.pi)
+        init_coupling(self.coupling_real[:, :, :, None], self._k1, self._cstd)
+        if getattr(self, "shift_g", None) is not None:
+            with torch.no_grad():
+                self.shift_g.copy_(torch.linspace(1.0, 0.0, self.shift_g.numel()))
 
     def forward(self, theta: Tensor, prev_features: Optional[Tensor] = None) -> Tensor:
         """(B, T, dim) -> (B, T, dim), computed in float32; ``prev_features`` (B, T, 2 dim):

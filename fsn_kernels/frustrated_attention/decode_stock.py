@@ -58,8 +58,14 @@ def decode_stock(theta_new: Tensor, gate_new: Tensor, coupling: Tensor, omega: O
 
     Returns:
         dtheta (B, 1, H, D) in theta_new's dtype. Computed in float64 for float64 inputs,
-        float32 otherwise.
+        float32 otherwise, autocast or not (autocast is off inside).
     """
+    with torch.autocast(phase_cache.device.type, enabled=False):
+        return _decode_stock(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens)
+
+
+def _decode_stock(theta_new: Tensor, gate_new: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float,
+                  phase_cache: Tensor, cache_seqlens: Tensor) -> Tensor:
     B, _, H, D = theta_new.shape
     NH = coupling.shape[2]
     cdt = compute_dtype(theta_new.dtype, gate_new.dtype)

@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers", reason="the hf extra is not i
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from fsn_model import hf  # noqa: E402
+from fsn_model.attention import GATE_BIAS_INIT  # noqa: E402
 from fsn_model.hf import FSNForCausalLM, FSNHFConfig, FSNPhaseCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,43 @@ def test_an_export_saved_under_the_old_option_names_loads_with_its_projections(t
     config = AutoConfig.from_pretrained(tmp_path)
     assert (config.projections, config.projected_heads) == (True, 1)
     assert config.to_fsn_config().projections
+
+
+SAMPLE_VALUES = {int: 3, float: 0.25, bool: True, str: "meanfield"}
+
+
+def test_every_fsn_config_field_round_trips_through_the_hf_config(tmp_path):
+    """The HF config is derived from FSNConfig: every field, with FSNConfig's default, and a
+    value away from the default survives save/load (a new FSNConfig knob needs no HF edit)."""
+    import dataclasses
+
+    for f in dataclasses.fields(hf.FSNConfig):
+        assert getattr(FSNHFConfig(), f.name) == f.default, f.name
+    changed = dict(dim=24, n_heads=3, n_layers=2, hidden=8, n_modes=5, n_harmonics=3, mixer="meanfield",
+                   delay=False, k1_init=0.25, coupling_std=0.03, gate_std=0.04, readout_norm=True,
+                   embed_scale=2.0, token_shift=True, projections=True, projected_heads=2, project_output=False,
+                   vocab_size=100)
+    assert set(changed) == set(hf.FSN_FIELDS)  # this test names every field: a new one must be added here
+    fsn = hf.FSNConfig(**changed)
+    FSNHFConfig.from_fsn_config(fsn).save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).to_fsn_config() == fsn
+
+
+@pytest.mark.parametrize("stored, projections", [
+    ({"attn_proj": True, "attn_proj_heads": 1, "attn_proj_out": False}, (True, 1, False)),
+    ({"attn_proj": True}, (True, None, True)),
+    ({}, (False, None, True)),
+])
+def test_a_config_json_from_an_old_export_loads(tmp_path, stored, projections):
+    """An export written before the rename (attn_proj* keys) loads with its projections; one
+    written before the projections existed (no key) loads without them."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "fsn", "dim": 16, "n_layers": 1, "n_heads": 2,
+                                                      "hidden": 8, **stored}))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert (config.projections, config.projected_heads, config.project_output) == projections
+    assert config.to_fsn_config().projections == projections[0]
+    model = AutoModelForCausalLM.from_config(config)
+    assert (model.fsn.blocks[0].attn.out_proj is not None) == (projections[0] and projections[2])
 
 
 def test_a_fresh_model_keeps_the_fsn_init():
@@ -199,6 +237,133 @@ def test_a_chunk_after_a_cached_prefix_equals_the_full_forward(model, prompt):
     assert torch.allclose(again, full[:, -3:], atol=1e-5, rtol=0)
 
 
+# --- dtypes ----------------------------------------------------------------------------
+
+# bf16 / fp16 compare the cached logits with the uncached ones to a tolerance of the dtype's
+# rounding (a few ulps at logits of about 1); fp64 to float64 rounding.
+DTYPE_ATOL = {torch.float64: 1e-9, torch.bfloat16: 3e-2, torch.float16: 4e-3}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_ATOL), ids=str)
+@pytest.mark.parametrize("overrides", [{}, {"projections": True, "token_shift": True}])
+def test_fsnlm_decodes_through_its_cache_in_every_dtype(dtype, overrides):
+    """The phase cache is in the phases' dtype: prefill + decode equal the uncached forward."""
+    torch.manual_seed(0)
+    m = hf.FSNLM(hf.FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, **overrides)).to(dtype).eval()
+    idx = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = m(idx)
+        first, cache = m.prefill(idx[:, :5])
+        steps = torch.stack([m.decode(idx[:, t], cache)[0] for t in range(5, 9)], dim=1)
+    assert cache.phases[0].dtype == dtype
+    assert torch.allclose(first, full[:, :5], atol=DTYPE_ATOL[dtype], rtol=0)
+    assert torch.allclose(steps, full[:, 5:], atol=DTYPE_ATOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_ATOL), ids=str)
+def test_generate_in_every_dtype_equals_full_forwards(tmp_path, prompt, dtype):
+    tiny().save_pretrained(tmp_path)
+    m = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=dtype).eval()
+    assert m.fsn.embed.weight.dtype == dtype
+    n = 6
+    cached = m.generate(prompt, max_new_tokens=n, do_sample=False)
+    assert torch.equal(cached, greedy_by_full_forwards(m, prompt, n))
+
+
+def test_half_and_generate_under_cpu_bf16_autocast(prompt):
+    half = tiny().half()
+    assert torch.equal(half.generate(prompt, max_new_tokens=5, do_sample=False),
+                       greedy_by_full_forwards(half, prompt, 5))
+    m = tiny()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = m.generate(prompt, max_new_tokens=5, do_sample=False)
+        uncached = m.generate(prompt, max_new_tokens=5, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+# --- weights missing from a saved model -------------------------------------------------
+
+def _drop_tensors(directory, names):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(directory / "model.safetensors")
+    for name in names:
+        del weights[name]
+    save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_a_tensor_missing_from_the_weights_gets_the_fsn_init(tmp_path, prompt):
+    """transformers initialises what it did not find with _init_weights: that must be the
+    FSN init of the module (finite logits; the deterministic parts equal a fresh model's),
+    and every loaded tensor stays as saved."""
+    m = tiny(projections=True, token_shift=True, readout_norm=True)
+    m.save_pretrained(tmp_path)
+    missing = ["fsn.embed.weight", "fsn.blocks.0.attn.out_proj.weight", "fsn.blocks.1.attn.coupling_real",
+               "fsn.blocks.1.attn.gate_proj.bias", "fsn.blocks.0.mix.shift_a", "fsn.readout_norm.weight",
+               "fsn.readout.bias", "fsn.blocks.1.attn.in_proj.proj.weight"]
+    _drop_tensors(tmp_path, missing)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.isfinite(loaded(prompt).logits).all()
+    fresh, got = tiny(projections=True, token_shift=True, readout_norm=True).state_dict(), loaded.state_dict()
+    for name, value in m.state_dict().items():
+        if name not in missing:
+            assert torch.equal(got[name], value), name
+    for name in ["fsn.blocks.0.attn.out_proj.weight", "fsn.blocks.1.attn.gate_proj.bias", "fsn.blocks.0.mix.shift_a",
+                 "fsn.readout_norm.weight", "fsn.readout.bias", "fsn.blocks.1.attn.in_proj.proj.weight"]:
+        assert torch.equal(got[name], fresh[name]), name  # deterministic inits: identity, ramps, ones, zeros
+    embed = got["fsn.embed.weight"]
+    assert embed.abs().max() <= torch.pi and embed.std() > 1.0  # uniform on [-pi, pi)
+    k1 = got["fsn.blocks.1.attn.coupling_real"][:, :, 0, 0, 0]
+    assert abs(k1.mean().item() - 0.5) < 0.05  # K_1 = k1_init plus small noise
+
+
+@pytest.mark.parametrize("overrides", [{"mixer": "meanfield", "n_modes": 8, "token_shift": True},
+                                       {"projections": True, "projected_heads": 1, "readout_norm": True}])
+def test_every_fsn_parameter_has_its_init_when_the_weights_are_missing(tmp_path, prompt, overrides):
+    """No FSN parameter is left to HF's generic init: with every tensor but one missing, each
+    parameter gets its module's FSN init (the deterministic ones equal a fresh model's)."""
+    m = tiny(**overrides)
+    m.save_pretrained(tmp_path)
+    names = sorted(f"fsn.{k}" for k in m.fsn.state_dict())
+    _drop_tensors(tmp_path, names[:-1])  # all but one, so that the file still holds a tensor
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.isfinite(loaded(prompt).logits).all()
+    fresh = tiny(**overrides).state_dict()
+    for name, value in loaded.state_dict().items():
+        assert value.shape == fresh[name].shape and torch.isfinite(value).all(), name
+        if name.endswith(("gate_proj.bias", "shift_g", "shift_a", "shift_b", "out_proj.weight", "in_proj.proj.weight",
+                          "in_proj.proj.bias", "readout.bias", "readout_norm.weight", "readout_norm.bias")):
+            assert torch.equal(value, fresh[name]), name
+
+
+def test_a_config_with_more_layers_than_the_weights_gives_finite_logits(tmp_path, prompt):
+    tiny().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["n_layers"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.isfinite(loaded(prompt).logits).all()
+    attn = loaded.fsn.blocks[2].attn
+    assert torch.allclose(attn.gate_proj.bias, torch.full_like(attn.gate_proj.bias, GATE_BIAS_INIT))
+
+
+# --- assisted generation ----------------------------------------------------------------
+
+def test_prompt_lookup_and_an_assistant_model_give_the_greedy_tokens():
+    """Assisted decoding crops the cache back to the accepted tokens (and transformers 5.25
+    asks the cache to record its past): the output equals plain greedy decoding."""
+    m = tiny()
+    torch.manual_seed(1)
+    assistant = FSNForCausalLM(FSNHFConfig(dim=16, n_layers=1, n_heads=2, hidden=24)).eval()
+    ids = torch.tensor([list(b"abcabcabcab")])
+    greedy = m.generate(ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(m.generate(ids, max_new_tokens=12, do_sample=False, prompt_lookup_num_tokens=3), greedy)
+    assert torch.equal(m.generate(ids, max_new_tokens=12, do_sample=False, assistant_model=assistant), greedy)
+
+
 # --- fsn-export ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -208,24 +373,25 @@ def checkpoints(tmp_path_factory):
     corpus = tmp_path_factory.mktemp("data") / "small.txt"
     corpus.write_bytes(b"def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 300)
     paths = {}
-    for name in ("fsn", "transformer"):
-        out = tmp_path_factory.mktemp(name)
+    for key, name, extra in (("fsn", "fsn", {}), ("transformer", "transformer", {}),
+                             ("transformer-shift", "transformer", {"token_shift": True})):
+        out = tmp_path_factory.mktemp(key)
         cfg = train_mod.TrainConfig(model=name, params="30k", data=str(corpus), steps=3, batch_size=4, seq_len=32,
                                     eval_windows=2, eval_every=3, progress=False, out=str(out),
-                                    model_overrides={"n_layers": 1})
+                                    model_overrides={"n_layers": 1, **extra})
         train_mod.train(cfg)
-        paths[name] = str(out / "checkpoint.pt")
+        paths[key] = str(out / "checkpoint.pt")
     return paths
 
 
 def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(checkpoints, tmp_path, capsys):
-    from fsn_model import export
     from fsn_model.checkpoint import load_checkpoint, load_model
+    from fsn_model.hf import export
 
     out = tmp_path / "exported"
     assert export.main([checkpoints["fsn"], str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     loaded = AutoModelForCausalLM.from_pretrained(out)
     original, _ = load_model(checkpoints["fsn"])
     ids = torch.tensor([list(b"def f(x):\n  ")])
@@ -240,9 +406,9 @@ def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(chec
 
 
 def test_a_transformer_checkpoint_exports_as_an_equal_llama(checkpoints, tmp_path):
-    from fsn_model import export
     from fsn_model.checkpoint import load_model
     from fsn_model.generate import sample
+    from fsn_model.hf import export
 
     out = tmp_path / "llama"
     assert export.main([checkpoints["transformer"], str(out)]) == 0
@@ -267,7 +433,7 @@ def _one_line_error(main, argv, capsys):
 
 
 def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys):
-    from fsn_model import export
+    from fsn_model.hf import export
 
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert "cannot read" in _one_line_error(export.main, [str(tmp_path / "junk.pt"), str(tmp_path / "t")], capsys)
@@ -280,6 +446,126 @@ def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys):
     assert "arguments" in _one_line_error(export.main, [checkpoints["fsn"]], capsys)
 
 
+def test_a_transformer_trained_with_token_shift_is_refused(checkpoints, tmp_path, capsys):
+    """Llama has no token shift: exporting one would write a different model (and quote the
+    checkpoint's bits/byte for it)."""
+    from fsn_model.hf import export
+
+    out = tmp_path / "shift"
+    assert "token_shift" in _one_line_error(export.main, [checkpoints["transformer-shift"], str(out)], capsys)
+    assert not out.exists()
+
+
+def _checkpoint_with(checkpoints, tmp_path, edit):
+    from fsn_model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoints["fsn"])
+    edit(ckpt)
+    path = tmp_path / "edited.pt"
+    torch.save(ckpt, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["log"].update(val=[{"step": 3}]), "log['val'][0]"),
+    (lambda c: c["log"].update(val=[{"step": 3, "bpb": float("nan")}]), "finite"),
+    (lambda c: c["log"].update(val="3.1"), "log['val'] must be a list"),
+    (lambda c: c.update(log=[1, 2]), "log must be a dict"),
+    (lambda c: c.update(corpus="stdlib"), "corpus must be a dict"),
+])
+def test_a_malformed_log_is_refused_before_anything_is_written(checkpoints, tmp_path, capsys, edit, words):
+    from fsn_model.hf import export
+
+    out = tmp_path / "out"
+    assert words in _one_line_error(export.main, [_checkpoint_with(checkpoints, tmp_path, edit), str(out)], capsys)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["edited.pt"]
+
+
+def test_a_text_file_is_refused_in_words(tmp_path, capsys):
+    from fsn_model.hf import export
+
+    (tmp_path / "notes.txt").write_text("each line a note\n")
+    err = _one_line_error(export.main, [str(tmp_path / "notes.txt"), str(tmp_path / "out")], capsys)
+    assert "not a file written by torch.save" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_full_disk_leaves_nothing_half_written(checkpoints, tmp_path, capsys, monkeypatch, existing):
+    """The last write fails with ENOSPC: one line naming DIR, exit 1, no DIR (or DIR as it
+    was, with --overwrite), no temporary directory; the next run succeeds."""
+    import errno
+
+    from fsn_model.hf import export
+    from fsn_model.hf.tokenization_fsn import FSNByteTokenizer
+
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+    real_write_text = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name == "README.md":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    argv = [checkpoints["fsn"], str(out)] + (["--overwrite"] if existing else [])
+    with pytest.raises(SystemExit) as e:
+        export.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and f"cannot write {out}: no space left on device" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existing else [])
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "{}"
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    monkeypatch.setattr(FSNByteTokenizer, "save_pretrained", lambda self, d: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(SystemExit):
+        export.main(argv)
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert export.main(argv) == 0
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+
+
+def test_the_exported_tokenizer_loads_with_auto_and_runs_in_a_pipeline(checkpoints, tmp_path):
+    from transformers import AutoTokenizer, pipeline
+
+    from fsn_model.hf import export
+
+    out = tmp_path / "exported"
+    assert export.main([checkpoints["fsn"], str(out)]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = "déf f(x):\n\treturn x  ,  \x00 ü 😀 ."
+    assert tokenizer(text).input_ids == list(text.encode("utf-8"))
+    assert tokenizer.decode(tokenizer(text).input_ids) == text
+    arbitrary = list(bytes(range(256)) + b"\xff\xfe\xc3")
+    assert tokenizer.encode(tokenizer.decode(arbitrary)) == arbitrary  # any bytes, exactly
+    assert len(tokenizer) == 256
+    generated = pipeline("text-generation", model=str(out))("def f", max_new_tokens=6, do_sample=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([list(b"def f")])
+    expected = tokenizer.decode(model.generate(ids, max_new_tokens=6, do_sample=False)[0])
+    assert generated[0]["generated_text"] == expected
+
+
+def test_the_hf_trainer_trains_an_fsn_model(tmp_path):
+    """transformers' Trainer (which needs accelerate, in the hf extra) runs a few steps."""
+    pytest.importorskip("accelerate", reason="accelerate (in the hf extra) is not installed")
+    from transformers import Trainer, TrainingArguments
+
+    ids = torch.tensor([list(b"abcdabcdabcdabcd")] * 8)
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    model = tiny().train()
+    before = [p.detach().clone() for p in model.parameters()]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2,
+                             report_to=[], save_strategy="no", use_cpu=True, logging_steps=1)
+    result = Trainer(model=model, args=args, train_dataset=data).train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 # --- the declared floor -----------------------------------------------------------------
 
 def test_the_transformers_floor_is_declared_once_and_met():
@@ -287,7 +573,7 @@ def test_the_transformers_floor_is_declared_once_and_met():
     tests were run on; importing fsn_model.hf checks it."""
     floor = hf.TRANSFORMERS_FLOOR
     assert f'"transformers>={floor}"' in (ROOT / "setup.py").read_text()
-    assert f"transformers >= {floor}" in (ROOT / "fsn_model" / "huggingface.md").read_text()
+    assert f"transformers >= {floor}" in (ROOT / "fsn_model" / "hf" / "huggingface.md").read_text()
     version = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     assert version >= tuple(int(x) for x in floor.split(".")[:2])
 
@@ -301,3 +587,15 @@ def test_the_readme_snippet_runs():
     namespace = {}
     exec(compile(block, "README.md (Hugging Face)", "exec"), namespace)
     assert namespace["out"].shape == (1, 20)
+
+
+def test_fsn_export_without_the_hf_extra_is_one_line(monkeypatch, capsys):
+    import fsn_cli
+
+    def missing(name):
+        raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+
+    monkeypatch.setattr(fsn_cli.importlib, "import_module", missing)
+    assert fsn_cli.export() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fsn-export: error: ") and '".[hf]"' in err

@@ -10,7 +10,7 @@ from fsn_model.hf import FrustratedSelfAttention, replace_attention  # noqa: E40
 
 VOCAB = 48
 LLAMA_LIKE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=64)
+                  num_key_value_heads=2, max_position_embeddings=64, eos_token_id=None)  # no early stop
 
 
 def build(arch: str):
@@ -25,10 +25,14 @@ def build(arch: str):
     return getattr(transformers, f"{cls}ForCausalLM")(cfg)
 
 
-@pytest.fixture(scope="module", params=["llama", "mistral", "qwen2", "gpt2"])
+@pytest.fixture(scope="module", params=[(arch, projections) for projections in (False, True)
+                                        for arch in ("llama", "mistral", "qwen2", "gpt2")],
+                ids=lambda p: p[0] + ("-projections" if p[1] else ""))
 def swapped(request):
-    """(arch, model with its attention swapped and trained a few steps, losses)."""
-    model = replace_attention(build(request.param), n_harmonics=2)
+    """(arch, model with its attention swapped, with or without the projections, and
+    trained a few steps, losses)."""
+    arch, projections = request.param
+    model = replace_attention(build(arch), n_harmonics=2, projections=projections)
     model.train()
     ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -39,7 +43,7 @@ def swapped(request):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    return request.param, model.eval(), losses
+    return arch, model.eval(), losses
 
 
 def test_every_self_attention_is_replaced(swapped):
@@ -112,3 +116,41 @@ def test_unknown_architectures_and_arguments_are_refused():
     model = replace_attention(build("llama"))
     with pytest.raises(ValueError, match="already replaced"):
         replace_attention(model)
+
+
+def test_the_projections_are_built_and_trained(swapped):
+    arch, model, _ = swapped
+    attn = next(m for m in model.modules() if isinstance(m, FrustratedAttention))
+    if attn.projections:
+        assert attn.in_proj is not None and attn.out_proj is not None
+        eye = torch.eye(attn.dim)
+        assert not torch.equal(attn.out_proj.weight.detach(), eye)  # moved from the identity by training
+
+
+def test_the_projection_options_reach_the_layer():
+    model = replace_attention(build("llama"), projections=True, projected_heads=2, project_output=False)
+    attn = next(m for m in model.modules() if isinstance(m, FrustratedAttention))
+    assert (attn.projected_heads, attn.out_proj) == (2, None)
+    with pytest.raises(ValueError, match="projections"):
+        replace_attention(build("llama"), projections=False, projected_heads=2)
+
+
+def test_the_projections_are_on_by_default():
+    """The default the trial in huggingface.md chose."""
+    model = replace_attention(build("llama"))
+    attn = next(m for m in model.modules() if isinstance(m, FrustratedAttention))
+    assert attn.projections and attn.in_proj is not None and attn.out_proj is not None
+
+
+def test_a_qwen2_built_with_a_sliding_window_runs_without_one():
+    """Qwen2 decides at build time that some layers slide (use_sliding_window): after the
+    swap every layer attends to the whole past, and forward and cached generation work."""
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2Config(**LLAMA_LIKE, use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    assert "sliding_attention" in cfg.layer_types
+    model = replace_attention(transformers.Qwen2ForCausalLM(cfg)).eval()
+    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+    cached = model.generate(ids, max_new_tokens=6, do_sample=False)
+    assert torch.equal(cached, model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False))

@@ -1,23 +1,36 @@
 """``fsn-export CHECKPOINT DIR``: an fsn-train checkpoint as a Hugging Face model directory.
 
-The directory holds ``config.json``, ``model.safetensors`` and a model card ``README.md``
-with the model and training configs and the validation bits per byte recorded in the
-checkpoint's log. An FSN checkpoint becomes model_type "fsn" (load it with
+The directory holds ``config.json``, ``model.safetensors``, the byte-level tokenizer
+(``tokenizer_config.json``: :class:`FSNByteTokenizer`, ids = bytes) and a model card
+``README.md`` with the model and training configs and the validation bits per byte recorded
+in the checkpoint's log. An FSN checkpoint becomes model_type "fsn" (load it with
 ``AutoModelForCausalLM.from_pretrained(DIR)`` after ``import fsn_model.hf``); a transformer
 checkpoint becomes the equivalent ``LlamaForCausalLM`` (same RoPE, SwiGLU, RMSNorm and
 untied head; logits equal to float rounding). Needs the ``hf`` extra (transformers).
+
+Everything is checked (checkpoint, log, what the export can express) before anything is
+written; the files are written into a temporary directory beside ``DIR`` and moved into
+place at the end, so a failed write (a full disk) leaves nothing behind.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from .checkpoint import load_model
-from .cli import OneLineParser, run_cli
-from .fsn import FSNLM
-from .transformer import TransformerLM
+from ..checkpoint import load_model
+from ..cli import OneLineParser, ReportedOSError, describe_os_error, run_cli
+from ..fsn import FSNLM
+from ..transformer import TransformerLM
+
+
+class ExportWriteError(ReportedOSError):
+    """The export directory could not be written; one line: the path, the cause, nothing left."""
 
 
 def export(checkpoint: str, out_dir: str, overwrite: bool = False) -> Path:
@@ -25,26 +38,88 @@ def export(checkpoint: str, out_dir: str, overwrite: bool = False) -> Path:
 
     Raises:
         FileNotFoundError: no checkpoint.
-        ValueError: a refused or invalid checkpoint, or ``out_dir`` not empty (without
-            ``overwrite``).
+        ValueError: a refused or invalid checkpoint (or a malformed log), a model the
+            export cannot express, or ``out_dir`` not empty (without ``overwrite``).
+        ExportWriteError: a write failed (no space left, permission denied ...); nothing
+            of this export is left in or beside ``out_dir``.
         ImportError: transformers is not installed.
     """
-    model, ckpt = load_model(checkpoint)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"DIR {out_dir} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"DIR {out_dir} is not empty (pass --overwrite to write into it)")
+    model, ckpt = load_model(checkpoint)
+    check_log(ckpt, checkpoint)
     hf = to_hf(model)
-    hf.save_pretrained(str(out))
-    (out / "README.md").write_text(model_card(ckpt, checkpoint, type(hf).__name__), encoding="utf-8")
+    card = model_card(ckpt, checkpoint, type(hf).__name__)
+    from transformers.utils import logging as hf_logging
+
+    from .tokenization_fsn import FSNByteTokenizer
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one line of output, no progress bars on stderr
+    try:
+        write_directory(out, lambda tmp: (hf.save_pretrained(str(tmp)), FSNByteTokenizer().save_pretrained(str(tmp)),
+                                          (tmp / "README.md").write_text(card, encoding="utf-8")))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return out
+
+
+def write_directory(out: Path, write) -> None:
+    """``write(tmp)`` into a new temporary directory beside ``out``, then move its files into
+    ``out`` (a rename of the whole directory when ``out`` is missing or empty; file by file
+    into an existing one). On an OSError the temporary directory is removed and
+    :class:`ExportWriteError` names ``out`` and the cause."""
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=parent))
+    except OSError as e:
+        raise ExportWriteError(f"cannot write {out}: {describe_os_error(e)}; nothing was written") from None
+    try:
+        write(tmp)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if not out.exists():
+            os.replace(tmp, out)
+        else:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+    except OSError as e:
+        e.filename = e.filename2 = None  # a path inside the temporary directory, removed below
+        raise ExportWriteError(f"cannot write {out}: {describe_os_error(e)}; nothing was written") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_log(ckpt: Dict[str, Any], checkpoint: str) -> None:
+    """ValueError naming the key when the parts of the checkpoint the model card reads are
+    malformed: ``train_config``, ``log``, ``corpus`` dicts (when present), ``log["val"]`` a
+    list of ``{"step": int, "bpb": finite number}``."""
+    for key in ("model_config", "train_config", "log", "corpus"):
+        if key in ckpt and not isinstance(ckpt[key], dict):
+            raise ValueError(f"checkpoint {checkpoint}: {key} must be a dict, got {type(ckpt[key]).__name__}")
+    records = ckpt.get("log", {}).get("val")
+    if records is None:
+        return
+    if not isinstance(records, list):
+        raise ValueError(f"checkpoint {checkpoint}: log['val'] must be a list of validation records, got "
+                         f"{type(records).__name__}")
+    for i, r in enumerate(records):
+        ok = (isinstance(r, dict) and isinstance(r.get("step"), int) and isinstance(r.get("bpb"), (int, float))
+              and not isinstance(r.get("bpb"), bool) and math.isfinite(r["bpb"]))
+        if not ok:
+            raise ValueError(f"checkpoint {checkpoint}: log['val'][{i}] must be {{'step': int, 'bpb': finite "
+                             f"number}}, got {r!r:.80}")
 
 
 def to_hf(model):
     """An :class:`FSNLM` -> ``FSNForCausalLM``; a :class:`TransformerLM` -> ``LlamaForCausalLM``."""
     if isinstance(model, FSNLM):
-        from .hf import FSNForCausalLM, FSNHFConfig
+        from .modeling_fsn import FSNForCausalLM, FSNHFConfig
 
         hf = FSNForCausalLM(FSNHFConfig.from_fsn_config(model.config))
         hf.fsn.load_state_dict(model.state_dict())
@@ -62,6 +137,10 @@ def transformer_to_llama(model: TransformerLM):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     c = model.config
+    if c.token_shift:
+        raise ValueError("the transformer was trained with token_shift=true (its MLP reads the previous token), "
+                         "which LlamaForCausalLM cannot express; fsn-export refuses it rather than write a "
+                         "different model")
     eps = torch.finfo(torch.float32).eps
     cfg = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.hidden,
                       num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_heads,
@@ -107,11 +186,12 @@ def model_card(ckpt: Dict[str, Any], checkpoint: str, architecture: str = "FSNFo
     else:
         val_line = "no validation bits/byte recorded in the checkpoint"
     if architecture == "FSNForCausalLM":
-        title, load = "a Frustrated Synchronization Network byte LM", (
-            'import fsn_model.hf  # registers model_type "fsn" with AutoModelForCausalLM\n')
-        how = "decodes through the phase cache"
+        title, how = "a Frustrated Synchronization Network byte LM", "decodes through the phase cache"
+        note = "`import fsn_model.hf` registers model_type \"fsn\" and the byte tokenizer with the Auto classes."
     else:
-        title, load, how = f"the fsn_model transformer baseline as a {architecture}", "", "decodes through a KV cache"
+        title, how = f"the fsn_model transformer baseline as a {architecture}", "decodes through a KV cache"
+        note = ("The model loads with transformers alone; the byte tokenizer (`FSNByteTokenizer`) needs "
+                "`import fsn_model.hf` (without it, encode with `list(text.encode(\"utf-8\"))`).")
     return f"""---
 library_name: transformers
 tags:
@@ -125,16 +205,19 @@ Exported by `fsn-export` from `{Path(checkpoint).name}` ({origin}).
 
 {val_line}.
 
-Token ids are bytes (0..255): encode text with `list(text.encode("utf-8"))`.
+Token ids are bytes (0..255): the tokenizer saved here (`FSNByteTokenizer`) encodes text as
+`list(text.encode("utf-8"))` and decodes any bytes back exactly. {note}
 
 ```python
-import torch
-{load}from transformers import AutoModelForCausalLM
+import fsn_model.hf
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/directory")
 model = AutoModelForCausalLM.from_pretrained("path/to/this/directory")
-ids = torch.tensor([list("def ".encode())])
+ids = tokenizer("def ", return_tensors="pt").input_ids
 out = model.generate(ids, max_new_tokens=64, do_sample=True, top_k=20)  # {how}
-print(bytes(out[0].tolist()).decode("utf-8", errors="replace"))
+print(tokenizer.decode(out[0]))
+print(pipeline("text-generation", model="path/to/this/directory")("def ", max_new_tokens=64))
 ```
 
 ## Model config
