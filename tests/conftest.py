@@ -19,16 +19,18 @@ def corpus(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def checkpoints(corpus, tmp_path_factory) -> Dict[str, str]:
-    """{"fsn": path, "transformer": path}: checkpoint.pt of one-layer ~30k-param runs of 3 steps."""
+    """{"fsn", "transformer", "transformer-shift": path}: checkpoint.pt of one-layer ~30k-param
+    runs of 3 steps (the last a transformer with ``token_shift``)."""
     from fsn_model import train as train_mod
 
     paths = {}
-    for model in ("fsn", "transformer"):
-        out = tmp_path_factory.mktemp(model)
+    for key, model, extra in (("fsn", "fsn", {}), ("transformer", "transformer", {}),
+                              ("transformer-shift", "transformer", {"token_shift": True})):
+        out = tmp_path_factory.mktemp(key)
         train_mod.train(train_mod.TrainConfig(model=model, params="30k", data=corpus, steps=3, batch_size=4,
                                               seq_len=32, eval_windows=2, eval_every=3, progress=False,
-                                              out=str(out), model_overrides={"n_layers": 1}))
-        paths[model] = str(out / "checkpoint.pt")
+                                              out=str(out), model_overrides={"n_layers": 1, **extra}))
+        paths[key] = str(out / "checkpoint.pt")
     return paths
 
 

@@ -366,24 +366,6 @@ def test_prompt_lookup_and_an_assistant_model_give_the_greedy_tokens():
 
 # --- fsn-export ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    from fsn_model import train as train_mod
-
-    corpus = tmp_path_factory.mktemp("data") / "small.txt"
-    corpus.write_bytes(b"def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 300)
-    paths = {}
-    for key, name, extra in (("fsn", "fsn", {}), ("transformer", "transformer", {}),
-                             ("transformer-shift", "transformer", {"token_shift": True})):
-        out = tmp_path_factory.mktemp(key)
-        cfg = train_mod.TrainConfig(model=name, params="30k", data=str(corpus), steps=3, batch_size=4, seq_len=32,
-                                    eval_windows=2, eval_every=3, progress=False, out=str(out),
-                                    model_overrides={"n_layers": 1, **extra})
-        train_mod.train(cfg)
-        paths[key] = str(out / "checkpoint.pt")
-    return paths
-
-
 def test_fsn_export_writes_a_directory_that_auto_loads_with_the_same_logits(checkpoints, tmp_path, capsys):
     from fsn_model.checkpoint import load_checkpoint, load_model
     from fsn_model.hf import export
@@ -424,35 +406,28 @@ def test_a_transformer_checkpoint_exports_as_an_equal_llama(checkpoints, tmp_pat
     assert "LlamaForCausalLM" in (out / "README.md").read_text()
 
 
-def _one_line_error(main, argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("fsn-export: error: ")
-    return err
 
-
-def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys):
+def test_fsn_export_refuses_in_one_line(checkpoints, tmp_path, capsys, one_line_error):
     from fsn_model.hf import export
 
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    assert "cannot read" in _one_line_error(export.main, [str(tmp_path / "junk.pt"), str(tmp_path / "t")], capsys)
-    assert "not found" in _one_line_error(export.main, [str(tmp_path / "none.pt"), str(tmp_path / "n")], capsys)
+    assert "cannot read" in one_line_error(export.main, [str(tmp_path / "junk.pt"), str(tmp_path / "t")])
+    assert "not found" in one_line_error(export.main, [str(tmp_path / "none.pt"), str(tmp_path / "n")])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    assert "not empty" in _one_line_error(export.main, [checkpoints["fsn"], str(tmp_path / "full")], capsys)
+    assert "not empty" in one_line_error(export.main, [checkpoints["fsn"], str(tmp_path / "full")])
     assert export.main([checkpoints["fsn"], str(tmp_path / "full"), "--overwrite"]) == 0
     capsys.readouterr()
-    assert "arguments" in _one_line_error(export.main, [checkpoints["fsn"]], capsys)
+    assert "arguments" in one_line_error(export.main, [checkpoints["fsn"]])
 
 
-def test_a_transformer_trained_with_token_shift_is_refused(checkpoints, tmp_path, capsys):
+def test_a_transformer_trained_with_token_shift_is_refused(checkpoints, tmp_path, one_line_error):
     """Llama has no token shift: exporting one would write a different model (and quote the
     checkpoint's bits/byte for it)."""
     from fsn_model.hf import export
 
     out = tmp_path / "shift"
-    assert "token_shift" in _one_line_error(export.main, [checkpoints["transformer-shift"], str(out)], capsys)
+    assert "token_shift" in one_line_error(export.main, [checkpoints["transformer-shift"], str(out)])
     assert not out.exists()
 
 
@@ -473,19 +448,19 @@ def _checkpoint_with(checkpoints, tmp_path, edit):
     (lambda c: c.update(log=[1, 2]), "log must be a dict"),
     (lambda c: c.update(corpus="stdlib"), "corpus must be a dict"),
 ])
-def test_a_malformed_log_is_refused_before_anything_is_written(checkpoints, tmp_path, capsys, edit, words):
+def test_a_malformed_log_is_refused_before_anything_is_written(checkpoints, tmp_path, edit, words, one_line_error):
     from fsn_model.hf import export
 
     out = tmp_path / "out"
-    assert words in _one_line_error(export.main, [_checkpoint_with(checkpoints, tmp_path, edit), str(out)], capsys)
+    assert words in one_line_error(export.main, [_checkpoint_with(checkpoints, tmp_path, edit), str(out)])
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["edited.pt"]
 
 
-def test_a_text_file_is_refused_in_words(tmp_path, capsys):
+def test_a_text_file_is_refused_in_words(tmp_path, one_line_error):
     from fsn_model.hf import export
 
     (tmp_path / "notes.txt").write_text("each line a note\n")
-    err = _one_line_error(export.main, [str(tmp_path / "notes.txt"), str(tmp_path / "out")], capsys)
+    err = one_line_error(export.main, [str(tmp_path / "notes.txt"), str(tmp_path / "out")])
     assert "not a file written by torch.save" in err and not (tmp_path / "out").exists()
 
 

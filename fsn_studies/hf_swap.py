@@ -10,12 +10,11 @@ Trains three models from the same seed on the same batches of the default corpus
 for each seed, and writes the final validation loss (nats per byte, and bits per byte) of
 each run to a JSON file (rewritten after every run, so a partial study is kept).
 
-    OMP_NUM_THREADS=1 nice python tools_hf_swap_trial.py --steps 300 --seeds 0 1 --out hf_swap_trial.json
+    OMP_NUM_THREADS=1 python -m fsn_studies.hf_swap --steps 200 --batch-size 8 --seeds 0 1 \
+        --out fsn_studies/results/hf-swap/hf-swap-200steps.json
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import platform
 import time
@@ -23,6 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import List
 
 import torch
+
+from fsn_model.cli import OneLineParser, run_cli
+
+from .files import write_json
 
 MODELS = ("llama", "swap", "swap-projections")
 
@@ -42,7 +45,7 @@ class TrialConfig:
     n_harmonics: int = 2
     eval_windows: int = 64
     threads: int = 1
-    out: str = "hf_swap_trial.json"
+    out: str = "runs/hf-swap/hf-swap.json"
 
 
 def build(kind: str, cfg: TrialConfig, seed: int):
@@ -105,15 +108,23 @@ def run_one(kind: str, seed: int, cfg: TrialConfig, corpus) -> dict:
             "seconds": time.time() - t0}
 
 
-def main() -> None:
+def main(argv=None) -> int:
+    """``python -m fsn_studies.hf_swap``: one line on bad input (exit 2) or Ctrl-C (130)."""
+    return run_cli("python -m fsn_studies.hf_swap", _main, argv)
+
+
+def _main(argv) -> int:
     d = TrialConfig()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m fsn_studies.hf_swap", description=__doc__.splitlines()[0])
     for name, default in asdict(d).items():
         if isinstance(default, list):
             p.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+", default=default)
         else:
             p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    cfg = TrialConfig(**vars(p.parse_args()))
+    cfg = TrialConfig(**vars(p.parse_args(argv)))
+    if cfg.steps < 1 or not cfg.seeds or min(cfg.seeds) < 0 or cfg.threads < 1:
+        raise ValueError(f"--steps and --threads must be >= 1 and --seeds integers >= 0, got {cfg.steps}, "
+                         f"{cfg.threads}, {cfg.seeds}")
     torch.set_num_threads(cfg.threads)
     import transformers
 
@@ -135,9 +146,9 @@ def main() -> None:
                 if vals:
                     summary[k] = {"mean_val_loss_nats": sum(vals) / len(vals), "seeds": len(vals)}
             result["summary"] = summary
-            with open(cfg.out, "w") as f:
-                json.dump(result, f, indent=1)
+            write_json(cfg.out, result)  # after every run: a stopped trial keeps what it measured
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
