@@ -158,13 +158,10 @@ def sdpa_flops(B, T, H, Dh, passes="fwd"):
 
 
 # ------------------------------------------------------------------------ checking
-TOL = {torch.float32: 2e-3, torch.float64: 1e-9, torch.bfloat16: 6e-2, torch.float16: 2e-2}
-
-
 def check_against_reference(fn: Callable, inputs, dtype, max_t: int = 1024, grads: bool = True) -> float:
     """Check ``fn`` equals the float64 reference on a prefix of batch 0 (the op is causal, so
     the output on a prefix equals the op on that prefix). Raises AssertionError past
-    ``TOL[dtype]`` (max abs error / max(1, max |ref|)), on the output and, if ``grads``, on
+    ``testing.benchmark_tolerance(dtype)`` (max abs error / max(1, max |ref|)), on the output and, if ``grads``, on
     the gradients of theta, gate and coupling. Returns the worst error seen."""
     theta, gate, coupling, omega = inputs
     t0 = min(theta.shape[1], max_t)
@@ -180,7 +177,7 @@ def check_against_reference(fn: Callable, inputs, dtype, max_t: int = 1024, grad
             got = [call(th, g, coupling, omega, None)]
             want = [naive_frustrated_attention(*testing.to_double(th, g, coupling, omega))[0]]
     errs = {name: testing.max_rel_err(a, b) for name, a, b in zip(("out", "dtheta", "dgate", "dcoupling"), got, want)}
-    tol = TOL[theta.dtype]
+    tol = testing.benchmark_tolerance(theta.dtype)
     bad = {k: v for k, v in errs.items() if not v <= tol}
     assert not bad, f"{getattr(fn, '__name__', fn)} differs from the float64 reference: {bad} > tol {tol} ({dtype})"
     return max(errs.values())
