@@ -186,7 +186,12 @@ SASS_SNIPPET = """
 
 
 def test_sass_loop_counter_on_a_known_listing():
+    import os
+
+    interpret = os.environ.get("TRITON_INTERPRET")
     from benchmarks.static import sass_loops
+
+    assert os.environ.get("TRITON_INTERPRET") == interpret  # importing it leaves the interpreter setting alone
 
     instrs = sass_loops.parse_sass(SASS_SNIPPET)
     assert len(instrs) == 9

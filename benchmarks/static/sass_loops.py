@@ -34,8 +34,6 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-os.environ.pop("TRITON_INTERPRET", None)  # compiling for a GPU target, not interpreting
-
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LOOP_ORDER = {  # the flash kernels' two loops, in code order (see their sources)
     "forward": ("unmasked", "masked"),
@@ -112,7 +110,8 @@ def collect(nh: int, d: int, dtype: str, work: str) -> Dict:
     report = os.path.join(work, "aot.json")
     cmd = [sys.executable, "-m", "fsn_kernels.frustrated_attention.aot_check", "--shapes", f"{nh}:{d}",
            "--dtypes", dtype, "--json", report, "--out-dir", os.path.join(work, "cubin")]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a GPU target, not the interpreter
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     kernels = []
     for r in json.load(open(report)):
         if r.get("varlen") or "error" in r or "cubin" not in r:
