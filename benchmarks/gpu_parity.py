@@ -34,7 +34,6 @@ from benchmarks import lib  # noqa: E402
 from fsn_kernels import testing  # noqa: E402
 
 DEFAULT_SHAPES = testing.PARITY_SHAPES
-FLOOR = testing.PARITY_FLOOR
 MODES = testing.PARITY_MODES
 lowp_reference = testing.lowp_reference
 check_shape = testing.parity_check
@@ -62,7 +61,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = dict(lib.environment(), kind="parity",
                rule=testing.PARITY_RULE,
-               floor=dict(FLOOR), results=results,
+               floor={m: testing.parity_floor(m) for m in MODES}, results=results,
                ok=all(r["ok"] for r in results))
     path = out_dir / f"parity-{lib.device_slug()}-{_dt.date.today().isoformat()}.json"
     path.write_text(json.dumps(doc, indent=1))

@@ -1,8 +1,10 @@
-"""Shared pieces of the benchmark suite: inputs, the stock-PyTorch composition, the
-matched-FLOP SDPA yardstick, FLOP counts, timing, memory and the result writer.
+"""Shared pieces of the benchmarks: inputs, what is timed (the shipped op by backend and
+the matched-FLOP SDPA yardstick), FLOP counts, the check against float64, timing, memory
+and the result writer.
 
-Used by the pytest-benchmark tests (``pytest benchmarks/``), by ``benchmarks/run_gpu_suite.sh``
-and by ``benchmarks/gpu_parity.py``. Nothing here needs a GPU to import.
+Used by the pytest-benchmark tests (``pytest benchmarks/``), by the GPU suite
+(``benchmarks/run_gpu_suite.sh``) and by ``benchmarks/gpu_parity.py``. Nothing here needs
+a GPU to import.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from fsn_kernels import naive_frustrated_attention, testing
+from fsn_kernels import frustrated_attention, naive_frustrated_attention, testing
 from fsn_model.provenance import device_name, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,96 +44,28 @@ def make_inputs(B, T, H, D, NH, device="cpu", dtype=torch.float32, requires_grad
                                requires_grad=requires_grad)
 
 
-# ------------------------------------------------------------------ the composition
-def _pad_last(x: torch.Tensor, width: int) -> torch.Tensor:
-    return x if x.shape[-1] == width else F.pad(x, (0, width - x.shape[-1]))
+# ------------------------------------------------------------------ what is timed
+# impl -> the backend of the shipped op that it times
+OP_BACKENDS = {"fused": "triton", "stock": "sdpa", "reference": "reference"}
+YARDSTICK = "sdpa-yardstick"  # plain causal SDPA at matched FLOPs: not the op, a speed reference
+IMPLS = tuple(OP_BACKENDS) + (YARDSTICK,)
+BASELINES = ("reference", "stock", YARDSTICK)  # what a fused case's speedup is measured against
 
 
-def _round_up(x: int, m: int) -> int:
-    return (x + m - 1) // m * m
+def op_fn(impl: str) -> Callable:
+    """``fn(theta, gate, coupling, omega)``: the public ``frustrated_attention`` with the
+    backend ``OP_BACKENDS[impl]``."""
+    backend = OP_BACKENDS[impl]
 
+    def fn(theta, gate, coupling, omega):
+        return frustrated_attention(theta, gate, coupling, omega, backend=backend)
 
-def composition_attention(theta, gate, coupling, omega=None, scale=None, *, split: int = 1):
-    """The op from stock PyTorch: features in PyTorch and ONE causal SDPA call.
-
-    No log-sum-exp is needed. Keys are shifted one place right and a "dummy" key is put
-    at position 0 whose score for query t is the diagonal score, known in closed form:
-    ``s[t,t] = scale * sum_d gate[t,d]`` (cos 0 = 1; an extra q/k channel carries it).
-    Query t then sees the dummy (weight A[t,t]) and keys ``u = j - 1 < t`` (weights
-    A[t,u]) under a plain causal mask, with exactly the causal softmax normaliser. Key
-    slot j carries the folded value ``K z_{j-1} + L z_j`` (static value of u = j-1 and
-    its delay value, the successor z_{u+1} = z_j: strictly causal by construction), as
-    2*NH*D real channels, and a last channel 0; the dummy carries ``[0, ..., 0, 1]``, so
-    the last output channel is A[t,t] and the static diagonal term adds
-    ``A[t,t] K z_t``. Then demodulation. Value width 2*NH*D + 1: the narrowest stock
-    formulation we know (unfolded static and delay values would need 4*NH*D + 1).
-
-    Args:
-        split: 1 = one SDPA call with q/k width 2D+1 and value width 2*NH*D+1 (padded to
-            multiples of 8; PyTorch picks the memory-efficient or math backend);
-            s > 1 = the values are cut into s chunks folded into the head axis, with q/k/v
-            padded to the same width so the FlashAttention backend applies (scores are
-            recomputed s times).
-    Returns dtheta (B, T, H, D) in theta's dtype. Differentiable by autograd.
-    """
-    B, T, H, D = theta.shape
-    NH = coupling.shape[2]
-    scale = D ** -0.5 if scale is None else scale
-    dt = theta.dtype
-    cdt = torch.float64 if dt == torch.float64 else torch.float32  # features in fp32 (fp64 for fp64)
-    th = theta.to(cdt).transpose(1, 2)  # (B, H, T, D)
-    pos = torch.arange(T, device=theta.device, dtype=cdt)
-    phi = th if omega is None else th + omega.to(cdt)[None, :, None, :] * pos[:, None]
-    c, s = torch.cos(phi), torch.sin(phi)
-    gs = gate.to(cdt).transpose(1, 2) * scale
-    q = torch.cat([gs * c, gs * s, gs.sum(-1, keepdim=True)], -1)
-    k = torch.cat([c, s, torch.zeros_like(c[..., :1])], -1)
-    dummy_k = torch.zeros_like(k[:, :, :1])
-    dummy_k[..., -1] = 1.0
-    k = torch.cat([dummy_k, k[:, :, :-1]], 2)
-
-    n = torch.arange(1, NH + 1, device=theta.device, dtype=cdt)
-    ang = th[..., None, :] * n[:, None]  # (B, H, T, NH, D)
-    zr, zi = torch.cos(ang), torch.sin(ang)
-    z = torch.complex(zr, zi)
-    cpl = coupling.to(z.dtype).permute(0, 2, 1, 3)  # (H, NH, D, 2)
-    K, L = cpl[..., 0][None, :, None], cpl[..., 1][None, :, None]  # (1, H, 1, NH, D)
-    folded = K * z[:, :, :-1] + L * z[:, :, 1:]  # slot j = u + 1: K z_u + L z_{u+1}, u = 0..T-2
-    W = 2 * NH * D
-    v = torch.cat([folded.real, folded.imag], -2).flatten(-2)  # (B, H, T-1, W)
-    v = torch.cat([v.new_zeros(B, H, 1, W), v], 2)
-    one = torch.zeros_like(v[..., :1])
-    one[:, :, 0] = 1.0
-    v = torch.cat([v, one], -1)  # (B, H, T, W + 1)
-
-    q, k, v = q.to(dt), k.to(dt), v.to(dt)
-    Wv = v.shape[-1]
-    if split <= 1:
-        wqk = _round_up(q.shape[-1], 8)
-        o = F.scaled_dot_product_attention(
-            _pad_last(q, wqk), _pad_last(k, wqk), _pad_last(v, _round_up(Wv, 8)), is_causal=True, scale=1.0
-        )[..., :Wv]
-    else:
-        w = _round_up(max(q.shape[-1], math.ceil(Wv / split)), 8)
-        vv = _pad_last(v, w * split).unflatten(-1, (split, w)).transpose(2, 3)  # (B, H, s, T, w)
-        qq = _pad_last(q, w)[:, :, None].expand(B, H, split, T, w)
-        kk = _pad_last(k, w)[:, :, None].expand(B, H, split, T, w)
-        o = F.scaled_dot_product_attention(
-            qq.reshape(B, H * split, T, w), kk.reshape(B, H * split, T, w), vv.reshape(B, H * split, T, w),
-            is_causal=True, scale=1.0,
-        )
-        o = o.view(B, H, split, T, w).transpose(2, 3).reshape(B, H, T, split * w)[..., :Wv]
-    o = o.to(cdt)
-    a = o[..., -1:, None]  # A[t, t], (B, H, T, 1, 1)
-    o_fold = o[..., :W].unflatten(-1, (2, NH, D))
-    o_c = torch.complex(o_fold[..., 0, :, :], o_fold[..., 1, :, :]) + a * K * z
-    # Im(exp(-i n theta) O) = cos(n theta) Im O - sin(n theta) Re O
-    dtheta = (zr * o_c.imag - zi * o_c.real).sum(-2)
-    return dtheta.transpose(1, 2).to(dt)
+    fn.__name__ = f"frustrated_attention[{backend}]"
+    return fn
 
 
 def sdpa_yardstick_inputs(B, T, H, D, NH, device="cpu", dtype=torch.float32, requires_grad=True):
-    """Plain causal SDPA at matched FLOPs: head dim D * (1 + NH), so that
+    """(q, k, v) of the SDPA yardstick, plain causal SDPA at matched FLOPs: head dim D * (1 + NH), so that
     ``4*B*H*T^2*Dh / 2`` equals the op's ``2*B*H*T^2*(2D + 2*NH*D) / 2``."""
     Dh = D * (1 + NH)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -140,7 +74,8 @@ def sdpa_yardstick_inputs(B, T, H, D, NH, device="cpu", dtype=torch.float32, req
     return qkv
 
 
-def sdpa_causal(q, k, v):
+def sdpa_yardstick(q, k, v):
+    """The SDPA yardstick: ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``."""
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
@@ -158,13 +93,10 @@ def sdpa_flops(B, T, H, Dh, passes="fwd"):
 
 
 # ------------------------------------------------------------------------ checking
-TOL = {torch.float32: 2e-3, torch.float64: 1e-9, torch.bfloat16: 6e-2, torch.float16: 2e-2}
-
-
 def check_against_reference(fn: Callable, inputs, dtype, max_t: int = 1024, grads: bool = True) -> float:
     """Check ``fn`` equals the float64 reference on a prefix of batch 0 (the op is causal, so
     the output on a prefix equals the op on that prefix). Raises AssertionError past
-    ``TOL[dtype]`` (max abs error / max(1, max |ref|)), on the output and, if ``grads``, on
+    ``testing.benchmark_tolerance(dtype)`` (max abs error / max(1, max |ref|)), on the output and, if ``grads``, on
     the gradients of theta, gate and coupling. Returns the worst error seen."""
     theta, gate, coupling, omega = inputs
     t0 = min(theta.shape[1], max_t)
@@ -180,7 +112,7 @@ def check_against_reference(fn: Callable, inputs, dtype, max_t: int = 1024, grad
             got = [call(th, g, coupling, omega, None)]
             want = [naive_frustrated_attention(*testing.to_double(th, g, coupling, omega))[0]]
     errs = {name: testing.max_rel_err(a, b) for name, a, b in zip(("out", "dtheta", "dgate", "dcoupling"), got, want)}
-    tol = TOL[theta.dtype]
+    tol = testing.benchmark_tolerance(theta.dtype)
     bad = {k: v for k, v in errs.items() if not v <= tol}
     assert not bad, f"{getattr(fn, '__name__', fn)} differs from the float64 reference: {bad} > tol {tol} ({dtype})"
     return max(errs.values())
@@ -266,20 +198,20 @@ def environment() -> Dict:
 
 def add_speedups(cases: List[Dict]) -> None:
     """For every fused case, ``speedup`` = {baseline impl: baseline ms / fused ms} at the
-    same pass, shape and dtype (the fastest composition variant counts)."""
+    same pass, shape and dtype."""
     def key(c):
         return (c["pass"], c["B"], c["T"], c["H"], c["D"], c["NH"], c.get("dtype"))
 
     best: Dict = {}
     for c in cases:
-        if c.get("ms") is None or c["impl"] not in ("reference", "composition", "sdpa"):
+        if c.get("ms") is None or c["impl"] not in BASELINES:
             continue
         k = key(c) + (c["impl"],)
         best[k] = min(best.get(k, math.inf), c["ms"])
     for c in cases:
         if c["impl"] == "fused" and c.get("ms"):
             c["speedup"] = {impl: round(best[key(c) + (impl,)] / c["ms"], 3)
-                            for impl in ("reference", "composition", "sdpa") if key(c) + (impl,) in best}
+                            for impl in BASELINES if key(c) + (impl,) in best}
 
 
 def write_results(cases: List[Dict], out_dir: Optional[Path] = None, stem: Optional[str] = None) -> Dict[str, Path]:
@@ -302,12 +234,11 @@ def plot_results(doc: Dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = [c for c in doc["cases"] if c["impl"] in ("fused", "reference", "composition", "sdpa")]
+    cases = [c for c in doc["cases"] if c["impl"] in IMPLS]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     series: Dict = {}
     for c in cases:
-        variant = "/" + c["variant"] if c.get("variant") else ""
-        label = f"{c['impl']}{variant} {c['pass']} D={c['D']} {c.get('dtype', '')}"
+        label = f"{c['impl']} {c['pass']} D={c['D']} {c.get('dtype', '')}"
         series.setdefault(label, []).append(c)
     for label, cs in sorted(series.items()):
         cs = sorted(cs, key=lambda c: c["T"])

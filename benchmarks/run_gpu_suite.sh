@@ -11,7 +11,7 @@
 #   suite-<device>-<date>-summary.txt  the target ratios, predictions next to measurements
 #   suite-log.txt                      this run's output
 # A hard timeout (budget + 40 s) stops a hung case; the summary is then made from the
-# JSONL anyway. Options after the script name go to benchmarks/gpu_suite.py.
+# JSONL anyway. Options after the script name go to benchmarks/suite/run.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export FSN_SUITE_T0="$(date +%s.%N)"
@@ -47,11 +47,11 @@ fi
 mkdir -p "$out"
 export FSN_BENCH_OUT="$out"
 hard=$(python3 -c "print(int(float('$budget')) + 40)")
-timeout --signal=INT --kill-after=10 "$hard" python3 -m benchmarks.gpu_suite --out "$out" "$@" 2>&1 | tee "$out/suite-log.txt"
+timeout --signal=INT --kill-after=10 "$hard" python3 -m benchmarks.suite.run --out "$out" "$@" 2>&1 | tee "$out/suite-log.txt"
 rc=${PIPESTATUS[0]}
 if [[ $rc == 124 || $rc == 130 || $rc == 137 ]]; then
     echo "run_gpu_suite.sh: stopped by the hard timeout (${hard} s); summary of what was recorded:" | tee -a "$out/suite-log.txt"
     latest=$(ls -t "$out"/suite-*.jsonl 2>/dev/null | head -1)
-    [[ -n "$latest" ]] && python3 -m benchmarks.gpu_suite --summary-only "$latest" 2>&1 | tee -a "$out/suite-log.txt"
+    [[ -n "$latest" ]] && python3 -m benchmarks.suite.run --summary-only "$latest" 2>&1 | tee -a "$out/suite-log.txt"
 fi
 exit "$rc"

@@ -49,6 +49,8 @@ def _filled_cache(model, B, context, device, dtype):
 
 
 def _decode_fn(model, cache, B, context, device):
+    """A call that decodes STEPS tokens after ``context`` cached ones; it returns the
+    logits of every step, (STEPS, B, vocab)."""
     idx = torch.randint(0, 256, (B,), device=device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     is_fsn = isinstance(model, FSNLM)
@@ -57,10 +59,25 @@ def _decode_fn(model, cache, B, context, device):
         cache.length = context
         if is_fsn:
             cache.seqlens.fill_(context)
+        logits = []
         with torch.no_grad(), amp:
             for _ in range(STEPS):
-                model.decode(idx, cache)
+                logits.append(model.decode(idx, cache)[0])
+        return torch.stack(logits)
     return run
+
+
+def _check_decoded(model, cache, run, B, context):
+    """What the timed calls computed: STEPS steps of finite (B, vocab) logits past the
+    context, the cache advanced by STEPS, and the same logits on every call (each call
+    starts again from the context, so each timed call did the same work)."""
+    first = run()
+    assert first.shape == (STEPS, B, model.config.vocab_size)
+    assert torch.isfinite(first).all()
+    assert cache.length == context + STEPS
+    if isinstance(model, FSNLM):
+        assert cache.seqlens.tolist() == [context + STEPS] * B
+    assert torch.equal(run(), first)
 
 
 def _bench_decode(benchmark, record_case, name, params, B, context, device, rounds):
@@ -69,6 +86,7 @@ def _bench_decode(benchmark, record_case, name, params, B, context, device, roun
     kv_dtype = torch.bfloat16 if device == "cuda" else torch.float32
     cache = _filled_cache(model, B, context, device, kv_dtype)
     run = _decode_fn(model, cache, B, context, device)
+    _check_decoded(model, cache, run, B, context)
     impl = "transformer-decode" if name == "transformer" else "fsn-decode"
     benchmark.group = f"decode step B={B} context={context}"
     if device == "cuda":

@@ -21,9 +21,23 @@ from fsn_model.config import config_to_dict
 HAS_CUDA = torch.cuda.is_available()
 
 
+def _check_trained(model, before, batch):
+    """What the timed steps computed: every parameter finite, the AdamW steps applied
+    (parameters that take a gradient moved), and finite (B, T, vocab) logits after them."""
+    after = {n: p.detach() for n, p in model.named_parameters()}
+    assert all(torch.isfinite(p).all() for p in after.values())
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), before[n])]
+    assert moved, "no parameter changed: no optimizer step ran"
+    with torch.no_grad():
+        logits = model(batch[:, :-1])
+    assert logits.shape == (*batch[:, :-1].shape, model.config.vocab_size)
+    assert torch.isfinite(logits).all()
+
+
 def _bench_model(benchmark, record_case, name, params, B, T, device, rounds):
     model = fsn_model.build_model(name, params).to(device)
     cfg = config_to_dict(model.config)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     batch = torch.randint(0, 256, (B, T + 1), device=device, generator=None)
     step = batch_step_fn(model, batch, torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else None)
     impl = "transformer-model" if name == "transformer" else "fsn-model"
@@ -45,6 +59,7 @@ def _bench_model(benchmark, record_case, name, params, B, T, device, rounds):
                 times.append(time.perf_counter() - t)
             ms = statistics.median(times) * 1e3
         peak = None
+    _check_trained(model, before, batch)
     n_heads = cfg.get("n_heads")
     dim = cfg.get("dim")
     case = dict(impl=impl, model=name, params=fsn_model.count_params(model),

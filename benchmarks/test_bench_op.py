@@ -1,12 +1,14 @@
-"""Op-level benchmarks: the fused Triton op vs the reference, the stock-PyTorch
-composition and plain causal SDPA at matched FLOPs, forward and forward+backward, on
-the same inputs. Every implementation that claims to compute the op is checked against
+"""Op-level benchmarks: the shipped op, ``frustrated_attention`` with its "triton" backend
+(impl "fused"), its stock-PyTorch backend "sdpa" (impl "stock") and its "reference"
+backend, next to the SDPA yardstick (plain causal SDPA at matched FLOPs), forward and
+forward+backward, on the same inputs. Every impl that computes the op is checked against
 the float64 reference before it is timed.
 
-CPU (this machine): small shapes, few rounds, reference + composition + a tiny fused case
-under the Triton interpreter; results go to .benchmarks/cpu unless FSN_BENCH_OUT is set.
-GPU: the grid of benchmarks/lib.py GPU_SHAPES, CUDA-event timing (median after warm-up),
-peak memory; results go to benchmarks/results/<device>-<date>.json + .png.
+CPU (this machine): small shapes, few rounds, reference + stock + the yardstick + a tiny
+fused case under the Triton interpreter; results go to .benchmarks/cpu unless
+FSN_BENCH_OUT is set. GPU: the grid of benchmarks/lib.py GPU_SHAPES, CUDA-event timing
+(median after warm-up), peak memory; results go to benchmarks/results/<device>-<date>.json
++ .png.
 """
 from __future__ import annotations
 
@@ -17,32 +19,12 @@ import pytest
 import torch
 
 from benchmarks import lib
-from fsn_kernels import frustrated_attention
 
 HAS_CUDA = torch.cuda.is_available()
 NO_GPU = "no CUDA GPU on this machine: the GPU benchmark grid is owed (see benchmarks/README.md)"
 ON_GPU = "a CUDA GPU is present: the GPU grid runs instead of the CPU smoke cases"
 GPU_DTYPES = [getattr(torch, d) for d in os.environ.get("FSN_BENCH_DTYPES", "bfloat16").split(",") if d]
 PASSES = ["fwd", "fwd+bwd"]
-
-
-def _fused(theta, gate, coupling, omega):
-    return frustrated_attention(theta, gate, coupling, omega, backend="triton")
-
-
-def _reference(theta, gate, coupling, omega):
-    return frustrated_attention(theta, gate, coupling, omega, backend="reference")
-
-
-def _composition(split):
-    def fn(theta, gate, coupling, omega):
-        return lib.composition_attention(theta, gate, coupling, omega, split=split)
-
-    fn.__name__ = f"composition_split{split}"
-    return fn
-
-
-OP_IMPLS = {"fused": _fused, "reference": _reference}
 
 
 def _median_ms(benchmark, run) -> float:
@@ -54,20 +36,21 @@ def _median_ms(benchmark, run) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def _bench(benchmark, record_case, impl, passes, shape, device, dtype, variant=None, split=1):
+def _bench(benchmark, record_case, impl, passes, shape, device, dtype):
     B, T, H, D, NH = (shape[k] for k in ("B", "T", "H", "D", "NH"))
-    case = dict(impl=impl, variant=variant, **{"pass": passes}, B=B, T=T, H=H, D=D, NH=NH,
+    case = dict(impl=impl, **{"pass": passes}, B=B, T=T, H=H, D=D, NH=NH,
                 dtype=str(dtype).replace("torch.", ""), device=device)
     benchmark.group = f"{passes} B={B} T={T} H={H} D={D} NH={NH} {case['dtype']}"
     benchmark.extra_info.update(case)
-    if impl == "sdpa":
+    if impl == lib.YARDSTICK:
         inputs = lib.sdpa_yardstick_inputs(B, T, H, D, NH, device=device, dtype=dtype)
-        fn = lib.sdpa_causal
+        fn = lib.sdpa_yardstick
         flops = lib.sdpa_flops(B, T, H, D * (1 + NH), passes)
         case["head_dim"] = D * (1 + NH)
     else:
         inputs = lib.make_inputs(B, T, H, D, NH, device=device, dtype=dtype)
-        fn = _composition(split) if impl == "composition" else OP_IMPLS[impl]
+        fn = lib.op_fn(impl)
+        case["backend"] = lib.OP_BACKENDS[impl]
         flops = lib.op_flops(B, T, H, D, NH, passes)
         # correctness first: equal to the float64 reference (on a causal prefix of batch 0)
         case["max_err_vs_fp64"] = lib.check_against_reference(fn, inputs, dtype, max_t=1024 if device == "cuda" else T,
@@ -101,7 +84,7 @@ def _id(shape):
 @pytest.mark.skipif(HAS_CUDA, reason=ON_GPU)
 @pytest.mark.parametrize("passes", PASSES)
 @pytest.mark.parametrize("shape", lib.CPU_SHAPES, ids=_id)
-@pytest.mark.parametrize("impl", ["reference", "composition", "sdpa"])
+@pytest.mark.parametrize("impl", ["reference", "stock", lib.YARDSTICK])
 def test_cpu(benchmark, record_case, impl, passes, shape):
     _bench(benchmark, record_case, impl, passes, shape, "cpu", torch.float32)
 
@@ -123,10 +106,8 @@ def test_cpu_fused_interpreter(benchmark, record_case, passes, shape):
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=str)
 @pytest.mark.parametrize("passes", PASSES)
 @pytest.mark.parametrize("shape", lib.GPU_SHAPES, ids=_id)
-@pytest.mark.parametrize("impl,split", [("fused", 1), ("composition", 1), ("composition", 4), ("reference", 1),
-                                        ("sdpa", 1)], ids=["fused", "composition-1call", "composition-flash4",
-                                                           "reference", "sdpa"])
-def test_gpu(benchmark, record_case, impl, split, passes, shape, dtype):
+@pytest.mark.parametrize("impl", ["fused", "stock", "reference", lib.YARDSTICK])
+def test_gpu(benchmark, record_case, impl, passes, shape, dtype):
     B, T, H = shape["B"], shape["T"], shape["H"]
     if impl == "reference":
         # the reference materialises several (B, H, T, T) fp32 tensors
@@ -136,15 +117,4 @@ def test_gpu(benchmark, record_case, impl, split, passes, shape, dtype):
                              dtype=str(dtype).replace("torch.", ""), ms=None, tflops=None, peak_mem_bytes=None,
                              error="skipped: would not fit"))
             pytest.skip(f"reference needs ~{need / 2**30:.0f} GiB at T={T}")
-    variant = None
-    if impl == "composition":
-        variant = "1call" if split == 1 else f"flash{split}"
-    try:
-        _bench(benchmark, record_case, impl, passes, shape, "cuda", dtype, variant=variant, split=split)
-    except RuntimeError as e:  # e.g. no SDPA kernel for these head dims: say so, keep going
-        if impl != "composition" or isinstance(e, torch.cuda.OutOfMemoryError):
-            raise
-        record_case(dict(impl=impl, variant=variant, **{"pass": passes}, B=B, T=T, H=H, D=shape["D"],
-                         NH=shape["NH"], dtype=str(dtype).replace("torch.", ""), ms=None, tflops=None,
-                         peak_mem_bytes=None, error=str(e).splitlines()[0][:300]))
-        pytest.skip(f"composition/{variant} failed on this GPU: {str(e).splitlines()[0][:200]}")
+    _bench(benchmark, record_case, impl, passes, shape, "cuda", dtype)

@@ -1,6 +1,7 @@
-"""The CPU-runnable parts of the GPU tooling: the result writer (schema + PNG), the
-parity script (fp32 under the Triton interpreter), the suite launcher's syntax, and the
-composition's variants against the float64 reference (forward and gradients)."""
+"""The CPU-runnable parts of the GPU tooling: what the benchmarks time (the shipped op by
+backend, checked against the float64 reference), the result writer (schema + PNG), the
+parity script (fp32 under the Triton interpreter), the suite launcher and its dry run, the
+suite's summary, and the compile-only performance model."""
 import json
 import subprocess
 from pathlib import Path
@@ -12,35 +13,44 @@ from benchmarks import lib
 from fsn_kernels import naive_frustrated_attention, testing
 
 
-@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("impl", ["stock", "reference"])
 @pytest.mark.parametrize("omega", [True, False])
-def test_composition_matches_reference(split, omega):
+def test_timed_impls_are_the_shipped_op_and_match_the_reference(impl, omega, monkeypatch):
+    """``lib.op_fn`` calls the public op with the impl's backend (nothing else computes it),
+    and what it returns passes the benchmarks' check against float64."""
+    backends = []
+    real = lib.frustrated_attention
+    monkeypatch.setattr(lib, "frustrated_attention", lambda *a, **k: backends.append(k["backend"]) or real(*a, **k))
     theta, gate, coupling, om = lib.make_inputs(2, 37, 3, 12, 3)
-    err = lib.check_against_reference(lambda a, b, c, o: lib.composition_attention(a, b, c, o, split=split),
-                                      (theta, gate, coupling, om if omega else None), torch.float32)
-    assert err < 1e-4
+    err = lib.check_against_reference(lib.op_fn(impl), (theta, gate, coupling, om if omega else None), torch.float32)
+    assert err < testing.benchmark_tolerance(torch.float32)
+    assert set(backends) == {lib.OP_BACKENDS[impl]}
 
 
-def test_folded_composition_is_exact_in_float64():
-    """The folded value (one key slot carries K z_{j-1} + L z_j) is the op itself, not an
-    approximation: in float64 it matches the reference to rounding."""
-    theta, gate, coupling, om = testing.make_inputs(2, 29, 2, 5, 3, dtype=torch.float64, omega="rope")
-    out = lib.composition_attention(theta, gate, coupling, om)
-    ref = naive_frustrated_attention(theta, gate, coupling, om)[0]
-    assert testing.max_rel_err(out, ref) < 1e-12
+def test_the_check_rejects_a_wrong_impl():
+    theta, gate, coupling, om = lib.make_inputs(1, 20, 2, 8, 2)
+    with pytest.raises(AssertionError, match="differs from the float64 reference"):
+        lib.check_against_reference(lambda a, b, c, o: lib.op_fn("stock")(a, b, c, o) * 1.01,
+                                    (theta, gate, coupling, om), torch.float32)
+
+
+def test_benchmark_and_parity_tolerances_come_from_the_one_table():
+    assert testing.benchmark_tolerance(torch.bfloat16) == testing.TOLERANCES["benchmark-bfloat16"].atol == 6e-2
+    assert testing.PARITY_MODES == ("float32", "bfloat16", "float16", "float32-autocast-bf16")
+    assert [testing.parity_floor(m) for m in testing.PARITY_MODES] == [1e-5, 1e-3, 1e-4, 1e-3]
 
 
 def test_write_results_schema(tmp_path):
     cases = [dict(impl=i, **{"pass": p}, B=1, T=t, H=2, D=16, NH=2, dtype="float32", ms=1.0 + t / 100,
                   tflops=0.1, peak_mem_bytes=None)
-             for i in ("fused", "reference", "composition", "sdpa") for p in ("fwd", "fwd+bwd") for t in (64, 128)]
+             for i in lib.IMPLS for p in ("fwd", "fwd+bwd") for t in (64, 128)]
     paths = lib.write_results(cases, tmp_path, stem="x")
     doc = json.loads(Path(paths["json"]).read_text())
     assert {"device", "torch", "triton", "commit", "cases"} <= set(doc)
     for c in doc["cases"]:
         assert {"impl", "pass", "B", "T", "H", "D", "NH", "ms", "tflops", "peak_mem_bytes"} <= set(c)
     fused = [c for c in doc["cases"] if c["impl"] == "fused"]
-    assert all(set(c["speedup"]) == {"reference", "composition", "sdpa"} for c in fused)
+    assert all(set(c["speedup"]) == {"reference", "stock", "sdpa-yardstick"} for c in fused)
     assert Path(paths["png"]).stat().st_size > 1000
 
 
@@ -88,7 +98,7 @@ def test_gpu_suite_dry_run_writes_every_stage(tmp_path):
     at tiny shapes under the interpreter; the JSONL, JSON and summary land in FSN_BENCH_OUT."""
     import os
 
-    from benchmarks.suite_plan import STAGES
+    from benchmarks.suite.plan import STAGES
 
     script = Path(lib.ROOT) / "benchmarks" / "run_gpu_suite.sh"
     env = dict(os.environ, FSN_BENCH_OUT=str(tmp_path), OMP_NUM_THREADS="1")
@@ -104,8 +114,10 @@ def test_gpu_suite_dry_run_writes_every_stage(tmp_path):
     parity = [c for c in doc["stages"]["parity"]]
     assert {c["mode"] for c in parity} == {"float32", "bfloat16", "float16", "float32-autocast-bf16"}
     assert all(c["ok"] for c in parity)
-    impls = {c["impl"] for c in doc["stages"]["op-core"]}
-    assert impls == {"fused", "sdpa", "composition"}
+    impls = {c["impl"]: c.get("backend") for c in doc["stages"]["op-core"]}
+    assert impls == {"fused": "triton", "stock": "sdpa", "sdpa-yardstick": None}
+    assert all(c["max_err_vs_fp64"] <= testing.benchmark_tolerance(torch.float32)
+               for c in doc["stages"]["op-core"] if c["impl"] != "sdpa-yardstick")
     assert all(c["ms"] > 0 for c in doc["stages"]["op-core"])
     summary = next(tmp_path.glob("suite-dry-*-summary.txt")).read_text()
     assert "parity" in summary and "fsn/transformer" in summary and "0 errors" in summary
@@ -115,13 +127,14 @@ def test_gpu_suite_dry_run_writes_every_stage(tmp_path):
 def test_gpu_suite_budget_skips_and_records(tmp_path):
     """A case that would not fit the budget is skipped and recorded; the environment is
     always recorded; every record is on disk as soon as it is written."""
-    from benchmarks import gpu_suite
-    from benchmarks.suite_plan import build_plan
+    from benchmarks.suite import run
+    from benchmarks.suite.plan import build_plan
+    from benchmarks.suite.records import read_records
 
     plan = build_plan("dry")
-    path = gpu_suite.run_suite(plan, tmp_path, budget_s=0.0, device="cpu", stages=("environment", "op-core"),
+    path = run.run_suite(plan, tmp_path, budget_s=0.0, device="cpu", stages=("environment", "op-core"),
                                log=lambda m: None)
-    records = gpu_suite.read_records(path)
+    records = read_records(path)
     kinds = [r["kind"] for r in records]
     assert kinds[0] == "environment" and kinds[-1] == "end"
     skipped = [r for r in records if r["kind"] == "skipped"]
@@ -132,25 +145,26 @@ def test_gpu_suite_budget_skips_and_records(tmp_path):
 def test_suite_reads_a_killed_run(tmp_path):
     """A run killed mid-write leaves a cut line: the reader keeps every whole record and the
     summary says the run did not finish."""
-    from benchmarks import gpu_suite, suite_summary
+    from benchmarks.suite import summary
+    from benchmarks.suite.records import read_records
 
     path = tmp_path / "suite-x.jsonl"
     full = [dict(kind="environment", device="NVIDIA H100 80GB HBM3", gpu="NVIDIA H100 80GB HBM3"),
             dict(kind="case", case_kind="op", stage="op-core", impl="fused", **{"pass": "fwd+bwd"}, B=4, T=4096,
                  H=16, D=32, NH=2, dtype="bfloat16", ms=2.0, tflops=100.0),
-            dict(kind="case", case_kind="op", stage="op-core", impl="sdpa", **{"pass": "fwd+bwd"}, B=4, T=4096,
-                 H=16, D=32, NH=2, dtype="bfloat16", ms=1.5, tflops=130.0),
-            dict(kind="case", case_kind="op", stage="op-core", impl="composition", variant="1call",
+            dict(kind="case", case_kind="op", stage="op-core", impl="sdpa-yardstick", **{"pass": "fwd+bwd"}, B=4,
+                 T=4096, H=16, D=32, NH=2, dtype="bfloat16", ms=1.5, tflops=130.0),
+            dict(kind="case", case_kind="op", stage="op-core", impl="stock", backend="sdpa",
                  **{"pass": "fwd+bwd"}, B=4, T=4096, H=16, D=32, NH=2, dtype="bfloat16", ms=5.0, tflops=40.0)]
     path.write_text("".join(json.dumps(r) + "\n" for r in full) + '{"kind": "case", "ms": 1.')
-    records = gpu_suite.read_records(path)
+    records = read_records(path)
     assert len(records) == 4
     preds = dict(predictions=[dict(device="H100", B=4, T=4096, H=16, D=32, NH=2, **{"pass": "fwd+bwd"},
                                    fused_ms=1.0)])
-    text = suite_summary.summarize(records, preds)
+    text = summary.summarize(records, preds)
     assert "NOT FINISHED" in text
-    assert "fused/sdpa TFLOP/s 0.75 (misses 0.9)" in text
-    assert "fused vs composition 2.50x (meets 2x)" in text
+    assert "fused/yardstick TFLOP/s 0.75 (misses 0.9)" in text
+    assert "fused vs stock 2.50x (meets 2x)" in text
     import re
 
     assert re.search(r"2\.000 +100\.0 +1\.500 .* 1\.000 +2\.00\n", text)  # predicted 1 ms beside the measured 2
@@ -172,7 +186,12 @@ SASS_SNIPPET = """
 
 
 def test_sass_loop_counter_on_a_known_listing():
-    from benchmarks import sass_loops
+    import os
+
+    interpret = os.environ.get("TRITON_INTERPRET")
+    from benchmarks.static import sass_loops
+
+    assert os.environ.get("TRITON_INTERPRET") == interpret  # importing it leaves the interpreter setting alone
 
     instrs = sass_loops.parse_sass(SASS_SNIPPET)
     assert len(instrs) == 9
@@ -186,7 +205,7 @@ def test_sass_loop_counter_on_a_known_listing():
 def test_flash_iterations_cover_every_causal_tile(role, T, bm, bn):
     """The loop trip counts of the model tile the causal triangle: every (query block, key
     block) pair at or below the diagonal once, nothing above it."""
-    from benchmarks.perf_model import flash_iterations
+    from benchmarks.static.perf_model import flash_iterations
 
     its = flash_iterations(role, T, bm, bn)
     pairs = sum(it["masked"] + it["unmasked"] for it in its)
@@ -200,7 +219,7 @@ def test_flash_iterations_cover_every_causal_tile(role, T, bm, bn):
 def test_committed_predictions_follow_from_the_committed_sass_counts():
     """benchmarks/results/perf-model-sm90.json is what perf_model computes from the committed
     SASS counts (so the first GPU run checks the model as committed)."""
-    from benchmarks import perf_model
+    from benchmarks.static import perf_model
 
     committed = json.loads((perf_model.RESULTS / "perf-model-sm90.json").read_text())
     assert perf_model.build() == committed
@@ -213,10 +232,10 @@ def test_parity_runs_with_fixed_tiles(monkeypatch):
     """Parity compiles no autotune candidates; the setting is restored afterwards."""
     import os
 
-    from benchmarks import gpu_suite
+    from benchmarks.suite import run
     from fsn_kernels.frustrated_attention import launch_policy
 
     monkeypatch.setenv("FSN_AUTOTUNE", "1")
-    with gpu_suite.fixed_tiles():
+    with run.fixed_tiles():
         assert os.environ["FSN_AUTOTUNE"] == "0" and not launch_policy.autotuning()
     assert os.environ["FSN_AUTOTUNE"] == "1"

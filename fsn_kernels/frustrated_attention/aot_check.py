@@ -38,11 +38,18 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from .backward import _bwd_kv_kernel, _bwd_q_kernel, _chain_kernel  # noqa: E402
 from .constants import DOT_BF16, DOT_FP16, DOT_IEEE, DOT_NAMES  # noqa: E402
-from .decoding import _decode_combine_kernel, _decode_split_kernel, decode_config  # noqa: E402
+from .decoding import _decode_combine_kernel, _decode_split_kernel  # noqa: E402
 from .features import _features_kernel  # noqa: E402
 from .forward import _demodulate_kernel, _fwd_kernel  # noqa: E402
 from .geometry import padded_harmonics, padded_head_dim  # noqa: E402
-from .launch_policy import backward_kv_configs, backward_q_configs, forward_configs, token_block  # noqa: E402
+from .tile_configs import (  # noqa: E402
+    backward_kv_configs,
+    backward_q_configs,
+    decode_combine_config,
+    decode_split_config,
+    forward_configs,
+    token_config,
+)
 
 SHARED_LIMIT = 227 * 1024  # bytes of shared memory one H100 block may use
 CLEAN_SHAPES = [(nh, d) for nh in (1, 2, 4) for d in (16, 32, 64)]  # (NH, D) asserted by --assert-clean
@@ -72,10 +79,11 @@ def _jobs(shapes, dtypes, omegas=(True, False), varlens=(False, True)):
         for nh, d in shapes:
             nh_p, n_bits = padded_harmonics(nh)
             bd = padded_head_dim(d)
-            bt, warps = token_block(bd, nh_p)
+            tok = token_config(bd, nh_p)
+            bt = tok.block_m
             for varlen in varlens:
                 base = dict(dtype=dname, tensor_dtype=tensor_dtype, dot=dot, NH=nh, D=d, varlen=varlen)
-                token = dict(base, block_m=bt, block_n=0, num_warps=warps, num_stages=3)
+                token = dict(base, block_m=bt, block_n=tok.block_n, **tok.options())
                 for has_omega in omegas:
                     for with_grad in (False, True):
                         role = "feature-bwd" if with_grad else "feature"
@@ -95,7 +103,7 @@ def _jobs(shapes, dtypes, omegas=(True, False), varlens=(False, True)):
                 ):
                     for i, c in enumerate(configs):
                         jobs.append(dict(base, kernel=name, role=role, has_omega=True, block_m=c.block_m,
-                                         block_n=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages,
+                                         block_n=c.block_n, **c.options(),
                                          config_index=i,
                                          consts=dict(BLOCK_D=bd, NH_P=nh_p, DOT=dot, IS_VARLEN=varlen,
                                                      BLOCK_M=c.block_m, BLOCK_N=c.block_n)))
@@ -107,14 +115,14 @@ def _jobs(shapes, dtypes, omegas=(True, False), varlens=(False, True)):
 def _decode_jobs(base, bd, nh_p, n_bits):
     """Role "decode": the split kernel (its loop recomputes the trig of every cached token)
     with and without omega, and "decode-combine", the merge of the splits."""
-    bn, warps, row_partials = decode_config(bd, nh_p)
-    jobs = [dict(base, kernel="_decode_split_kernel", role="decode", has_omega=has_omega, block_m=1, block_n=bn,
-                 num_warps=warps, num_stages=1,
-                 consts=dict(HAS_OMEGA=has_omega, ROW_PARTIALS=row_partials, BLOCK_N=bn, BLOCK_D=bd, NH_P=nh_p,
-                             N_BITS=n_bits))
+    split, combine = decode_split_config(bd, nh_p), decode_combine_config(bd, nh_p)
+    jobs = [dict(base, kernel="_decode_split_kernel", role="decode", has_omega=has_omega, block_m=split.block_m,
+                 block_n=split.block_n, **split.options(),
+                 consts=dict(HAS_OMEGA=has_omega, ROW_PARTIALS=split.row_partials, BLOCK_N=split.block_n,
+                             BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits))
             for has_omega in (True, False)]
-    jobs += [dict(base, kernel="_decode_combine_kernel", role="decode-combine", has_omega=has_omega, block_m=1,
-                  block_n=0, num_warps=4 if nh_p * bd <= 512 else 8, num_stages=1,
+    jobs += [dict(base, kernel="_decode_combine_kernel", role="decode-combine", has_omega=has_omega,
+                  block_m=combine.block_m, block_n=combine.block_n, **combine.options(),
                   consts=dict(HAS_OMEGA=has_omega, BLOCK_D=bd, NH_P=nh_p, N_BITS=n_bits))
              for has_omega in (True, False)]
     return jobs

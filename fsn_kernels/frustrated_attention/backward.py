@@ -22,8 +22,8 @@ from .constants import LN2, LOG2E, dot_mode
 from .device_math import harmonics, mm, phase_trig
 from .features import compute_features_and_upstream
 from .geometry import launch_geometry
-from .launch_policy import backward_kv_configs, backward_q_configs, fixed_config, launch
-from .tiles import (
+from .launch_policy import launch
+from .layout import (
     deinterleave,
     feature_rows,
     feature_tile,
@@ -35,6 +35,7 @@ from .tiles import (
     token_rows,
     token_stats,
 )
+from .tile_configs import backward_kv_configs, backward_q_configs, fixed_config
 
 
 @triton.jit

@@ -42,29 +42,10 @@ import triton.language as tl
 from .constants import DOT_IEEE, LOG2E
 from .device_math import cmul, harmonics, sincos
 from .geometry import launch_geometry
-from .tiles import load_coupling
+from .layout import load_coupling
+from .tile_configs import decode_combine_config, decode_split_config
 
 MIN_SPLIT_ROWS = 256  # a split covers at least this many cache rows (on CUDA's heuristic)
-
-
-def decode_config(block_d: int, nh_p: int):
-    """(BLOCK_N, num_warps, ROW_PARTIALS) of the split kernel, chosen by compiling for
-    sm_90 (``aot_check --roles decode``) and counting the loop's SASS per cached token.
-
-    With ROW_PARTIALS the two value accumulators are per-row partials [BLOCK_N, NH_P,
-    BLOCK_D] (re and im each), reduced over rows once after the loop; wide values reduce
-    over the rows per block ([NH_P, BLOCK_D] accumulators) and take fewer rows per block
-    to stay in registers (0 stack bytes at every aot_check shape). Fewer
-    warps per program means fewer cross-warp exchanges per block (the score's row sum, the
-    running max, the shifted probabilities); the split count fills the GPU instead."""
-    width = nh_p * block_d
-    if width <= 64:
-        return 16, 2, True
-    if width <= 256:
-        return 16, 4, True
-    if width <= 512:
-        return 8, 8, False
-    return 2, 8, False  # NH_P * BLOCK_D = 1024: fewer rows per block keep the [BN, NH_P, BD] tiles in registers
 
 
 # ------------------------------------------------------------------------------ kernels
@@ -327,7 +308,8 @@ def decode_fwd(theta_new, gate_new, coupling_real, omega, scale, phase_cache, ca
     geom = launch_geometry(theta_new.shape, coupling_real.shape[2], DOT_IEEE.value)  # no matmuls: fp32
     B, H = geom.B, geom.H
     T_MAX = phase_cache.shape[1]
-    block_n, warps, row_partials = decode_config(geom.block_d, geom.nh_p)
+    split_tile = decode_split_config(geom.block_d, geom.nh_p)
+    block_n = split_tile.block_n
     if num_splits is None:
         num_splits = default_num_splits(B * H, T_MAX, block_n, theta_new.device)
     split_len = triton.cdiv(triton.cdiv(T_MAX, num_splits), block_n) * block_n
@@ -343,10 +325,10 @@ def decode_fwd(theta_new, gate_new, coupling_real, omega, scale, phase_cache, ca
                  BLOCK_D=geom.block_d, NH_P=geom.nh_p, N_BITS=geom.n_bits, enable_fp_fusion=True)
     _decode_split_kernel[(num_splits, H, B)](
         **token, M_OUT=m, L_OUT=l_part, ORE=o_re, OIM=o_im, SPLIT_LEN=split_len,
-        ROW_PARTIALS=row_partials, BLOCK_N=block_n, num_warps=warps,
+        ROW_PARTIALS=split_tile.row_partials, BLOCK_N=block_n, **split_tile.options(),
     )
     _decode_combine_kernel[(H, B)](
         **token, M_IN=m, L_IN=l_part, ORE=o_re, OIM=o_im, OUT=out, N_SPLIT=num_splits,
-        num_warps=4 if geom.nh_p * geom.block_d <= 512 else 8,
+        **decode_combine_config(geom.block_d, geom.nh_p).options(),
     )
     return out

@@ -25,7 +25,7 @@ import triton.language as tl
 from .constants import LOG2E
 from .device_math import cmul, harmonics, phase_trig, sincos
 from .geometry import LaunchGeometry
-from .tiles import (
+from .layout import (
     feature_tile,
     interleave,
     load_coupling,

@@ -25,8 +25,8 @@ from .constants import LN2, LOG2E, dot_mode
 from .device_math import cmul, harmonics, mm, sincos
 from .features import compute_features
 from .geometry import launch_geometry
-from .launch_policy import fixed_config, forward_configs, launch
-from .tiles import (
+from .launch_policy import launch
+from .layout import (
     deinterleave,
     feature_rows,
     feature_tile,
@@ -37,6 +37,7 @@ from .tiles import (
     token_rows,
     token_stats,
 )
+from .tile_configs import fixed_config, forward_configs
 
 
 @triton.jit

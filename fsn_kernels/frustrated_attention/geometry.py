@@ -8,8 +8,8 @@ import torch
 import triton
 
 from .constants import FEATURE_DTYPES
-from .launch_policy import token_block
 from .packing import Packing, packing
+from .tile_configs import TileConfig, token_config
 
 
 def padded_head_dim(d: int) -> int:
@@ -31,8 +31,8 @@ class LaunchGeometry:
     D padded (``padded_head_dim``), ``nh_p`` NH padded and ``n_bits`` the bits binary
     powering needs (``padded_harmonics``). ``dot`` is the matmul operand mode
     (``constants.DOT_*`` value) and so the features' dtype. ``pack`` says where the
-    sequences lie in the token rows. ``block_t``, ``token_warps``: the tile of the
-    per-token passes (``launch_policy.token_block``)."""
+    sequences lie in the token rows. ``token_tile``: the tile of the per-token passes
+    (``tile_configs.token_config``)."""
 
     B: int
     T: int
@@ -43,14 +43,18 @@ class LaunchGeometry:
     block_d: int
     nh_p: int
     n_bits: int
-    block_t: int
-    token_warps: int
+    token_tile: TileConfig
     pack: Packing
 
     @property
     def N(self) -> int:
         """Token rows, B * T."""
         return self.B * self.T
+
+    @property
+    def block_t(self) -> int:
+        """Token rows per program of the per-token passes."""
+        return self.token_tile.block_m
 
     @property
     def key_width(self) -> int:
@@ -77,7 +81,7 @@ class LaunchGeometry:
     def token_meta(self) -> dict:
         """Compile-time parameters and warps of the per-token kernels."""
         return dict(BLOCK_T=self.block_t, BLOCK_D=self.block_d, NH_P=self.nh_p, N_BITS=self.n_bits,
-                    num_warps=self.token_warps)
+                    **self.token_tile.options())
 
     def tile_meta(self) -> dict:
         """Compile-time parameters of the attention kernels (their autotuning key)."""
@@ -90,6 +94,5 @@ def launch_geometry(theta_shape, num_harmonics: int, dot: int, cu_seqlens=None, 
     B, T, H, D = theta_shape
     nh_p, n_bits = padded_harmonics(num_harmonics)
     block_d = padded_head_dim(D)
-    block_t, token_warps = token_block(block_d, nh_p)
-    return LaunchGeometry(B, T, H, D, num_harmonics, dot, block_d, nh_p, n_bits, block_t, token_warps,
+    return LaunchGeometry(B, T, H, D, num_harmonics, dot, block_d, nh_p, n_bits, token_config(block_d, nh_p),
                           packing(B, T, cu_seqlens, max_seqlen))

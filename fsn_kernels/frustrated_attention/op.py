@@ -1,29 +1,26 @@
-"""Public functions: the op (-> autograd Function -> registered custom ops) and its
-decode step.
+"""Public functions: the op and its decode step. Each checks its inputs
+(``validation.py``) and dispatches to one backend.
 
-``fsn::frustrated_attention_fwd`` and ``fsn::frustrated_attention_bwd`` are opaque
-``torch.library.custom_op``s with fake (meta) implementations that launch the fused
-Triton kernels (on CUDA, or on the CPU under ``TRITON_INTERPRET=1``), so
-``torch.compile`` sees no graph break. The "sdpa" backend is the stock-PyTorch
-composition (``sdpa.py``) and "reference" the T x T float64-capable reference
-(``naive.py``), both differentiated by torch autograd. :func:`frustrated_attention_decode`
-is one inference step over a phase cache: the decode kernels, the stock-PyTorch step
-(``decode_stock.py``) or the reference.
+"triton" runs the fused kernels through the autograd Function and the registered custom
+ops of ``triton_function.py`` (decode: the decode kernels of ``decoding.py``). The "sdpa"
+backend is the stock-PyTorch composition (``sdpa.py``; decode: ``decode_stock.py``) and
+"reference" the T x T float64-capable reference (``naive.py``), both differentiated by
+torch autograd. :func:`frustrated_attention_decode` is one inference step over a phase
+cache.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .backward import attention_bwd
-from .constants import DOT_IEEE, dot_mode
+from .constants import DOT_IEEE
 from .decode_stock import decode_stock
 from .decoding import decode_fwd
-from .forward import attention_fwd
 from .naive import decode_reference, naive_frustrated_attention
 from .sdpa import sdpa_frustrated_attention
+from .triton_function import FrustratedAttentionFunction, matmul_dot_mode
 from .validation import (
     check_cu_seqlens,
     check_decode_inputs,
@@ -34,75 +31,7 @@ from .validation import (
 )
 
 
-# --------------------------------------------------------------------------- custom ops
-@torch.library.custom_op("fsn::frustrated_attention_fwd", mutates_args=())
-def _fwd_op(
-    theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float, dot: int,
-    cu_seqlens: Optional[Tensor] = None, max_seqlen: int = 0,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    return attention_fwd(theta, gate, coupling_real, omega, scale, dot=dot, cu_seqlens=cu_seqlens,
-                         max_seqlen=max_seqlen)
-
-
-@_fwd_op.register_fake
-def _(theta, gate, coupling_real, omega, scale, dot, cu_seqlens=None, max_seqlen=0):
-    B, T, H, D = theta.shape
-    NH = coupling_real.shape[2]
-    return (
-        torch.empty_like(theta),
-        theta.new_empty((B, H, T), dtype=torch.float32),
-        theta.new_empty((B, T, H, NH, D), dtype=torch.float32),
-    )
-
-
-@torch.library.custom_op("fsn::frustrated_attention_bwd", mutates_args=())
-def _bwd_op(
-    grad_out: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor],
-    out: Tensor, lse: Tensor, order: Tensor, scale: float, dot: int,
-    cu_seqlens: Optional[Tensor] = None, max_seqlen: int = 0,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    return attention_bwd(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot=dot,
-                         cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
-
-
-@_bwd_op.register_fake
-def _(grad_out, theta, gate, coupling_real, omega, out, lse, order, scale, dot, cu_seqlens=None, max_seqlen=0):
-    return torch.empty_like(theta), torch.empty_like(gate), torch.empty_like(coupling_real)
-
-
-# ------------------------------------------------------------------- autograd Function
-class FrustratedAttentionFunction(torch.autograd.Function):
-    """Autograd Function over the two custom ops; the backward recomputes scores from the
-    saved lse (no T x T tensor is ever stored)."""
-
-    @staticmethod
-    def forward(ctx, theta, gate, coupling_real, omega, scale, dot, cu_seqlens=None, max_seqlen=0):
-        out, lse, order = _fwd_op(theta, gate, coupling_real, omega, scale, dot, cu_seqlens, max_seqlen)
-        ctx.save_for_backward(theta, gate, coupling_real, omega, out, lse, order, cu_seqlens)
-        ctx.scale, ctx.dot, ctx.max_seqlen = scale, dot, max_seqlen
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_lse):
-        theta, gate, coupling_real, omega, out, lse, order, cu_seqlens = ctx.saved_tensors
-        dtheta, dgate, dcoupling = _bwd_op(
-            grad_out.contiguous(), theta, gate, coupling_real, omega, out, lse, order,
-            ctx.scale, ctx.dot, cu_seqlens, ctx.max_seqlen,
-        )
-        return dtheta, dgate, dcoupling, None, None, None, None, None
-
-
 # ------------------------------------------------------------------------ public API
-def _matmul_dot_mode(theta: Tensor) -> int:
-    """Matmul operand precision; see :func:`frustrated_attention`'s docstring."""
-    if theta.device.type != "cuda":  # Triton's CPU interpreter computes bf16/fp16 dots wrongly
-        return dot_mode(torch.float32)
-    if torch.is_autocast_enabled("cuda"):
-        return dot_mode(torch.get_autocast_dtype("cuda"))
-    return dot_mode(theta.dtype)
-
-
 def frustrated_attention(
     theta: Tensor,
     gate: Tensor,
@@ -174,7 +103,7 @@ def frustrated_attention(
         out, lse = sdpa_frustrated_attention(theta, gate, coupling, omega, scale, cu_seqlens)
     else:
         check_triton_runnable(theta.device)
-        dot = _matmul_dot_mode(theta)
+        dot = matmul_dot_mode(theta)
         check_kernel_limits(theta.shape[3], coupling.shape[2], dot == DOT_IEEE, theta.device.type == "cuda")
         coupling_real = torch.view_as_real(coupling.resolve_conj()).float().contiguous()
         out, lse = FrustratedAttentionFunction.apply(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fsn_kernels import frustrated_attention
-from fsn_kernels.frustrated_attention.op import _bwd_op, _fwd_op
+from fsn_kernels.frustrated_attention.triton_function import _bwd_op, _fwd_op
 from fsn_kernels.testing import DEVICE, assert_close, make_inputs, needs_triton
 
 pytestmark = needs_triton()

@@ -55,7 +55,7 @@ def test_packed_equals_separate_sequences_bit_for_bit(lengths, omega, seed):
             assert torch.equal(x[:, a:b], y), f"{name} of sequence [{a}, {b}) differs from its own run"
         d_coupling += alone[3]
     # coupling partials are summed over token blocks that now span sequences: rounding only
-    torch.testing.assert_close(packed[3], d_coupling, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(packed[3], d_coupling, atol=TOLERANCES["packing"].atol, rtol=TOLERANCES["packing"].rtol)
 
 
 @pytest.mark.parametrize("backend", backend_params())

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from fsn_kernels import frustrated_attention, frustrated_attention_decode, naive_frustrated_attention
 from fsn_kernels.frustrated_attention import sdpa
 from fsn_kernels.testing import (
+    TOLERANCES,
     assert_close,
     assert_grads_close,
     make_inputs,
@@ -17,7 +18,7 @@ from fsn_kernels.testing import (
     to_double,
 )
 
-TOL = {torch.float32: (2e-5, 2e-5), torch.float64: (1e-11, 1e-11)}
+TOL = {torch.float32: TOLERANCES["sdpa-float32"], torch.float64: TOLERANCES["sdpa-float64"]}
 
 
 def _sdpa(*args, **kw):

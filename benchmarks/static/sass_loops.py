@@ -17,10 +17,10 @@ that ships with Triton and records, per kernel:
 * registers, stack bytes and shared memory as ``aot_check`` reports them.
 
 The result, ``benchmarks/results/sass-sm90-<dtype>-nh<NH>-d<D>.json``, is what
-``benchmarks/perf_model.py`` reads. Usage::
+``benchmarks/static/perf_model.py`` reads. Usage::
 
-    python -m benchmarks.sass_loops                       # bf16, NH=2, D=32 -> benchmarks/results/
-    python -m benchmarks.sass_loops --nh 2 --d 64 --out /tmp/x.json
+    python -m benchmarks.static.sass_loops                       # bf16, NH=2, D=32 -> benchmarks/results/
+    python -m benchmarks.static.sass_loops --nh 2 --d 64 --out /tmp/x.json
 """
 from __future__ import annotations
 
@@ -34,9 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-os.environ.pop("TRITON_INTERPRET", None)  # compiling for a GPU target, not interpreting
-
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 LOOP_ORDER = {  # the flash kernels' two loops, in code order (see their sources)
     "forward": ("unmasked", "masked"),
     "backward-q": ("unmasked", "masked"),
@@ -112,7 +110,8 @@ def collect(nh: int, d: int, dtype: str, work: str) -> Dict:
     report = os.path.join(work, "aot.json")
     cmd = [sys.executable, "-m", "fsn_kernels.frustrated_attention.aot_check", "--shapes", f"{nh}:{d}",
            "--dtypes", dtype, "--json", report, "--out-dir", os.path.join(work, "cubin")]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a GPU target, not the interpreter
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     kernels = []
     for r in json.load(open(report)):
         if r.get("varlen") or "error" in r or "cubin" not in r:
@@ -131,7 +130,7 @@ def collect(nh: int, d: int, dtype: str, work: str) -> Dict:
                 loop["issue_per_kflop"] = round(loop["instrs"] * r["num_warps"] / (loop["mma_flops"] / 1000), 3)
         kernels.append(rec)
     return dict(arch="sm_90", triton=triton.__version__, dtype=dtype, NH=nh, D=d,
-                command=f"python -m benchmarks.sass_loops --dtype {dtype} --nh {nh} --d {d}", kernels=kernels)
+                command=f"python -m benchmarks.static.sass_loops --dtype {dtype} --nh {nh} --d {d}", kernels=kernels)
 
 
 def main(argv=None) -> int:

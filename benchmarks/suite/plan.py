@@ -5,7 +5,7 @@ Triton interpreter, same code path).
 A case's estimate is ``compile_s`` for every kernel it needs that the run has not compiled
 yet (its *compile keys*: kernel role x operand mode x shape class, each autotune
 candidate counted) plus ``calls x seconds per call`` (FLOPs over an assumed rate, with a
-floor for launch overheads). ``benchmarks/gpu_suite.py`` scales the estimates by what the
+floor for launch overheads). ``benchmarks/suite/run.py`` scales the estimates by what the
 finished cases actually took, and skips a case that would not fit the budget.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Rates:
     compile_s: float  # one kernel compiled (Triton -> cubin), or one interpreter warm-up
     fixed_s: float  # per case: inputs, reference check, allocator, Python overhead
     call_floor_s: float  # one timed call at least (launches; the interpreter's overhead)
-    op_flops_per_s: float  # the fused op, the composition and SDPA
+    op_flops_per_s: float  # the op's "triton" and "sdpa" backends and the SDPA yardstick
     reference_flops_per_s: float  # the T x T reference
     model_step_s: Dict[str, float]  # one training step per model size
     decode_step_s: float  # one decode step (B = 1)
@@ -55,9 +55,8 @@ class Case:
     def name(self) -> str:
         s = self.spec
         if self.kind == "op":
-            variant = f"/{s['variant']}" if s.get("variant") else ""
             dims = f"T={s['T']} B={s['B']} H={s['H']} D={s['D']} NH={s['NH']}"
-            return f"{s['impl']}{variant} {s['pass']} {dims} {s['dtype']}"
+            return f"{s['impl']} {s['pass']} {dims} {s['dtype']}"
         if self.kind == "parity":
             return f"parity {s['mode']} {s['shape']}"
         if self.kind in ("model", "decode"):
@@ -86,7 +85,7 @@ def op_compile_keys(D: int, NH: int, mode: str, passes: str, autotune: bool) -> 
     """The fused op's kernels for one shape class and operand mode: the feature pass, the
     flash forward (each autotune candidate) and the demodulation; with the backward also
     the feature pass with gradients, both flash backward passes and the chain rule."""
-    from fsn_kernels.frustrated_attention import geometry, launch_policy
+    from fsn_kernels.frustrated_attention import geometry, tile_configs
 
     bd, (nh_p, _) = geometry.padded_head_dim(D), geometry.padded_harmonics(NH)
     dot = {"ieee": 0, "bf16": 1, "fp16": 2, "fp32-bf16": 1}[OPERAND[mode]]
@@ -95,32 +94,29 @@ def op_compile_keys(D: int, NH: int, mode: str, passes: str, autotune: bool) -> 
         return len(cfgs) if autotune else 1
     cls = f"{OPERAND[mode]}-d{bd}-nh{nh_p}"
     keys = [f"features/{cls}", f"demodulate/{cls}"] + [f"forward{i}/{cls}" for i in range(n(
-        launch_policy.forward_configs(bd, nh_p, dot)))]
+        tile_configs.forward_configs(bd, nh_p, dot)))]
     if passes != "fwd":
         keys += [f"features-bwd/{cls}", f"chain/{cls}"]
-        keys += [f"backward-kv{i}/{cls}" for i in range(n(launch_policy.backward_kv_configs(bd, nh_p, dot)))]
-        keys += [f"backward-q{i}/{cls}" for i in range(n(launch_policy.backward_q_configs(bd, nh_p, dot)))]
+        keys += [f"backward-kv{i}/{cls}" for i in range(n(tile_configs.backward_kv_configs(bd, nh_p, dot)))]
+        keys += [f"backward-q{i}/{cls}" for i in range(n(tile_configs.backward_q_configs(bd, nh_p, dot)))]
     return tuple(keys)
 
 
 # ---------------------------------------------------------------------------- builders
-def _op_case(stage, impl, passes, shape, dtype, rates, plan_calls, variant=None, autotune=True, check=True):
+def _op_case(stage, impl, passes, shape, dtype, rates, plan_calls, autotune=True, check=True):
     B, T, H, D, NH = (shape[k] for k in ("B", "T", "H", "D", "NH"))
     flops = lib.op_flops(B, T, H, D, NH, passes)
     rate = rates.reference_flops_per_s if impl == "reference" else rates.op_flops_per_s
-    if impl == "composition":
+    if impl == "stock":
         rate /= 3  # several PyTorch passes around one SDPA call
     keys = op_compile_keys(D, NH, dtype, passes, autotune) if impl == "fused" else (f"torch-{impl}",)
-    spec = dict(impl=impl, variant=variant, **{"pass": passes}, B=B, T=T, H=H, D=D, NH=NH, dtype=dtype,
-                check=check and impl != "sdpa")
+    spec = dict(impl=impl, **{"pass": passes}, B=B, T=T, H=H, D=D, NH=NH, dtype=dtype,
+                check=check and impl != lib.YARDSTICK)
     calls = plan_calls + (3 if spec["check"] else 0)
     return Case(stage, "op", spec, keys, calls, flops / rate, rates.fixed_s)
 
 
-def _op_impls(T: int):
-    """(impl, variant) pairs timed at one T: the fused op, SDPA at matched FLOPs, the two
-    composition variants."""
-    return [("fused", None), ("sdpa", None), ("composition", "1call"), ("composition", "flash4")]
+OP_IMPLS = ("fused", lib.YARDSTICK, "stock")  # timed at each T: the op's two backends, the yardstick
 
 
 def build_plan(mode: str = "gpu", tokens: int = 16384, autotune: bool = True) -> Plan:
@@ -153,15 +149,15 @@ def build_plan(mode: str = "gpu", tokens: int = 16384, autotune: bool = True) ->
         for m in modes:
             add(parity_case("parity", spec, m))
 
-    # op-core: T = 4k first (the composition target), then 1k and 16k; fwd+bwd before fwd
+    # op-core: T = 4k first (the stock-backend target), then 1k and 16k; fwd+bwd before fwd
     core_t = [4096, 1024, 16384] if gpu else [32]
     dims = dict(H=16, D=32, NH=2) if gpu else dict(H=2, D=16, NH=2)
     dtype = "bfloat16" if gpu else "float32"
     for passes in PASSES_FIRST:
         for T in core_t:
             shape = dict(B=max(tokens // T, 1) if gpu else 1, T=T, **dims)
-            for impl, variant in _op_impls(T):
-                add(_op_case("op-core", impl, passes, shape, dtype, rates, calls, variant, autotune))
+            for impl in OP_IMPLS:
+                add(_op_case("op-core", impl, passes, shape, dtype, rates, calls, autotune))
 
     # model: training tokens/s, FSN vs the matched transformer
     sizes, (mB, mT) = (["1M", "10M"], (32, 512)) if gpu else (["100k"], (2, 16))
@@ -181,8 +177,8 @@ def build_plan(mode: str = "gpu", tokens: int = 16384, autotune: bool = True) ->
         grid_shapes = [dict(B=1, T=16, H=2, D=16, NH=2)]
     for passes in (PASSES_FIRST if gpu else PASSES_FIRST[:1]):
         for shape in grid_shapes:
-            for impl, variant in _op_impls(shape["T"]):
-                add(_op_case("op-grid", impl, passes, shape, dtype, rates, calls, variant, autotune))
+            for impl in OP_IMPLS:
+                add(_op_case("op-grid", impl, passes, shape, dtype, rates, calls, autotune))
     ref_shapes = [dict(B=max(tokens // T, 1), T=T, H=16, D=32, NH=2) for T in (512, 1024, 2048)] if gpu else \
         [dict(B=1, T=16, H=2, D=16, NH=2)]
     for shape in ref_shapes:
@@ -190,8 +186,8 @@ def build_plan(mode: str = "gpu", tokens: int = 16384, autotune: bool = True) ->
             add(_op_case("op-grid", "reference", passes, shape, "float32" if not gpu else dtype, rates, calls))
     fp32_shapes = [dict(B=max(tokens // T, 1), T=T, H=16, D=32, NH=2) for T in (1024, 4096)] if gpu else []
     for shape in fp32_shapes:
-        for impl, variant in (("fused", None), ("sdpa", None)):
-            add(_op_case("op-grid", impl, "fwd+bwd", shape, "float32", rates, calls, variant, autotune))
+        for impl in ("fused", lib.YARDSTICK):
+            add(_op_case("op-grid", impl, "fwd+bwd", shape, "float32", rates, calls, autotune))
     for spec in parity_odd:
         for m in (["bfloat16", "float32"] if gpu else ["float32"]):
             add(parity_case("op-grid", spec, m))

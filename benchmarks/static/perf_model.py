@@ -3,7 +3,7 @@ on a CPU machine: per kernel, the largest of four times is its predicted time.
 
 * **issue**: warp-instructions / (4 per cycle per SM x SMs x clock). A flash kernel's
   instructions are its loops' static counts from the sm_90 SASS
-  (``benchmarks/sass_loops.py`` -> ``benchmarks/results/sass-sm90-*.json``) times each
+  (``benchmarks/static/sass_loops.py`` -> ``benchmarks/results/sass-sm90-*.json``) times each
   program's iterations of each loop (the unmasked loop and the masked band, counted
   from the tiles), plus the instructions outside the loops once per program; a per-token
   pass has no loop, so its static count runs once per program.
@@ -18,7 +18,7 @@ Plus 3 us per launch. It ignores latency, occupancy and wave tails, so it predic
 lower bound that a good kernel approaches; the GPU suite prints each prediction next to
 its measurement. The matched-FLOP SDPA ceiling is the same FLOPs at the dense peak.
 
-    python -m benchmarks.perf_model        # table + benchmarks/results/perf-model-sm90.json
+    python -m benchmarks.static.perf_model        # table + benchmarks/results/perf-model-sm90.json
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 SASS = RESULTS / "sass-sm90-bf16-nh2-d32.json"
 LAUNCH_S = 3e-6
 
@@ -165,7 +165,7 @@ def build(sass_path: Path = SASS, tokens: int = 16384, H: int = 16, ts=(1024, 20
     preds = [p for name in DEVICES for T in ts for p in predict(sass, max(tokens // T, 1), T, H, DEVICES[name])]
     proposals = [p for name in DEVICES for T in ts for v in VARIANTS if v != "now"
                  for p in predict(sass, max(tokens // T, 1), T, H, DEVICES[name], v)]
-    return dict(model="benchmarks/perf_model.py", sass=Path(sass_path).name, triton=sass["triton"],
+    return dict(model="benchmarks/static/perf_model.py", sass=Path(sass_path).name, triton=sass["triton"],
                 devices={n: asdict(d) for n, d in DEVICES.items()}, launch_us=LAUNCH_S * 1e6, predictions=preds,
                 proposals=proposals)
 

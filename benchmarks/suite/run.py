@@ -1,20 +1,21 @@
 """The staged, time-boxed GPU suite: one command that records what it can inside a budget.
 
-Stages in priority order (``benchmarks/suite_plan.py``): environment -> parity (fp32,
-bf16, fp16, fp32 under bf16 autocast) -> op timing at T = 4k, 1k, 16k (fused vs SDPA at
-matched FLOPs vs the composition) -> model training tokens/s -> the rest of the op grid ->
-decode. Before each case the driver estimates its cost (compiles it has not done yet
-included, scaled by how the finished cases compared with their estimates) and skips it
-when it would end past ``--budget`` seconds from the start; a case that fails is recorded
-with its error and the run goes on.
+Stages in priority order (``benchmarks/suite/plan.py``): environment -> parity (fp32,
+bf16, fp16, fp32 under bf16 autocast) -> op timing at T = 4k, 1k, 16k (the shipped op's
+"triton" and "sdpa" backends, and the SDPA yardstick at matched FLOPs) -> model training
+tokens/s -> the rest of the op grid -> decode. Before each case the driver estimates its
+cost (compiles it has not done yet included, scaled by how the finished cases compared
+with their estimates) and skips it when it would end past ``--budget`` seconds from the
+start; a case that fails is recorded with its error and the run goes on.
 
 Every record is appended to ``suite-<device>-<date>.jsonl`` (one JSON object per line)
 and flushed the moment it is measured, so a killed run keeps everything before the kill.
 At the end ``suite-<device>-<date>.json`` holds the environment and each stage's cases,
-and the summary (``benchmarks/suite_summary.py``) is printed and written beside it.
+and the summary (``benchmarks/suite/summary.py``) is printed and written beside it.
+``benchmarks/run_gpu_suite.sh`` runs it inside a hard timeout; directly:
 
-    python -m benchmarks.gpu_suite --out DIR                 # GPU, default budget
-    python -m benchmarks.gpu_suite --dry-run --out DIR       # CPU: tiny shapes, interpreter
+    python -m benchmarks.suite.run --out DIR                 # GPU, default budget
+    python -m benchmarks.suite.run --dry-run --out DIR       # CPU: tiny shapes, interpreter
 """
 from __future__ import annotations
 
@@ -37,40 +38,12 @@ if "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidiactl")
 import torch  # noqa: E402
 
 from benchmarks import lib  # noqa: E402
-from benchmarks.suite_plan import STAGES, Case, Plan, build_plan  # noqa: E402
-from fsn_kernels import frustrated_attention  # noqa: E402
+from benchmarks.suite import summary  # noqa: E402
+from benchmarks.suite.plan import STAGES, Case, Plan, build_plan  # noqa: E402
+from benchmarks.suite.records import Recorder, read_records  # noqa: E402
 
 DEFAULT_BUDGET_S = 400.0  # the driver's own budget; run_gpu_suite.sh adds start-up and the summary
 MARGIN_S = 5.0  # kept free at the end of the budget
-
-
-# ------------------------------------------------------------------------------ recording
-class Recorder:
-    """Appends one JSON object per line to ``path`` and flushes it at once."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", encoding="utf-8")
-
-    def write(self, record: Dict) -> None:
-        self._f.write(json.dumps(record, default=str) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def read_records(path: Path):
-    """The records of a JSONL result file; a line cut short by a kill is ignored."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
 
 
 # ------------------------------------------------------------------------------ timing
@@ -132,27 +105,20 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def run_op_case(case: Case, device: str, plan: Plan) -> Dict:
-    """One op timing: check against float64 (not SDPA), then the median time and peak memory."""
+    """One op timing: the shipped op (``lib.op_fn``) checked against float64 first, or the
+    SDPA yardstick; then the median time and peak memory."""
     s = case.spec
     B, T, H, D, NH = (s[k] for k in ("B", "T", "H", "D", "NH"))
     dtype = _dtype(s["dtype"])
     rec = dict(s)
-    if s["impl"] == "sdpa":
+    if s["impl"] == lib.YARDSTICK:
         inputs = lib.sdpa_yardstick_inputs(B, T, H, D, NH, device=device, dtype=dtype)
-        fn, flops = lib.sdpa_causal, lib.sdpa_flops(B, T, H, D * (1 + NH), s["pass"])
+        fn, flops = lib.sdpa_yardstick, lib.sdpa_flops(B, T, H, D * (1 + NH), s["pass"])
         rec["head_dim"] = D * (1 + NH)
     else:
         inputs = lib.make_inputs(B, T, H, D, NH, device=device, dtype=dtype)
-        if s["impl"] == "composition":
-            split = 1 if s["variant"] == "1call" else int(s["variant"].replace("flash", ""))
-
-            def fn(a, b, c, o):
-                return lib.composition_attention(a, b, c, o, split=split)
-        else:
-            backend = "triton" if s["impl"] == "fused" else "reference"
-
-            def fn(a, b, c, o):
-                return frustrated_attention(a, b, c, o, backend=backend)
+        fn = lib.op_fn(s["impl"])
+        rec["backend"] = lib.OP_BACKENDS[s["impl"]]
         flops = lib.op_flops(B, T, H, D, NH, s["pass"])
         if s.get("check"):
             rec["max_err_vs_fp64"] = lib.check_against_reference(fn, inputs, dtype, max_t=1024,
@@ -351,12 +317,11 @@ def main(argv=None) -> int:
     p.add_argument("--stages", default=",".join(STAGES), help=f"a subset of {','.join(STAGES)}")
     p.add_argument("--summary-only", default=None, metavar="JSONL", help="print the summary of a result file and exit")
     args = p.parse_args(argv)
-    from benchmarks import suite_summary
 
     if args.summary_only:
         jsonl = Path(args.summary_only)
         write_document(jsonl)
-        print(suite_summary.write_summary(jsonl))
+        print(summary.write_summary(jsonl))
         return 0
     stages = tuple(x for x in args.stages.split(",") if x)
     bad = [x for x in stages if x not in STAGES]
@@ -367,23 +332,25 @@ def main(argv=None) -> int:
         p.error(f"--budget must be >= 0 seconds, got {budget}")
     cuda = torch.cuda.is_available()
     if not args.dry_run and not cuda:
-        print("gpu_suite: no CUDA GPU visible; use --dry-run on a CPU machine", file=sys.stderr)
+        print("benchmarks.suite.run: no CUDA GPU visible; use --dry-run on a CPU machine", file=sys.stderr)
         return 2
     device = "cpu" if args.dry_run else "cuda"
     if args.dry_run and os.environ.get("TRITON_INTERPRET", "") in ("", "0"):
-        print("gpu_suite --dry-run: TRITON_INTERPRET=1 must be set before triton is imported", file=sys.stderr)
+        print("benchmarks.suite.run --dry-run: TRITON_INTERPRET=1 must be set before triton is imported",
+              file=sys.stderr)
         return 2
     t0 = float(os.environ.get("FSN_SUITE_T0", time.time()))
     out_dir = Path(args.out) if args.out else lib.output_dir()
     if args.dry_run:
         torch.set_num_threads(int(os.environ.get("FSN_BENCH_THREADS", "1")))
     plan = build_plan("dry" if args.dry_run else "gpu")
-    print(f"gpu_suite: {plan.mode} run, {len(plan.cases)} cases planned, budget {budget:.0f} s, writing {out_dir}",
+    print(f"benchmarks.suite.run: {plan.mode} run, {len(plan.cases)} cases planned, budget {budget:.0f} s, "
+          f"writing {out_dir}",
           flush=True)
     jsonl = run_suite(plan, out_dir, budget, device, stages, t0, log=lambda m: print(m, flush=True))
     doc = write_document(jsonl)
-    print(suite_summary.write_summary(jsonl))
-    print(f"gpu_suite: wrote {jsonl} and {doc}")
+    print(summary.write_summary(jsonl))
+    print(f"benchmarks.suite.run: wrote {jsonl} and {doc}")
     return 0
 
 

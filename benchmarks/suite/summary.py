@@ -3,13 +3,15 @@ of the performance model next to its measurement, read from the suite's JSONL fi
 
 * parity: every check within flash-attention's 2x rule (per mode: worst fused error /
   bound);
-* fused fwd+bwd TFLOP/s over SDPA's at matched FLOPs, per T (target >= 0.9);
-* fused over the strongest composition at T = 4096 (target >= 2x), both passes;
+* fused ("triton" backend) fwd+bwd TFLOP/s over the SDPA yardstick's at matched FLOPs,
+  per T (target >= 0.9);
+* fused over the op's stock-PyTorch backend ("sdpa") at T = 4096 (target >= 2x), both
+  passes;
 * model training tokens/s, FSN over the transformer; decode tokens/s likewise;
 * the fused op's predicted time (``benchmarks/results/perf-model-sm90.json``) next to
   the measured one, and what was skipped for the budget or failed.
 
-    python -m benchmarks.suite_summary RESULT.jsonl
+    python -m benchmarks.suite.summary RESULT.jsonl
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from benchmarks.gpu_suite import read_records
+from benchmarks.lib import YARDSTICK
+from benchmarks.suite.records import read_records
 
-PREDICTIONS = Path(__file__).resolve().parent / "results" / "perf-model-sm90.json"
+PREDICTIONS = Path(__file__).resolve().parent.parent / "results" / "perf-model-sm90.json"
 
 
 def _key(c: Dict):
@@ -78,32 +81,33 @@ def summarize(records: List[Dict], preds: Optional[Dict] = None) -> str:
     device = _predicted_device(env.get("gpu") or env.get("device"))
     fused = sorted((c for c in ops if c["impl"] == "fused"), key=lambda c: (c["D"], c["dtype"], c["pass"], c["T"]))
     if fused:
-        lines.append("op (B*T fixed): fused vs SDPA at matched FLOPs (target fwd+bwd >= 0.9) and vs the strongest "
-                     "composition (target >= 2 at T=4096); predicted = perf model (benchmarks/perf_model.py)")
-        lines.append(f"  {'pass':8} {'T':>6} {'D':>3} {'dtype':9} {'fused ms':>9} {'TFLOP/s':>8} {'sdpa ms':>8} "
-                     f"{'vs sdpa':>8} {'comp ms':>8} {'vs comp':>8} {'pred ms':>8} {'meas/pred':>9}")
+        lines.append("op (B*T fixed): fused vs the SDPA yardstick at matched FLOPs (target fwd+bwd >= 0.9) and vs "
+                     "the stock backend (target >= 2 at T=4096); predicted = perf model "
+                     "(benchmarks/static/perf_model.py)")
+        lines.append(f"  {'pass':8} {'T':>6} {'D':>3} {'dtype':9} {'fused ms':>9} {'TFLOP/s':>8} {'yard ms':>8} "
+                     f"{'vs yard':>8} {'stock ms':>8} {'vs stock':>8} {'pred ms':>8} {'meas/pred':>9}")
         for c in fused:
-            sd = best.get(_key(c) + ("sdpa",))
-            comp = best.get(_key(c) + ("composition",))
+            sd = best.get(_key(c) + (YARDSTICK,))
+            stock = best.get(_key(c) + ("stock",))
             p = _prediction(preds, device, c) if c["dtype"] == "bfloat16" else None
             pm = p["fused_ms"] if p else None
             lines.append(
                 f"  {c['pass']:8} {c['T']:>6} {c['D']:>3} {c['dtype']:9} {c['ms']:>9.3f} {c['tflops']:>8.1f} "
                 + (f"{sd:>8.3f} {sd / c['ms']:>8.2f} " if sd else f"{'-':>8} {'-':>8} ")
-                + (f"{comp:>8.3f} {comp / c['ms']:>8.2f} " if comp else f"{'-':>8} {'-':>8} ")
+                + (f"{stock:>8.3f} {stock / c['ms']:>8.2f} " if stock else f"{'-':>8} {'-':>8} ")
                 + (f"{pm:>8.3f} {c['ms'] / pm:>9.2f}" if pm else f"{'-':>8} {'-':>9}"))
         targets = []
         for c in fused:
             if c["dtype"] != "bfloat16" or c["D"] != 32:
                 continue
-            sd = best.get(_key(c) + ("sdpa",))
-            comp = best.get(_key(c) + ("composition",))
+            sd = best.get(_key(c) + (YARDSTICK,))
+            stock = best.get(_key(c) + ("stock",))
             if c["pass"] == "fwd+bwd" and sd and 1024 <= c["T"] <= 16384:
-                targets.append(f"fwd+bwd T={c['T']}: fused/sdpa TFLOP/s {sd / c['ms']:.2f} "
+                targets.append(f"fwd+bwd T={c['T']}: fused/yardstick TFLOP/s {sd / c['ms']:.2f} "
                                f"({'meets' if sd / c['ms'] >= 0.9 else 'misses'} 0.9)")
-            if c["T"] == 4096 and comp:
-                targets.append(f"{c['pass']} T=4096: fused vs composition {comp / c['ms']:.2f}x "
-                               f"({'meets' if comp / c['ms'] >= 2 else 'misses'} 2x)")
+            if c["T"] == 4096 and stock:
+                targets.append(f"{c['pass']} T=4096: fused vs stock {stock / c['ms']:.2f}x "
+                               f"({'meets' if stock / c['ms'] >= 2 else 'misses'} 2x)")
         if targets:
             lines.append("targets: " + "; ".join(targets))
 
@@ -148,7 +152,7 @@ def write_summary(jsonl: Path) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m benchmarks.suite_summary RESULT.jsonl", file=sys.stderr)
+        print("usage: python -m benchmarks.suite.summary RESULT.jsonl", file=sys.stderr)
         return 2
     print(write_summary(Path(argv[0])))
     return 0
