@@ -432,12 +432,13 @@ def test_a_transformer_trained_with_token_shift_is_refused(checkpoints, tmp_path
 
 
 def _checkpoint_with(checkpoints, tmp_path, edit):
-    from fsn_model.checkpoint import load_checkpoint
+    from fsn_model.checkpoint import CHECKSUM_KEY, load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(checkpoints["fsn"])
+    del ckpt[CHECKSUM_KEY]
     edit(ckpt)
     path = tmp_path / "edited.pt"
-    torch.save(ckpt, path)
+    save_checkpoint(str(path), ckpt)  # well-formed and checksummed, with a malformed part
     return str(path)
 
 
