@@ -192,9 +192,20 @@ def _check_cache(cache: Any) -> None:
 
 
 def check_all_ones(attention_mask: Optional[Tensor]) -> None:
-    """Refuse padding: FrustratedAttention has no key mask, every token attends to all earlier ones."""
-    if attention_mask is None or not isinstance(attention_mask, Tensor) or attention_mask.dim() != 2:
+    """Refuse padding: FrustratedAttention has no key mask, every token attends to all earlier
+    ones. ``attention_mask`` must be None or a 2-D (batch, length) tensor of ones; any other
+    shape, a value other than 0 and 1, or a zero (padding) is a ValueError (a non-tensor a
+    TypeError), never silently ignored."""
+    if attention_mask is None:
         return
+    if not isinstance(attention_mask, Tensor):
+        raise TypeError(f"attention_mask must be a tensor or None, got {type(attention_mask).__name__}")
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be 2-D (batch, length) ones, got shape {tuple(attention_mask.shape)}: "
+                         "FSN attention takes no other mask")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)].flatten()[0].item()
+        raise ValueError(f"attention_mask must hold 0s and 1s, got {bad!r}")
     if not bool(attention_mask.bool().all()):
         raise ValueError("attention_mask has zeros (padding), but FSN attention has no padding mask: every token "
                          "attends to all earlier ones; pass sequences of equal length (or one at a time) and an "

@@ -173,6 +173,17 @@ def test_padding_is_refused_and_an_all_ones_mask_accepted(model, prompt):
         model.generate(prompt, attention_mask=mask, max_new_tokens=2)
 
 
+@pytest.mark.parametrize("mask, words", [
+    (torch.tensor([1, 1, 0, 1, 1]), "must be 2-D"),                     # 1-D with a zero
+    (torch.ones(2, 1, 5, 5), "must be 2-D"),                            # a 4-D mask
+    (torch.full((2, 5), 0.5), "0s and 1s, got 0.5"),                    # fractional
+    ([[1] * 5] * 2, "must be a tensor"),
+])
+def test_a_mask_of_another_shape_or_values_is_refused_not_ignored(model, prompt, mask, words):
+    with pytest.raises((ValueError, TypeError), match=words):
+        model(prompt, attention_mask=mask)
+
+
 def test_bad_inputs_are_refused(model, prompt):
     with pytest.raises(ValueError, match="inputs_embeds"):
         model(inputs_embeds=torch.zeros(1, 2, 16))

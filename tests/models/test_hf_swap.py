@@ -101,6 +101,9 @@ def test_padding_is_refused(swapped):
         model(ids, attention_mask=mask)
     with pytest.raises(ValueError, match="padding"):
         model.generate(ids, attention_mask=mask, max_new_tokens=2)
+    for bad, words in ((torch.tensor([1, 0, 1, 1]), "must be 2-D"), (torch.full((2, 4), 0.5), "0s and 1s")):
+        with pytest.raises(ValueError, match=words):
+            model(ids, attention_mask=bad)
 
 
 def test_unknown_architectures_and_arguments_are_refused():
