@@ -1,5 +1,19 @@
 """fsn_model: FSN layers, models, byte data, training and tools (the math: fsn_model/README.md).
 
+Modules, by concern:
+    the model      config (FSNConfig, TransformerConfig), checks (argument checks),
+                   attention (FrustratedAttention, PhaseProjection), mixers (PhaseSwiGLU,
+                   MeanFieldCoupling), fsn (FSNBlock, FSNLM, PhaseCache), transformer
+                   (TransformerLM, KVCache), build (build_model: the named models sized to a
+                   parameter target)
+    training       data (byte corpora, batches), train_config (TrainConfig, validate),
+                   run_dir (the run directory: lock, checkpoint and log, resume), run_lock,
+                   checkpoint (checksummed atomic checkpoints), train (the loop, fsn-train),
+                   threads (the CPU thread policy of the tools)
+    tools          evaluate (fsn-eval), generate (fsn-generate), copy_depth (fsn-copy-depth),
+                   cli (one-line errors, flags from dataclasses), provenance (device, commit)
+    hf/            Hugging Face: configuration, cache, modeling, decoder swap, tokenizer, export
+
 Public API:
     FrustratedAttention, MeanFieldCoupling, PhaseSwiGLU, FSNBlock, FSNLM, TransformerLM,
     PhaseCache, KVCache (the preallocated decode caches),
@@ -27,5 +41,5 @@ def __getattr__(name):
     if name == "TrainConfig":
         import importlib
 
-        return importlib.import_module(".train", __name__).TrainConfig
+        return importlib.import_module(".train_config", __name__).TrainConfig
     raise AttributeError(f"module 'fsn_model' has no attribute {name!r}")
