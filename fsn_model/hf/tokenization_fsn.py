@@ -29,6 +29,7 @@ class FSNByteTokenizer(PreTrainedTokenizer):
     model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, **kwargs):
+        kwargs.setdefault("special_tokens_pattern", "none")  # transformers 5.0's default adds [CLS]/[SEP]
         kwargs.setdefault("clean_up_tokenization_spaces", False)
         kwargs.setdefault("model_max_length", int(1e30))
         super().__init__(**kwargs)
@@ -60,6 +61,15 @@ class FSNByteTokenizer(PreTrainedTokenizer):
                 **kwargs) -> str:
         ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
         return self.convert_tokens_to_string([self._convert_id_to_token(int(i)) for i in ids])
+
+    def build_inputs_with_special_tokens(self, token_ids_0: List[int], token_ids_1: Optional[List[int]] = None
+                                         ) -> List[int]:
+        """No special tokens: the ids as given (a pair: concatenated)."""
+        return list(token_ids_0) + list(token_ids_1 or [])
+
+    def get_special_tokens_mask(self, token_ids_0: List[int], token_ids_1: Optional[List[int]] = None,
+                                already_has_special_tokens: bool = False) -> List[int]:
+        return [0] * (len(token_ids_0) + len(token_ids_1 or []))
 
     def save_vocabulary(self, save_directory: str, filename_prefix: Optional[str] = None) -> Tuple[str, ...]:
         return ()  # the 256 byte ids: nothing to save
