@@ -177,11 +177,11 @@ def needs_triton():
 
 
 def backend_params():
-    """pytest parameters for the backends: "reference" and "sdpa" always, "triton"
+    """pytest parameters for the backends: "reference" and "stock" always, "triton"
     skipped with its reason where the kernels cannot run."""
     import pytest
 
-    return ["reference", "sdpa", pytest.param("triton", marks=needs_triton())]
+    return ["reference", "stock", pytest.param("triton", marks=needs_triton())]
 
 
 # ------------------------------------------------------------------------- GPU parity

@@ -95,7 +95,7 @@ class FrustratedAttention(nn.Module):
         n_harmonics: NH (1..8).
         rope_base: base of the RoPE frequencies.
         backend: passed to :func:`fsn_kernels.frustrated_attention` ("auto": the Triton
-            kernels on CUDA, the stock-PyTorch "sdpa" path elsewhere; "triton", "sdpa",
+            kernels on CUDA, the stock-PyTorch "stock" path elsewhere; "triton", "stock",
             "reference"), checked here.
         delay: False removes the one-step delay term (the ablation): L_n is zeroed at
             init and masked out at use, so it takes no gradient and stays 0.
@@ -131,7 +131,7 @@ class FrustratedAttention(nn.Module):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
-        check_backend(backend)
+        backend = check_backend(backend)  # the current name ("sdpa" warns once, here)
         if not isinstance(projections, bool):
             raise TypeError(f"projections must be a bool, got {projections!r}")
         check_projection_options(projected_heads, project_output, n_heads, projections)
