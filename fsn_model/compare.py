@@ -57,6 +57,7 @@ from .checkpoint import load_model, resolve_device
 from .cli import OneLineParser, add_dataclass_flags, run_cli, values_for
 from .data import eval_windows, load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
+from .threads import add_threads_flag, apply_threads
 
 BASE_MODELS = ("fsn", "fsn-meanfield", "transformer")
 ABLATIONS = {
@@ -237,6 +238,7 @@ def _parser() -> OneLineParser:
     p.add_argument("--out", default=None, help="folder for the JSON/PNG/MD (default: benchmarks/results on CUDA, "
                    ".benchmarks/quality on CPU)")
     p.add_argument("--runs-dir", default=None, help="folder for run checkpoints (default runs/compare)")
+    add_threads_flag(p)
     return p
 
 
@@ -248,6 +250,7 @@ def base_config(a) -> "train_mod.TrainConfig":
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
+    apply_threads(a.threads)  # once, for every run of this process
     device = resolve_device(a.device)
     plan = _plan(a)
     for item in plan:  # every setting checked before the first run

@@ -46,6 +46,7 @@ from .cli import OneLineParser, add_dataclass_flags, parse_knobs, run_cli, value
 from .compare import SHARED_SETTINGS, _copy_depth, parse_seeds, train_fit, write_quality_files
 from .data import load_corpus
 from .provenance import REPO_ROOT, device_name, git_commit
+from .threads import add_threads_flag, apply_threads
 
 TRAIN_KEYS = ("lr", "warmup")
 
@@ -161,6 +162,7 @@ def _parser() -> OneLineParser:
     p.add_argument("--name", default=None, help="file stem (default sweep-<corpus>-<params>-<steps>steps)")
     p.add_argument("--runs-dir", default=None, help="run checkpoints; finished runs here are reused "
                    "(default runs/sweep/<corpus>)")
+    add_threads_flag(p)
     return p
 
 
@@ -171,6 +173,7 @@ def base_config(a) -> "train_mod.TrainConfig":
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
+    apply_threads(a.threads)  # once, for every run of this process
     device = resolve_device(a.device)
     plan = _plan(a)
     if a.copy_windows < 0:
