@@ -2,7 +2,8 @@
 machine slows both alike: model train steps (FSN vs the matched transformer) and the
 op's forward + backward ("auto" vs the reference) with peak memory.
 
-``python -m benchmarks.cpu_steps`` prints both at the full grid; the pytest cases in
+``python -m benchmarks.cpu_steps`` prints both at the full grid (``--profile MODEL PARAMS
+[compiled]``: a torch.profiler table of train steps instead); the pytest cases in
 ``benchmarks/test_bench_cpu.py`` record them into the CPU result JSON.
 """
 from __future__ import annotations
@@ -201,6 +202,30 @@ def decode_case(params: str = "250k", length: int = 3000, threads: int = 1, seed
                 bytes_per_s=length / s, device="cpu", **{"pass": "decode"})
 
 
+def step_profile(model_name: str, params: str, B: int = 16, T: int = 128, steps: int = 3, rows: int = 25,
+                 compiled: bool = False) -> str:
+    """torch.profiler table (self CPU time, top ``rows``) of ``steps`` train steps after two
+    warm-up steps, one thread; ``compiled``: ``torch.compile`` of the model."""
+    from torch.profiler import ProfilerActivity, profile
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = fsn_model.build_model(model_name, params)
+        step = train_step_fn(torch.compile(model) if compiled else model, B, T)
+        if model_name.startswith("fsn"):
+            step = _stock_setting(step, "auto")
+        step()
+        step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+    finally:
+        torch.set_num_threads(before)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 @contextlib.contextmanager
 def busy_load(n: int):
     """``n`` busy processes (a Python loop each) for the duration: a competing load, one per
@@ -249,6 +274,14 @@ def quickstart_case(args: List[str], out_dir: str, load: int = 0) -> Dict:
 
 def main() -> None:
     import json
+
+    if sys.argv[1:2] == ["--profile"]:  # python -m benchmarks.cpu_steps --profile MODEL PARAMS [compiled]
+        model_name, params = sys.argv[2], sys.argv[3]
+        compiled = sys.argv[4:5] == ["compiled"]
+        print(f"# {model_name} {params}, B = 16, T = 128, one thread, 3 train steps"
+              f"{' under torch.compile' if compiled else ''}")
+        print(step_profile(model_name, params, compiled=compiled))
+        return
 
     for params in ("250k", "1M"):
         for threads in (1, 2):
