@@ -10,7 +10,9 @@ Inside the ops each direction's per-token work runs fused by ``torch.compile`` (
 C++ kernels) where that pays, eagerly otherwise (:func:`compile_wanted`): the setting
 ``STOCK_COMPILE`` ("auto", "on", "off"; environment variable ``FSN_STOCK_COMPILE``),
 "auto" compiling on a CPU with a C++ compiler for inputs of at least
-``COMPILE_MIN_ELEMENTS`` (B T H D) elements, not packed. A compile that fails warns once
+``COMPILE_MIN_ELEMENTS`` (B T H D) elements, not packed, when a backward will follow
+(training: a forward-only call, evaluation or a prefill, cannot amortise the compile).
+The choice is made once per call and passed to both ops. A compile that fails warns once
 and the ops stay eager for the rest of the process.
 
 Non-finite inputs: a NaN or inf in theta, gate or omega makes exactly the outputs non-finite
@@ -35,6 +37,7 @@ COMPILE_SETTINGS = ("auto", "on", "off")
 STOCK_COMPILE = os.environ.get("FSN_STOCK_COMPILE", "auto")
 _COMPILED: Dict[str, Callable] = {}
 _COMPILE_FAILED = []
+_CXX = shutil.which(os.environ.get("CXX", "g++")) is not None  # a C++ compiler for inductor's CPU kernels
 
 
 def compile_wanted(theta: Tensor, packed: bool, setting: Optional[str] = None) -> bool:
@@ -48,8 +51,7 @@ def compile_wanted(theta: Tensor, packed: bool, setting: Optional[str] = None) -
         return False
     if setting == "on":
         return True
-    return (theta.device.type == "cpu" and theta.numel() >= COMPILE_MIN_ELEMENTS
-            and shutil.which(os.environ.get("CXX", "g++")) is not None)
+    return theta.device.type == "cpu" and theta.numel() >= COMPILE_MIN_ELEMENTS and _CXX
 
 
 def _run(name: str, fn: Callable, *args):
@@ -108,12 +110,13 @@ def poison_like_reference(out: Tensor, lse: Tensor, theta: Tensor, gate: Tensor,
 # --------------------------------------------------------------------------- the ops
 @torch.library.custom_op("fsn::stock_attention_fwd", mutates_args=())
 def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
-            cu_seqlens: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dtheta (B, T, H, D), lse (B, H, T), then o, q, k, v (B, T, H, W + 2) each)."""
+            cu_seqlens: Optional[Tensor], fused: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dtheta (B, T, H, D), lse (B, H, T), then o, q, k, v (B, T, H, W + 2) each);
+    ``fused``: the per-token work through ``torch.compile`` (unpacked inputs only)."""
     coeffs = stock.coefficients(coupling_real)
     if cu_seqlens is not None:
         res = stock.forward_packed(theta, gate, coeffs, omega, scale, cu_seqlens)
-    elif compile_wanted(theta, False):
+    elif fused and not _COMPILE_FAILED:
         res = _run("forward", stock.forward, theta, gate, coeffs, omega, scale)
     else:
         res = stock.forward(theta, gate, coeffs, omega, scale)
@@ -122,7 +125,7 @@ def _fwd_op(theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[
 
 
 @_fwd_op.register_fake
-def _(theta, gate, coupling_real, omega, scale, cu_seqlens):
+def _(theta, gate, coupling_real, omega, scale, cu_seqlens, fused):
     B, T, H, D = theta.shape
     wide = [theta.new_empty((B, T, H, 2 * coupling_real.shape[2] * D + 2)) for _ in range(4)]
     return (torch.empty_like(theta), theta.new_empty((B, H, T)), *wide)
@@ -131,14 +134,14 @@ def _(theta, gate, coupling_real, omega, scale, cu_seqlens):
 @torch.library.custom_op("fsn::stock_attention_bwd", mutates_args=())
 def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, omega: Optional[Tensor], scale: float,
             cu_seqlens: Optional[Tensor], o: Tensor, lse: Tensor, q: Tensor, k: Tensor,
-            v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+            v: Tensor, fused: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """(d theta, d gate, d coupling_real) from the forward's o, lse, q, k, v; the harmonics
     are recomputed."""
     coeffs = stock.coefficients(coupling_real)
     if cu_seqlens is not None:
         d_theta, d_gate, d_coeffs = stock.backward_packed(grad, theta, gate, coeffs, omega, scale, cu_seqlens,
                                                           o, lse, q, k, v)
-    elif compile_wanted(theta, False):
+    elif fused and not _COMPILE_FAILED:
         d_theta, d_gate, d_coeffs = _run("backward", stock.backward, grad, theta, gate, coeffs, omega, scale,
                                          o, lse, q, k, v)
     else:
@@ -148,7 +151,7 @@ def _bwd_op(grad: Tensor, theta: Tensor, gate: Tensor, coupling_real: Tensor, om
 
 
 @_bwd_op.register_fake
-def _(grad, theta, gate, coupling_real, omega, scale, cu_seqlens, o, lse, q, k, v):
+def _(grad, theta, gate, coupling_real, omega, scale, cu_seqlens, o, lse, q, k, v, fused):
     return torch.empty_like(theta), torch.empty_like(gate), torch.empty_like(coupling_real)
 
 
@@ -158,10 +161,10 @@ class StockAttentionFunction(torch.autograd.Function):
     coupling_real (H, D, NH, 2, 2); omega (H, D) or None. Saves the SDPA inputs, o and lse."""
 
     @staticmethod
-    def forward(ctx, theta, gate, coupling_real, omega, scale, cu_seqlens):
-        dtheta, lse, o, q, k, v = _fwd_op(theta, gate, coupling_real, omega, scale, cu_seqlens)
+    def forward(ctx, theta, gate, coupling_real, omega, scale, cu_seqlens, fused):
+        dtheta, lse, o, q, k, v = _fwd_op(theta, gate, coupling_real, omega, scale, cu_seqlens, fused)
         ctx.save_for_backward(theta, gate, coupling_real, omega, cu_seqlens, o, lse, q, k, v)
-        ctx.scale = scale
+        ctx.scale, ctx.fused = scale, fused
         ctx.mark_non_differentiable(lse)
         return dtheta, lse
 
@@ -169,8 +172,8 @@ class StockAttentionFunction(torch.autograd.Function):
     def backward(ctx, grad, _grad_lse):
         theta, gate, coupling_real, omega, cu_seqlens, o, lse, q, k, v = ctx.saved_tensors
         d_theta, d_gate, d_coupling = _bwd_op(grad.contiguous(), theta, gate, coupling_real, omega, ctx.scale,
-                                              cu_seqlens, o, lse, q, k, v)
-        return d_theta, d_gate, d_coupling, None, None, None
+                                              cu_seqlens, o, lse, q, k, v, ctx.fused)
+        return d_theta, d_gate, d_coupling, None, None, None, None
 
 
 def stock_frustrated_attention(theta: Tensor, gate: Tensor, coupling: Tensor, omega: Optional[Tensor], scale: float,
@@ -192,6 +195,8 @@ def stock_frustrated_attention(theta: Tensor, gate: Tensor, coupling: Tensor, om
         return theta.new_zeros(theta.shape), theta.new_zeros((B, H, T), dtype=cdt)
     om = None if omega is None else omega.to(cdt)
     coupling_real = torch.view_as_real(coupling.resolve_conj()).to(cdt)
+    backward_follows = torch.is_grad_enabled() and any(x.requires_grad for x in (theta, gate, coupling))
+    fused = backward_follows and compile_wanted(theta, cu_seqlens is not None)
     out, lse = StockAttentionFunction.apply(theta.to(cdt).contiguous(), gate.to(cdt).contiguous(), coupling_real, om,
-                                            float(scale), cu_seqlens)
+                                            float(scale), cu_seqlens, fused)
     return out.to(theta.dtype), lse

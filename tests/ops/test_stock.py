@@ -149,10 +149,10 @@ def test_stock_custom_ops_opcheck():
     c_real = torch.view_as_real(coupling).contiguous()
     cu = torch.tensor([0, 4, 9], dtype=torch.int32)
     for packed in (None, cu):
-        torch.library.opcheck(_fwd_op, (theta, gate, c_real, omega, 0.3, packed))
-        _, lse, o, q, k, v = _fwd_op(theta, gate, c_real, omega, 0.3, packed)
+        torch.library.opcheck(_fwd_op, (theta, gate, c_real, omega, 0.3, packed, False))
+        _, lse, o, q, k, v = _fwd_op(theta, gate, c_real, omega, 0.3, packed, False)
         torch.library.opcheck(_bwd_op, (torch.randn_like(theta), theta, gate, c_real, omega, 0.3, packed, o, lse,
-                                        q, k, v))
+                                        q, k, v, False))
 
 
 def test_stock_compile_fullgraph_matches_eager():
@@ -196,11 +196,24 @@ def test_stock_compile_policy():
 
 def test_stock_compile_auto_needs_a_cxx_compiler(monkeypatch):
     big = torch.empty(1, 1 << 16, 1, 1)
-    monkeypatch.setenv("CXX", "g++")
-    monkeypatch.setattr(stock_function.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(stock_function, "_CXX", True)
     assert stock_function.compile_wanted(big, False, "auto")
-    monkeypatch.setattr(stock_function.shutil, "which", lambda name: None)
+    monkeypatch.setattr(stock_function, "_CXX", False)
     assert not stock_function.compile_wanted(big, False, "auto")
+
+
+def test_stock_compiles_only_when_a_backward_follows(monkeypatch):
+    """A forward-only call (evaluation, a prefill) cannot amortise a compile: it stays eager."""
+    calls = []
+    monkeypatch.setattr(stock_function, "STOCK_COMPILE", "on")
+    monkeypatch.setattr(stock_function, "_run", lambda name, fn, *a: calls.append(name) or fn(*a))
+    theta, gate, coupling, omega = make_inputs(1, 9, 2, 3, 2, requires_grad=True)
+    with torch.no_grad():
+        _stock(theta, gate, coupling, omega)
+    _stock(theta.detach(), gate.detach(), coupling.detach(), omega)
+    assert calls == []
+    _stock(theta, gate, coupling, omega).sum().backward()
+    assert calls == ["forward", "backward"]
 
 
 def test_stock_compile_failure_warns_once_and_runs_eagerly(monkeypatch):
@@ -212,7 +225,7 @@ def test_stock_compile_failure_warns_once_and_runs_eagerly(monkeypatch):
     monkeypatch.setattr(stock_function, "_COMPILED", {})
     monkeypatch.setattr(stock_function, "_COMPILE_FAILED", [])
     monkeypatch.setattr(stock_function.torch, "compile", broken)
-    theta, gate, coupling, omega = make_inputs(2, 9, 2, 3, 2)
+    theta, gate, coupling, omega = make_inputs(2, 9, 2, 3, 2, requires_grad=True)  # training: compiles
     with pytest.warns(RuntimeWarning, match="could not be compiled.*no C\\+\\+ compiler"):
         out = _stock(theta, gate, coupling, omega)
     assert not stock_function.compile_wanted(theta, False, "on")  # eager for good
