@@ -54,7 +54,7 @@ sys.exit(1 if bad else 0)
 EOF
 
 echo "== stock path, models, training and Hugging Face on torch 2.11 and transformers 5.0"
-OMP_NUM_THREADS=1 "$py" -m pytest -q -p no:cacheprovider tests/ops/test_sdpa.py tests/models/test_hf.py \
+OMP_NUM_THREADS=1 "$py" -m pytest -q -p no:cacheprovider tests/ops/test_stock.py tests/models/test_hf.py \
     tests/models/test_hf_swap.py tests/models/test_checkpoint.py tests/models/test_model_layers.py -x -k "not triton"
 
 echo "== kernel parity subset under triton 3.6's interpreter (numpy < 2.3)"

@@ -2,7 +2,8 @@
 machine slows both alike: model train steps (FSN vs the matched transformer) and the
 op's forward + backward ("auto" vs the reference) with peak memory.
 
-``python -m benchmarks.cpu_steps`` prints both at the full grid; the pytest cases in
+``python -m benchmarks.cpu_steps`` prints both at the full grid (``--profile MODEL PARAMS
+[compiled]``: a torch.profiler table of train steps instead); the pytest cases in
 ``benchmarks/test_bench_cpu.py`` record them into the CPU result JSON.
 """
 from __future__ import annotations
@@ -59,25 +60,69 @@ def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1) 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+MODEL_SIDES = ("fsn", "fsn-stock-eager", "fsn-compiled", "transformer", "transformer-compiled")
+
+
+def _stock_setting(step: Callable[[], None], setting: str) -> Callable[[], None]:
+    """``step`` with the stock path's per-token compile setting ("auto", "on", "off")."""
+    from fsn_kernels.frustrated_attention import stock_function
+
+    def run():
+        before = stock_function.STOCK_COMPILE
+        stock_function.STOCK_COMPILE = setting
+        try:
+            step()
+        finally:
+            stock_function.STOCK_COMPILE = before
+    return run
+
+
 def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, rounds: int = 6,
-                    compile_fsn: bool = False) -> Dict:
-    """FSN and transformer train steps at ``params``, alternated, ``threads`` torch threads
-    (recorded as ``step_threads``: the result writer's ``cpu_threads`` is the session's)."""
+                    sides=("fsn", "transformer"), warmup: int = 1) -> Dict:
+    """Train steps at ``params`` of each side in ``sides`` (:data:`MODEL_SIDES`), alternated
+    round by round, ``threads`` torch threads (recorded as ``step_threads``: the result
+    writer's ``cpu_threads`` is the session's). "fsn": the default path (on a CPU the stock
+    path, its per-token work compiled where that pays); "fsn-stock-eager": the same with that
+    work eager (``FSN_STOCK_COMPILE=off``); "-compiled": ``torch.compile`` of the model (its
+    first calls, the compile, are warm-up and reported as ``compile_s``). Ratios are against
+    the transformer side of the same kind (compiled against compiled)."""
+    unknown = set(sides) - set(MODEL_SIDES)
+    if unknown:
+        raise ValueError(f"sides must be among {MODEL_SIDES}, got {sorted(unknown)}")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
         fsn = fsn_model.build_model("fsn", params)
         tr = fsn_model.build_model("transformer", params)
-        steps = {"fsn": train_step_fn(torch.compile(fsn) if compile_fsn else fsn, B, T),
-                 "transformer": train_step_fn(tr, B, T)}
-        ms = alternate(steps, rounds, warmup=2 if compile_fsn else 1)
+        steps, compile_s = {}, {}
+        for side in sides:
+            model = fsn if side.startswith("fsn") else tr
+            if side.endswith("-compiled"):
+                model = torch.compile(model)
+            step = train_step_fn(model, B, T)
+            if side.startswith("fsn"):  # the default ("auto"), whatever the environment says, or eager
+                step = _stock_setting(step, "off" if side == "fsn-stock-eager" else "auto")
+            t = time.perf_counter()
+            step()  # the first call builds (and compiles) everything
+            compile_s[side] = time.perf_counter() - t
+            steps[side] = step
+        ms = alternate(steps, rounds, warmup=warmup)
     finally:
         torch.set_num_threads(before)
-    return dict(impl="model-train-step", params=params, fsn_params=fsn_model.count_params(fsn),
+    case = dict(impl="model-train-step", params=params, fsn_params=fsn_model.count_params(fsn),
                 transformer_params=fsn_model.count_params(tr), B=B, T=T, step_threads=threads, rounds=rounds,
-                fsn_compiled=compile_fsn, fsn_ms=ms["fsn"], transformer_ms=ms["transformer"],
-                ratio=ms["fsn"] / ms["transformer"], device="cpu", dtype="float32", **{"pass": "train-step"})
+                sides=list(sides), side_ms=ms, first_call_s=compile_s, device="cpu", dtype="float32",
+                **{"pass": "train-step"})
+    if "fsn" in ms and "transformer" in ms:
+        case.update(fsn_ms=ms["fsn"], transformer_ms=ms["transformer"], ratio=ms["fsn"] / ms["transformer"])
+    if "fsn-stock-eager" in ms and "transformer" in ms:
+        case["ratio_stock_eager"] = ms["fsn-stock-eager"] / ms["transformer"]
+    if "fsn-compiled" in ms and "transformer-compiled" in ms:
+        case["ratio_compiled"] = ms["fsn-compiled"] / ms["transformer-compiled"]
+    if "fsn-compiled" in ms and "fsn" in ms:
+        case["fsn_compile_speedup"] = ms["fsn"] / ms["fsn-compiled"]
+    return case
 
 
 def _status_kib(field: str) -> int:
@@ -157,8 +202,86 @@ def decode_case(params: str = "250k", length: int = 3000, threads: int = 1, seed
                 bytes_per_s=length / s, device="cpu", **{"pass": "decode"})
 
 
+def step_profile(model_name: str, params: str, B: int = 16, T: int = 128, steps: int = 3, rows: int = 25,
+                 compiled: bool = False) -> str:
+    """torch.profiler table (self CPU time, top ``rows``) of ``steps`` train steps after two
+    warm-up steps, one thread; ``compiled``: ``torch.compile`` of the model."""
+    from torch.profiler import ProfilerActivity, profile
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = fsn_model.build_model(model_name, params)
+        step = train_step_fn(torch.compile(model) if compiled else model, B, T)
+        if model_name.startswith("fsn"):
+            step = _stock_setting(step, "auto")
+        step()
+        step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+    finally:
+        torch.set_num_threads(before)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+@contextlib.contextmanager
+def busy_load(n: int):
+    """``n`` busy processes (a Python loop each) for the duration: a competing load, one per
+    core for ``n = cores``; each ended by its own pid afterwards."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5 if n else 0.0)
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
+
+# environment variables that would change what "the defaults" mean in the measured process
+_DEFAULT_SENSITIVE = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS",
+                      "FSN_STOCK_COMPILE")
+
+
+def quickstart_case(args: List[str], out_dir: str, load: int = 0) -> Dict:
+    """Wall time of ``python -m fsn_model.train --no-progress --overwrite --out OUT ARGS``
+    (the quickstart when ARGS holds no settings) in a fresh process with the environment
+    of a user who set nothing (no thread, wait-policy or compile variables), beside ``load``
+    busy processes. Records the final val bits/byte, the steps run and the load average
+    and core count at the start."""
+    env = {k: v for k, v in os.environ.items() if k not in _DEFAULT_SENSITIVE}
+    env["PYTHONPATH"] = os.pathsep.join([str(lib.ROOT), os.environ.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "fsn_model.train", "--no-progress", "--overwrite", "--out", out_dir, *args]
+    with busy_load(load):
+        load_avg = os.getloadavg()[0]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(lib.ROOT))
+        wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    import json
+
+    log = json.loads((lib.Path(out_dir) / "log.json").read_text())
+    return dict(impl="quickstart", args=list(args), wall_s=wall, load_processes=load, load_average_at_start=load_avg,
+                cores=len(os.sched_getaffinity(0)), final_val_bpb=log.get("final_val_bpb"),
+                steps=log["val"][-1]["step"] if log.get("val") else None, train_wall_s=log.get("wall_time_s"),
+                device="cpu",
+                **{"pass": "fsn-train"})
+
+
 def main() -> None:
     import json
+
+    if sys.argv[1:2] == ["--profile"]:  # python -m benchmarks.cpu_steps --profile MODEL PARAMS [compiled]
+        model_name, params = sys.argv[2], sys.argv[3]
+        compiled = sys.argv[4:5] == ["compiled"]
+        print(f"# {model_name} {params}, B = 16, T = 128, one thread, 3 train steps"
+              f"{' under torch.compile' if compiled else ''}")
+        print(step_profile(model_name, params, compiled=compiled))
+        return
 
     for params in ("250k", "1M"):
         for threads in (1, 2):

@@ -46,7 +46,7 @@ def make_inputs(B, T, H, D, NH, device="cpu", dtype=torch.float32, requires_grad
 
 # ------------------------------------------------------------------ what is timed
 # impl -> the backend of the shipped op that it times
-OP_BACKENDS = {"fused": "triton", "stock": "sdpa", "reference": "reference"}
+OP_BACKENDS = {"fused": "triton", "stock": "stock", "reference": "reference"}
 YARDSTICK = "sdpa-yardstick"  # plain causal SDPA at matched FLOPs: not the op, a speed reference
 IMPLS = tuple(OP_BACKENDS) + (YARDSTICK,)
 BASELINES = ("reference", "stock", YARDSTICK)  # what a fused case's speedup is measured against

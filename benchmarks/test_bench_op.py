@@ -1,5 +1,5 @@
 """Op-level benchmarks: the shipped op, ``frustrated_attention`` with its "triton" backend
-(impl "fused"), its stock-PyTorch backend "sdpa" (impl "stock") and its "reference"
+(impl "fused"), its stock-PyTorch backend "stock" (impl "stock") and its "reference"
 backend, next to the SDPA yardstick (plain causal SDPA at matched FLOPs), forward and
 forward+backward, on the same inputs. Every impl that computes the op is checked against
 the float64 reference before it is timed.

@@ -115,7 +115,7 @@ def test_gpu_suite_dry_run_writes_every_stage(tmp_path):
     assert {c["mode"] for c in parity} == {"float32", "bfloat16", "float16", "float32-autocast-bf16"}
     assert all(c["ok"] for c in parity)
     impls = {c["impl"]: c.get("backend") for c in doc["stages"]["op-core"]}
-    assert impls == {"fused": "triton", "stock": "sdpa", "sdpa-yardstick": None}
+    assert impls == {"fused": "triton", "stock": "stock", "sdpa-yardstick": None}
     assert all(c["max_err_vs_fp64"] <= testing.benchmark_tolerance(torch.float32)
                for c in doc["stages"]["op-core"] if c["impl"] != "sdpa-yardstick")
     assert all(c["ms"] > 0 for c in doc["stages"]["op-core"])
@@ -154,7 +154,7 @@ def test_suite_reads_a_killed_run(tmp_path):
                  H=16, D=32, NH=2, dtype="bfloat16", ms=2.0, tflops=100.0),
             dict(kind="case", case_kind="op", stage="op-core", impl="sdpa-yardstick", **{"pass": "fwd+bwd"}, B=4,
                  T=4096, H=16, D=32, NH=2, dtype="bfloat16", ms=1.5, tflops=130.0),
-            dict(kind="case", case_kind="op", stage="op-core", impl="stock", backend="sdpa",
+            dict(kind="case", case_kind="op", stage="op-core", impl="stock", backend="stock",
                  **{"pass": "fwd+bwd"}, B=4, T=4096, H=16, D=32, NH=2, dtype="bfloat16", ms=5.0, tflops=40.0)]
     path.write_text("".join(json.dumps(r) + "\n" for r in full) + '{"kind": "case", "ms": 1.')
     records = read_records(path)

@@ -60,9 +60,9 @@ TOLERANCES = {
     # packed sequences vs each sequence alone: the coupling gradient's partials are summed
     # over token blocks that span sequences, rounding only
     "packing": Tolerance(1e-5, 1e-5),
-    # the stock-PyTorch backend ("sdpa"): fp32 features and one fp32 SDPA call, or float64
-    "sdpa-float32": Tolerance(2e-5, 2e-5),
-    "sdpa-float64": Tolerance(1e-11, 1e-11),
+    # the stock-PyTorch backend ("stock"): fp32 features and one fp32 SDPA call, or float64
+    "stock-float32": Tolerance(2e-5, 2e-5),
+    "stock-float64": Tolerance(1e-11, 1e-11),
     # the benchmarks check every implementation they time, on the output and gradients,
     # at the benchmark shapes (long rows, GPU operand modes): relative error bounds
     "benchmark-float32": Tolerance(2e-3, 0.0),
@@ -209,11 +209,11 @@ def needs_triton():
 
 
 def backend_params():
-    """pytest parameters for the backends: "reference" and "sdpa" always, "triton"
+    """pytest parameters for the backends: "reference" and "stock" always, "triton"
     skipped with its reason where the kernels cannot run."""
     import pytest
 
-    return ["reference", "sdpa", pytest.param("triton", marks=needs_triton())]
+    return ["reference", "stock", pytest.param("triton", marks=needs_triton())]
 
 
 # ------------------------------------------------------------------------- GPU parity

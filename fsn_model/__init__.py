@@ -21,14 +21,20 @@ Public API:
     parse_params, load_model, TrainConfig.
     Training: ``fsn_model.train.train(TrainConfig(...)) -> log dict`` (``fsn_model.train`` is
     the module, imported lazily so that ``python -m fsn_model.train`` runs cleanly).
+
+Importing it before torch sets OpenMP's passive wait policy (``fsn_model/threads.py``).
 """
-from .attention import FrustratedAttention
-from .build import MODEL_NAMES, build_model, count_params, model_from_config, parse_params
-from .checkpoint import load_model
-from .config import FSNConfig, TransformerConfig
-from .fsn import FSNLM, FSNBlock, PhaseCache
-from .mixers import MeanFieldCoupling, PhaseSwiGLU
-from .transformer import KVCache, TransformerLM
+from . import threads as _threads  # first: OpenMP's wait policy must be set before torch loads
+
+_threads.configure_wait_policy()
+
+from .attention import FrustratedAttention  # noqa: E402
+from .build import MODEL_NAMES, build_model, count_params, model_from_config, parse_params  # noqa: E402
+from .checkpoint import load_model  # noqa: E402
+from .config import FSNConfig, TransformerConfig  # noqa: E402
+from .fsn import FSNLM, FSNBlock, PhaseCache  # noqa: E402
+from .mixers import MeanFieldCoupling, PhaseSwiGLU  # noqa: E402
+from .transformer import KVCache, TransformerLM  # noqa: E402
 
 __all__ = [
     "FrustratedAttention", "MeanFieldCoupling", "PhaseSwiGLU", "FSNBlock", "FSNLM", "TransformerLM",

@@ -100,7 +100,7 @@ class FrustratedAttention(nn.Module):
         n_harmonics: NH (1..8, what the op takes).
         rope_base: base of the RoPE frequencies (a finite number > 0).
         backend: passed to :func:`fsn_kernels.frustrated_attention` ("auto": the Triton
-            kernels on CUDA, the stock-PyTorch "sdpa" path elsewhere; "triton", "sdpa",
+            kernels on CUDA, the stock-PyTorch "stock" path elsewhere; "triton", "stock",
             "reference"), checked here.
         delay: (a bool) False removes the one-step delay term (the ablation): L_n is zeroed at
             init and masked out at use, so it takes no gradient and stays 0.
@@ -137,7 +137,7 @@ class FrustratedAttention(nn.Module):
         check_attention_options(dim, n_heads, n_harmonics, k1_init=k1_init, coupling_std=coupling_std,
                                 gate_std=gate_std, delay=delay, projections=projections,
                                 projected_heads=projected_heads, project_output=project_output, rope_base=rope_base)
-        check_backend(backend)
+        backend = check_backend(backend)  # the current name ("sdpa" warns once, here)
         self.dim, self.n_heads, self.head_dim = dim, n_heads, dim // n_heads
         self.n_harmonics, self.backend, self.delay = n_harmonics, backend, delay
         self.projections = projections

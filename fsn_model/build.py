@@ -154,7 +154,7 @@ def build_model(name: str, params: Union[int, str], vocab_size: int = 256, backe
             "transformer"); ``model.config.projections`` tells the two FSN forms apart.
         params: target count, an int or a string like "250k", "1M", "10M".
         vocab_size: tokens (256 for bytes).
-        backend: compute backend of the FSN attention ("auto", "triton", "sdpa", "reference"); a runtime
+        backend: compute backend of the FSN attention ("auto", "triton", "stock", "reference"); a runtime
             choice, not part of the config.
         **overrides: any of dim, n_layers, head_dim, n_harmonics, hidden, n_modes, delay
             (FSN names: False removes the one-step delay term, the ablation), and for

@@ -111,6 +111,7 @@ def _main(argv: Sequence[str]) -> int:
     from .cli import OneLineParser
     from .data import check_same_corpus, eval_windows, load_corpus
     from .evaluate import per_position_loss, recorded_corpus_path
+    from .threads import add_threads_flag, apply_threads
 
     p = OneLineParser(prog="fsn-copy-depth", description="Mean loss per copy-depth bin, side by side.",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -124,7 +125,9 @@ def _main(argv: Sequence[str]) -> int:
     p.add_argument("--windows", type=int, default=64, help="windows to evaluate")
     p.add_argument("--out", default="copy_depth.png", help="bar chart path (a .json with numbers beside it)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add_threads_flag(p)
     a = p.parse_args(argv)
+    apply_threads(a.threads)
     for name in ("seq_len", "windows"):
         value = getattr(a, name)
         if value is not None and value < 1:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_device
 from .cli import OneLineParser, run_cli
 from .data import check_same_corpus, eval_windows, load_corpus
+from .threads import add_threads_flag, apply_threads
 
 
 @torch.no_grad()
@@ -55,7 +56,9 @@ def _main(argv: Sequence[str]) -> int:
                    "validates on --eval-windows, 64 by default, so its figure can differ)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add_threads_flag(p)
     a = p.parse_args(argv)
+    apply_threads(a.threads)
     for name in ("seq_len", "windows", "batch_size"):
         value = getattr(a, name)
         if value is not None and value < 1:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .checkpoint import load_model, resolve_device
 from .cli import OneLineParser, run_cli
+from .threads import add_threads_flag, apply_threads
 
 
 def check_sampling(temperature: float, top_k: int) -> None:
@@ -102,7 +103,9 @@ def _main(argv: Sequence[str]) -> int:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely bytes; 0 = all")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (>= 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add_threads_flag(p)
     a = p.parse_args(argv)
+    apply_threads(a.threads)
     check_sampling(a.temperature, a.top_k)
     if a.length < 0:
         raise ValueError(f"--length must be >= 0, got {a.length}")

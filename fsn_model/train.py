@@ -69,6 +69,7 @@ from .run_dir import (
     resume_overrides,
     save_run,
 )
+from .threads import add_threads_flag, apply_threads, choose_threads
 from .train_config import FIXED_ON_RESUME, MAX_SEED, RUNTIME_FIELDS, TrainConfig, model_config_of, validate
 
 __all__ = ["TrainConfig", "train", "validate", "resume_config", "model_config_of", "lr_at", "main",
@@ -329,8 +330,7 @@ def _parser() -> OneLineParser:
                       description="Train an FSN (or baseline) byte-level LM. With no arguments: the CPU quickstart "
                       "on the Python stdlib corpus.")
     add_dataclass_flags(p, TrainConfig)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's default, "
-                   "which follows OMP_NUM_THREADS); on a busy machine 1 can be many times faster")
+    add_threads_flag(p)
     p.add_argument("--sample", type=int, default=200, help="bytes to sample at the end (0: none)")
     return p
 
@@ -340,8 +340,7 @@ def _config_from_args(argv: Sequence[str]) -> Tuple[TrainConfig, Dict[str, Any]]
     takes the saved config and only the flags given explicitly."""
     args = vars(_parser().parse_args(argv))
     cli_only = {name: args.pop(name) for name in CLI_ONLY}
-    if cli_only["threads"] is not None and cli_only["threads"] < 1:
-        raise ValueError(f"--threads must be >= 1, got {cli_only['threads']}")
+    choose_threads(cli_only["threads"])  # a bad --threads fails before anything runs
     if cli_only["sample"] < 0:
         raise ValueError(f"--sample must be >= 0, got {cli_only['sample']}")
     if not args["resume"]:
@@ -354,8 +353,7 @@ def _config_from_args(argv: Sequence[str]) -> Tuple[TrainConfig, Dict[str, Any]]
 
 def _main(argv: Sequence[str]) -> int:
     cfg, cli_only = _config_from_args(argv)
-    if cli_only["threads"] is not None:
-        torch.set_num_threads(cli_only["threads"])
+    apply_threads(cli_only["threads"])
     t0 = time.time()
     try:
         log = train(cfg)

@@ -69,6 +69,7 @@ from fsn_model.checkpoint import load_model, resolve_device
 from fsn_model.cli import OneLineParser, add_dataclass_flags, values_for
 from fsn_model.data import eval_windows, load_corpus
 from fsn_model.provenance import device_name, git_commit
+from fsn_model.threads import add_threads_flag, apply_threads
 
 from . import report
 from .files import settings_id
@@ -248,6 +249,7 @@ def add_study_flags(p: OneLineParser, tool: str, stem: str, defaults: Dict[str, 
                    "<settings id>); a file of other settings there is refused, one of the same settings grows")
     p.add_argument("--runs-dir", default=None, help="folder for run directories; finished runs of the same settings "
                    f"there are read back (default runs/{tool}/<corpus>, under the current directory)")
+    add_threads_flag(p)
 
 
 def base_config(a) -> "train_mod.TrainConfig":
@@ -282,6 +284,7 @@ def shared_settings(tool: str, a, data_sha256: str) -> Dict[str, Any]:
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
+    apply_threads(a.threads)  # once, for every run of this process
     device = resolve_device(a.device)
     if a.copy_windows < 0:
         raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")

@@ -58,6 +58,7 @@ from fsn_model.checkpoint import resolve_device
 from fsn_model.cli import OneLineParser, model_knob_types, parse_knobs
 from fsn_model.data import load_corpus
 from fsn_model.provenance import device_name, git_commit
+from fsn_model.threads import apply_threads
 
 from . import report
 from .compare import _copy_depth, add_study_flags, base_config, default_dir, parse_seeds, shared_settings, train_fit
@@ -187,6 +188,7 @@ def _parser() -> OneLineParser:
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
+    apply_threads(a.threads)  # once, for every run of this process
     device = resolve_device(a.device)
     if a.copy_windows < 0:
         raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")

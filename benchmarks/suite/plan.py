@@ -26,7 +26,7 @@ class Rates:
     compile_s: float  # one kernel compiled (Triton -> cubin), or one interpreter warm-up
     fixed_s: float  # per case: inputs, reference check, allocator, Python overhead
     call_floor_s: float  # one timed call at least (launches; the interpreter's overhead)
-    op_flops_per_s: float  # the op's "triton" and "sdpa" backends and the SDPA yardstick
+    op_flops_per_s: float  # the op's "triton" and "stock" backends and the SDPA yardstick
     reference_flops_per_s: float  # the T x T reference
     model_step_s: Dict[str, float]  # one training step per model size
     decode_step_s: float  # one decode step (B = 1)

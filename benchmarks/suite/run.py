@@ -2,7 +2,7 @@
 
 Stages in priority order (``benchmarks/suite/plan.py``): environment -> parity (fp32,
 bf16, fp16, fp32 under bf16 autocast) -> op timing at T = 4k, 1k, 16k (the shipped op's
-"triton" and "sdpa" backends, and the SDPA yardstick at matched FLOPs) -> model training
+"triton" and "stock" backends, and the SDPA yardstick at matched FLOPs) -> model training
 tokens/s -> the rest of the op grid -> decode. Before each case the driver estimates its
 cost (compiles it has not done yet included, scaled by how the finished cases compared
 with their estimates) and skips it when it would end past ``--budget`` seconds from the

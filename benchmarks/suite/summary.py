@@ -5,7 +5,7 @@ of the performance model next to its measurement, read from the suite's JSONL fi
   bound);
 * fused ("triton" backend) fwd+bwd TFLOP/s over the SDPA yardstick's at matched FLOPs,
   per T (target >= 0.9);
-* fused over the op's stock-PyTorch backend ("sdpa") at T = 4096 (target >= 2x), both
+* fused over the op's stock-PyTorch backend ("stock") at T = 4096 (target >= 2x), both
   passes;
 * model training tokens/s, FSN over the transformer; decode tokens/s likewise;
 * the fused op's predicted time (``benchmarks/results/perf-model-sm90.json``) next to

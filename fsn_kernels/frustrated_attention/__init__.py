@@ -30,9 +30,11 @@ The "triton" backend, binding -> launchers and kernels -> launch setup -> device
 
 The other backends:
 
-* ``sdpa`` -- the "sdpa" backend: stock PyTorch, per-token features and one causal SDPA
-  call per sequence.
-* ``decode_stock`` -- its decode step over the phase cache.
+* ``stock`` -- the "stock" backend's math: stock PyTorch, per-token features and one causal
+  SDPA call per sequence.
+* ``stock_function`` -- its custom ops and autograd Function (the written-out backward).
+* ``stock_decode`` -- its decode step over the phase cache.
+* ``precision`` -- the compute dtype of the stock and reference paths.
 * ``naive`` -- the "reference" backend: the T x T float64-capable reference, the tests'
   ground truth (the op and its decode step).
 

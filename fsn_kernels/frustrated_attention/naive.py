@@ -11,9 +11,7 @@ from typing import Optional
 
 import torch
 
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .precision import compute_dtype as _compute_dtype
 
 
 def naive_frustrated_attention(
@@ -32,8 +30,9 @@ def naive_frustrated_attention(
         coupling: complex (H, D, NH, 2); ``[..., n-1, 0]`` is K_n, ``[..., n-1, 1]`` is L_n.
         omega: (H, D) real rotary drift per position, or None.
         scale: score scale, default ``D ** -0.5``.
-        compute_dtype: dtype of every operation; default float64 for float64 inputs and
-            float32 otherwise. bf16/fp16 give the "plain PyTorch in low precision" yardstick
+        compute_dtype: dtype of every operation; default ``precision.compute_dtype`` of
+            theta's and gate's (float64 if either is float64, else float32). bf16/fp16
+            give the "plain PyTorch in low precision" yardstick
             of the GPU tolerance rule.
 
     Returns:
@@ -42,7 +41,7 @@ def naive_frustrated_attention(
     """
     B, T, H, D = theta.shape
     NH = coupling.shape[2]
-    cdt = compute_dtype or _compute_dtype(theta.dtype)
+    cdt = compute_dtype or _compute_dtype(theta.dtype, gate.dtype)
     if scale is None:
         scale = D ** -0.5
     th = theta.to(cdt).permute(0, 2, 1, 3)  # (B, H, T, D)
@@ -96,7 +95,7 @@ def kuramoto_closed_form(theta, gate, omega=None, scale=None, alpha=0.0):
 
 def _attention_weights(theta, gate, omega=None, scale=None):
     B, T, H, D = theta.shape
-    cdt = _compute_dtype(theta.dtype)
+    cdt = _compute_dtype(theta.dtype, gate.dtype)
     scale = D ** -0.5 if scale is None else scale
     th = theta.to(cdt).permute(0, 2, 1, 3)
     pos = torch.arange(T, device=theta.device, dtype=cdt)

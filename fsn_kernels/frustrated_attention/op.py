@@ -2,11 +2,11 @@
 (``validation.py``) and dispatches to one backend.
 
 "triton" runs the fused kernels through the autograd Function and the registered custom
-ops of ``triton_function.py`` (decode: the decode kernels of ``decoding.py``). The "sdpa"
-backend is the stock-PyTorch composition (``sdpa.py``; decode: ``decode_stock.py``) and
-"reference" the T x T float64-capable reference (``naive.py``), both differentiated by
-torch autograd. :func:`frustrated_attention_decode` is one inference step over a phase
-cache.
+ops of ``triton_function.py`` (decode: the decode kernels of ``decoding.py``). "stock" is
+the stock-PyTorch composition (``stock.py``, its custom ops and autograd Function in
+``stock_function.py``; decode: ``stock_decode.py``) and "reference" the T x T
+float64-capable reference (``naive.py``, differentiated by torch autograd).
+:func:`frustrated_attention_decode` is one inference step over a phase cache.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from .constants import DOT_IEEE
-from .decode_stock import decode_stock
 from .decoding import decode_fwd
 from .naive import decode_reference, naive_frustrated_attention
-from .sdpa import sdpa_frustrated_attention
+from .stock_decode import decode_stock
+from .stock_function import stock_frustrated_attention
 from .triton_function import FrustratedAttentionFunction, matmul_dot_mode
 from .validation import (
     check_cu_seqlens,
@@ -49,8 +49,8 @@ def frustrated_attention(
 
     Args:
         theta: (B, T, H, D) real phases, float32 / bfloat16 / float16, or float64 (the
-            "sdpa" and "reference" backends compute it in float64; "auto" routes float64
-            to "sdpa", "triton" refuses it). Any real number is an angle.
+            "stock" and "reference" backends compute it in float64; "auto" routes float64
+            to "stock", "triton" refuses it). Any real number is an angle.
         gate: (B, T, H, D) real query gate g.
         coupling: complex (H, D, NH, 2), 1 <= NH <= 8: ``[..., n-1, 0]`` is K_n (static),
             ``[..., n-1, 1]`` is L_n (one-step delay).
@@ -64,11 +64,12 @@ def frustrated_attention(
             it reads it on the host once per call.)
         return_lse: also return the row log-sum-exp of the scores.
         backend: "auto" (the Triton kernels on CUDA for float32/bf16/fp16 where Triton
-            is usable, "sdpa" everywhere else), "triton" (the kernels; CUDA, or CPU under
-            ``TRITON_INTERPRET=1``), "sdpa" (stock PyTorch: per-token features and one
+            is usable, "stock" everywhere else), "triton" (the kernels; CUDA, or CPU under
+            ``TRITON_INTERPRET=1``), "stock" (stock PyTorch: per-token features and one
             causal SDPA call, memory linear in T where PyTorch's SDPA kernel is),
             "reference" (the T x T reference of ``naive.py``, the tests' ground truth).
-            The old name "torch" raises a ValueError naming "reference" and "sdpa".
+            The old name "torch" raises a ValueError naming "reference" and "stock";
+            "sdpa" (the stock path's old name) runs "stock" with a DeprecationWarning.
         deterministic: accepted for flash-attn compatibility. The backward uses no atomics
             and reduces coupling partials in a fixed order, so it is always
             deterministic; the flag changes nothing and costs nothing.
@@ -76,7 +77,7 @@ def frustrated_attention(
     Returns:
         out (B, T, H, D) in theta's dtype, the phase increment; with ``return_lse``
         the pair (out, lse), lse (B, H, T) in natural log, float32 (float64 from the
-        "sdpa" and "reference" backends for float64 inputs).
+        "stock" and "reference" backends for float64 inputs).
 
     Precision: in the kernels phases, trig, the softmax and all accumulation are fp32.
     Matmul operands are fp32 with IEEE products for float32 inputs, bf16 for bfloat16
@@ -99,8 +100,8 @@ def frustrated_attention(
     if impl == "reference":
         out, lse = _reference_packed(theta, gate, coupling, omega, scale, cu_seqlens)
         out = out.to(theta.dtype)
-    elif impl == "sdpa":
-        out, lse = sdpa_frustrated_attention(theta, gate, coupling, omega, scale, cu_seqlens)
+    elif impl == "stock":
+        out, lse = stock_frustrated_attention(theta, gate, coupling, omega, scale, cu_seqlens)
     else:
         check_triton_runnable(theta.device)
         dot = matmul_dot_mode(theta)
@@ -148,7 +149,7 @@ def frustrated_attention_decode(
 
     Args:
         theta_new, gate_new: (B, 1, H, D) real (float32 / bfloat16 / float16; float64 on
-            the "sdpa" and "reference" backends), the new token's phases and gate.
+            the "stock" and "reference" backends), the new token's phases and gate.
         coupling: complex (H, D, NH, 2), 1 <= NH <= 8, as in :func:`frustrated_attention`.
         omega: (H, D) real rotary drift or None.
         scale: positive score scale; None means ``D ** -0.5``.
@@ -157,9 +158,9 @@ def frustrated_attention_decode(
         cache_seqlens: (B,) int32, tokens already cached per sequence (ragged batches),
             each in ``[0, T_max - 1]``.
         backend: "auto" (the kernels on CUDA for float32/bf16/fp16 where Triton is
-            usable, "sdpa" otherwise), "triton" (CUDA, or CPU under ``TRITON_INTERPRET=1``),
-            "sdpa" (stock PyTorch over the phase cache, O(cache length) per step:
-            ``decode_stock.py``), "reference" (:func:`naive_frustrated_attention` on each
+            usable, "stock" otherwise), "triton" (CUDA, or CPU under ``TRITON_INTERPRET=1``),
+            "stock" (stock PyTorch over the phase cache, O(cache length) per step:
+            ``stock_decode.py``), "reference" (:func:`naive_frustrated_attention` on each
             prefix, O(length^2) per step).
         num_splits: splits of the cache length (flash-decoding); default: about 4
             programs per SM, one split off CUDA. Results do not depend on it beyond rounding.
@@ -178,7 +179,7 @@ def frustrated_attention_decode(
             return torch.empty_like(theta_new)
         if impl == "reference":
             return decode_reference(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens)
-        if impl == "sdpa":
+        if impl == "stock":
             return decode_stock(theta_new, gate_new, coupling, omega, scale, phase_cache, cache_seqlens)
         check_triton_runnable(theta_new.device)
         coupling_real = torch.view_as_real(coupling.resolve_conj()).float().contiguous()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 
@@ -15,9 +16,10 @@ MAX_HEAD_DIM = 128
 MAX_HARMONICS = 8
 MAX_GRID_DIM = 65535
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-BACKENDS = ("auto", "triton", "sdpa", "reference")
-RENAMED_BACKENDS = {"torch": "'reference' (the T x T reference it meant) or 'sdpa' (the memory-linear stock-PyTorch "
+BACKENDS = ("auto", "triton", "stock", "reference")
+RENAMED_BACKENDS = {"torch": "'reference' (the T x T reference it meant) or 'stock' (the memory-linear stock-PyTorch "
                              "path that 'auto' now uses off the kernels)"}
+DEPRECATED_BACKENDS = {"sdpa": "stock"}  # old name -> new name: still runs, with a DeprecationWarning
 MIN_TRITON_CAPABILITY = (7, 0)
 
 
@@ -87,8 +89,8 @@ def _check_backend(backend, theta, gate, theta_name: str, gate_name: str) -> Non
     if backend == "triton" and wide:
         raise ValueError(
             f"the Triton backend computes in float32 and would silently lose float64's precision; got {theta_name} "
-            f"{theta.dtype} and {gate_name} {gate.dtype}: use backend='sdpa' or 'reference' (or 'auto', which "
-            "routes float64 to 'sdpa') for float64, or cast the inputs to float32"
+            f"{theta.dtype} and {gate_name} {gate.dtype}: use backend='stock' or 'reference' (or 'auto', which "
+            "routes float64 to 'stock') for float64, or cast the inputs to float32"
         )
     if uses_kernels and max(B, H) > MAX_GRID_DIM:
         raise ValueError(
@@ -98,7 +100,7 @@ def _check_backend(backend, theta, gate, theta_name: str, gate_name: str) -> Non
     if uses_kernels and D > MAX_HEAD_DIM:
         raise ValueError(
             f"the Triton backend supports D (oscillators per head) from 1 to {MAX_HEAD_DIM}, "
-            f"got D={D}; use backend='sdpa' for larger D"
+            f"got D={D}; use backend='stock' for larger D"
         )
 
 
@@ -115,12 +117,20 @@ def check_scale(scale, D: int) -> float:
     return scale
 
 
-def check_backend(backend) -> None:
-    """A known backend name; a renamed one gets an error naming its replacement."""
+def check_backend(backend) -> str:
+    """A known backend name, returned in its current spelling: a deprecated name (``"sdpa"``,
+    now ``"stock"``) warns (DeprecationWarning) and gives the new one; a renamed one whose
+    meaning split gets an error naming its replacements."""
     if isinstance(backend, str) and backend in RENAMED_BACKENDS:
         raise ValueError(f"backend={backend!r} was renamed: use {RENAMED_BACKENDS[backend]}")
+    if isinstance(backend, str) and backend in DEPRECATED_BACKENDS:
+        new = DEPRECATED_BACKENDS[backend]
+        warnings.warn(f"backend={backend!r} is deprecated: it is now called {new!r} (the stock-PyTorch path)",
+                      DeprecationWarning, stacklevel=3)
+        return new
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
 
 
 _TRITON_USABLE = {}
@@ -143,13 +153,13 @@ def triton_usable(device: torch.device) -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device, wide: bool) -> str:
-    """The implementation a backend name runs: "triton", "sdpa" or "reference". "auto" is
+    """The implementation a backend name runs: "triton", "stock" or "reference". "auto" is
     the kernels on a CUDA device where Triton is usable, for non-float64 inputs (``wide``
-    False), and the stock-PyTorch "sdpa" path everywhere else."""
-    check_backend(backend)
+    False), and the stock-PyTorch "stock" path everywhere else."""
+    backend = check_backend(backend)
     if backend != "auto":
         return backend
-    return "triton" if not wide and triton_usable(device) else "sdpa"
+    return "triton" if not wide and triton_usable(device) else "stock"
 
 
 def check_triton_runnable(device: torch.device) -> None:
@@ -238,7 +248,7 @@ def check_kernel_limits(D: int, NH: int, fp32_matmuls: bool, on_gpu: bool) -> No
         raise ValueError(
             f"the Triton backend with float32 matmuls supports NH_P * D_P <= {MAX_FP32_VALUE_WIDTH} "
             f"(NH and D padded to powers of two), got NH={NH}, D={D} -> {nh_p} * {d_p} = {nh_p * d_p}; "
-            "use bfloat16/float16 inputs or torch.autocast, fewer harmonics, or backend='sdpa'"
+            "use bfloat16/float16 inputs or torch.autocast, fewer harmonics, or backend='stock'"
         )
 
 

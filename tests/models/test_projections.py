@@ -46,8 +46,8 @@ def test_fresh_model_with_projections_equals_the_model_without(heads, out, per_l
     the new tensors of a layer (in weight and bias, out weight; fewer with heads 0 or no out)."""
     torch.manual_seed(1)
     cfg = dict(dim=16, n_layers=2, n_heads=2, hidden=24)
-    plain = FSNLM(FSNConfig(**cfg), backend="sdpa").eval()
-    proj = FSNLM(FSNConfig(**cfg, projections=True, projected_heads=heads, project_output=out), backend="sdpa").eval()
+    plain = FSNLM(FSNConfig(**cfg), backend="stock").eval()
+    proj = FSNLM(FSNConfig(**cfg, projections=True, projected_heads=heads, project_output=out), backend="stock").eval()
     result = proj.load_state_dict(plain.state_dict(), strict=False)
     assert not result.unexpected_keys and len(result.missing_keys) == per_layer * 2
     idx = torch.randint(0, 256, (2, 11))
@@ -118,7 +118,7 @@ def test_projections_without_the_output_map_in_float64(perturb):
 
 def test_model_with_projections_is_causal_bit_exact(perturb):
     torch.manual_seed(3)
-    model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, projections=True), backend="sdpa").eval()
+    model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, hidden=24, projections=True), backend="stock").eval()
     for block in model.blocks:
         perturb(block.attn)
     idx = torch.randint(0, 256, (2, 12))
@@ -189,7 +189,7 @@ def test_projections_keep_phases_and_increments_in_theta_dtype_under_autocast(pe
     """Under bf16 autocast the linear maps run in bf16, but projected (an angle) and the returned
     increments stay in theta's float32, as without projections."""
     torch.manual_seed(4)
-    layer = FrustratedAttention(16, 2, projections=True, backend="sdpa")
+    layer = FrustratedAttention(16, 2, projections=True, backend="stock")
     perturb(layer, std=0.1)
     theta = torch.randn(2, 9, 16)
     with torch.no_grad():
@@ -205,7 +205,7 @@ def test_prefill_projects_each_layer_once_and_matches_the_forward(perturb):
     """The prefill caches projected = in_proj(theta) and the attention reuses it: one projection per
     layer, and the same logits as the forward."""
     torch.manual_seed(6)
-    model = FSNLM(FSNConfig(dim=12, n_layers=2, n_heads=2, hidden=16, projections=True), backend="sdpa").eval()
+    model = FSNLM(FSNConfig(dim=12, n_layers=2, n_heads=2, hidden=16, projections=True), backend="stock").eval()
     for block in model.blocks:
         perturb(block.attn)
     calls = []
@@ -228,7 +228,7 @@ def test_token_shift_with_projections_reads_the_previous_tokens_projected_phases
     torch.manual_seed(7)
     cfg = FSNConfig(dim=8, n_layers=1, n_heads=2, hidden=12, n_modes=5, mixer=mixer, projections=True,
                     token_shift=True)
-    block = FSNLM(cfg, backend="sdpa").double().blocks[0]
+    block = FSNLM(cfg, backend="stock").double().blocks[0]
     perturb(block.attn)
     with torch.no_grad():
         for name, p in block.mix.named_parameters():

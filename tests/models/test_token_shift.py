@@ -82,7 +82,7 @@ def test_meanfield_with_shift_trains_its_mix():
 def test_model_with_shift_is_causal_and_uses_the_previous_token(mixer):
     torch.manual_seed(2)
     model = FSNLM(FSNConfig(dim=16, n_layers=2, n_heads=2, mixer=mixer, hidden=24, n_modes=6,
-                            token_shift=True), backend="sdpa").eval()
+                            token_shift=True), backend="stock").eval()
     idx = torch.randint(0, 256, (2, 12))
     idx2 = idx.clone()
     idx2[:, 7] = (idx2[:, 7] + 1) % 256

@@ -229,8 +229,8 @@ def test_the_stock_decode_step_under_cpu_autocast_equals_it_without():
     """Under CPU bf16 autocast the stock step computes in float32 (autocast off inside), as
     without autocast: a model generating under autocast decodes what its forward computes."""
     c = _case(2, 6, 2, 8, 2, [3, 5])
-    plain, cache_plain = _decode(c, "sdpa")
+    plain, cache_plain = _decode(c, "stock")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        auto, cache_auto = _decode(c, "sdpa")
+        auto, cache_auto = _decode(c, "stock")
     assert auto.dtype == torch.float32 and torch.equal(auto, plain)
     assert torch.equal(cache_auto.nan_to_num(7.0), cache_plain.nan_to_num(7.0))

@@ -132,17 +132,17 @@ def test_fp32_matmul_width_limit_names_the_fix():
     check_kernel_limits(64, 8, fp32_matmuls=True, on_gpu=True)  # 8 * 64 = 512 fits
 
 
-def test_triton_backend_refuses_float64_and_auto_routes_it_to_sdpa():
+def test_triton_backend_refuses_float64_and_auto_routes_it_to_stock():
     kwargs = {k: (v.double() if isinstance(v, torch.Tensor) and not v.is_complex() else v) for k, v in good().items()}
-    with pytest.raises(ValueError, match="float64.*backend=.sdpa."):
+    with pytest.raises(ValueError, match="float64.*backend=.stock."):
         frustrated_attention(**kwargs, backend="triton")
     out = frustrated_attention(**kwargs, backend="auto")
     assert out.dtype == torch.float64
-    assert torch.equal(out, frustrated_attention(**kwargs, backend="sdpa"))
+    assert torch.equal(out, frustrated_attention(**kwargs, backend="stock"))
 
 
 def test_the_old_backend_name_torch_is_refused_naming_its_replacements():
     for call in (lambda: frustrated_attention(**good(), backend="torch"),
                  lambda: build_model("fsn", "30k", n_layers=1, backend="torch")):
-        with pytest.raises(ValueError, match="backend='torch' was renamed: use 'reference'.*'sdpa'"):
+        with pytest.raises(ValueError, match="backend='torch' was renamed: use 'reference'.*'stock'"):
             call()

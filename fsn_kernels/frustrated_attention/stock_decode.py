@@ -1,4 +1,4 @@
-"""One decode step from stock PyTorch over the phase cache (the ``"sdpa"`` decode
+"""One decode step from stock PyTorch over the phase cache (the ``"stock"`` decode
 backend): O(cache length) work and memory per new token.
 
 For sequence ``b`` with ``t = cache_seqlens[b]`` cached tokens the new token sits at
@@ -20,7 +20,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .sdpa import compute_dtype
+from .precision import compute_dtype
 
 _ROTARY: Dict[Tuple, Tensor] = {}  # exp(i omega u) tables, keyed by omega's values
 _ROTARY_KEEP = 8
