@@ -59,7 +59,7 @@ import datetime as _dt
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -282,28 +282,60 @@ def shared_settings(tool: str, a, data_sha256: str) -> Dict[str, Any]:
     return dict(tool=tool, data_sha256=data_sha256, copy_windows=a.copy_windows, **train)
 
 
-def _main(argv: Sequence[str]) -> int:
-    a = _parser().parse_args(argv)
-    apply_threads(a.threads)  # once, for every run of this process
+def start_study(a) -> torch.device:
+    """What fsn-compare and fsn-sweep do first: the thread count (once, for every run of this
+    process), the device and the copy-depth windows checked."""
+    apply_threads(a.threads)
     device = resolve_device(a.device)
     if a.copy_windows < 0:
         raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")
-    plan = _plan(a)
-    for item in plan:  # every setting checked before the corpus is read and before the first run
-        train_mod.validate(_config(a, item))
+    return device
+
+
+@dataclasses.dataclass
+class Study:
+    """What :func:`run_study` ran: the corpus, the shared settings, every record of the results
+    file (earlier ones merged), and where the files go (``out_dir / stem.*``)."""
+
+    corpus: Any
+    settings: Dict[str, Any]
+    records: List[Dict[str, Any]]
+    out_dir: Path
+    stem: str
+
+
+def run_study(a, tool: str, stem_prefix: str, plan: List[Dict[str, Any]], plan_runs_fn, record_fn,
+              describe: Callable[[Dict[str, Any]], str], key: Callable[[Dict[str, Any]], Any]) -> Study:
+    """Read the corpus, identify the runs (``plan_runs_fn(a, plan, sha256)``), claim the
+    results file of these settings before any training (:func:`fsn_studies.report.prepare`),
+    execute every run (finished ones are read back) and merge the records with the file's
+    earlier ones by ``key``; runs go to ``--runs-dir`` and files to ``--out``, by default under
+    ``runs/<tool>/<corpus>`` of the working directory."""
     corpus = load_corpus(a.data)
-    runs = plan_runs(a, plan, corpus.sha256)
-    settings = shared_settings("fsn-compare", a, corpus.sha256)
-    runs_dir = Path(a.runs_dir) if a.runs_dir else default_dir("compare", corpus.name)
-    out_dir = Path(a.out) if a.out else default_dir("compare", corpus.name) / "results"
-    stem = a.name or f"quality-{report.slug(corpus.name)}-{a.params}-{a.steps}steps-{settings_id(settings)}"
+    runs = plan_runs_fn(a, plan, corpus.sha256)
+    settings = shared_settings(f"fsn-{tool}", a, corpus.sha256)
+    runs_dir = Path(a.runs_dir) if a.runs_dir else default_dir(tool, corpus.name)
+    out_dir = Path(a.out) if a.out else default_dir(tool, corpus.name) / "results"
+    stem = a.name or f"{stem_prefix}-{report.slug(corpus.name)}-{a.params}-{a.steps}steps-{settings_id(settings)}"
     earlier = report.prepare(out_dir, stem, settings)  # before any training: --out writable, file ours
     records = []
     for i, (item, run) in enumerate(zip(plan, runs)):
-        print(f"[{i + 1}/{len(plan)}] {item['label']} seed {item['seed']} lr {item['lr']:g}", flush=True)
-        records.append(_record(item, run, execute(run, runs_dir), a, runs_dir))
+        print(f"[{i + 1}/{len(plan)}] {describe(item)}", flush=True)
+        records.append(record_fn(item, run, execute(run, runs_dir), a, runs_dir))
         print(f"    final val {final_val(records[-1]):.4f} bits/byte ({records[-1]['params']:,} params)", flush=True)
-    records = report.merge(earlier, records, key=lambda r: (_label(r), r["seed"]))
+    return Study(corpus, settings, report.merge(earlier, records, key=key), out_dir, stem)
+
+
+def _main(argv: Sequence[str]) -> int:
+    a = _parser().parse_args(argv)
+    device = start_study(a)
+    plan = _plan(a)
+    for item in plan:  # every setting checked before the corpus is read and before the first run
+        train_mod.validate(_config(a, item))
+    study = run_study(a, "compare", "quality", plan, plan_runs, _record,
+                      describe=lambda item: f"{item['label']} seed {item['seed']} lr {item['lr']:g}",
+                      key=lambda r: (_label(r), r["seed"]))
+    corpus, settings, records, out_dir, stem = study.corpus, study.settings, study.records, study.out_dir, study.stem
     summary = _summary(records)
     copy = _copy_depth(records, a, device) if a.copy_windows > 0 else None
     doc = dict(

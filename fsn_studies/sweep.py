@@ -54,17 +54,14 @@ import torch
 
 from fsn_model import train as train_mod
 from fsn_model.build import MODEL_NAMES
-from fsn_model.checkpoint import resolve_device
 from fsn_model.cli import OneLineParser, model_knob_types, parse_knobs
-from fsn_model.data import load_corpus
 from fsn_model.provenance import device_name, git_commit
-from fsn_model.threads import apply_threads
 
 from . import report
-from .compare import _copy_depth, add_study_flags, base_config, default_dir, parse_seeds, shared_settings, train_fit
+from .compare import _copy_depth, add_study_flags, base_config, parse_seeds, run_study, start_study, train_fit
 from .files import settings_id
 from .records import FINAL_VAL, final_val
-from .runs import Run, execute, plan_run, refuse_repeats, run_study_cli
+from .runs import Run, plan_run, refuse_repeats, run_study_cli
 
 TRAIN_KEYS = ("lr", "warmup")
 
@@ -188,24 +185,11 @@ def _parser() -> OneLineParser:
 
 def _main(argv: Sequence[str]) -> int:
     a = _parser().parse_args(argv)
-    apply_threads(a.threads)  # once, for every run of this process
-    device = resolve_device(a.device)
-    if a.copy_windows < 0:
-        raise ValueError(f"--copy-windows must be >= 0, got {a.copy_windows}")
+    device = start_study(a)
     plan = _plan(a)
-    corpus = load_corpus(a.data)
-    runs = plan_runs(a, plan, corpus.sha256)
-    settings = shared_settings("fsn-sweep", a, corpus.sha256)
-    runs_dir = Path(a.runs_dir) if a.runs_dir else default_dir("sweep", corpus.name)
-    out_dir = Path(a.out) if a.out else default_dir("sweep", corpus.name) / "results"
-    stem = a.name or f"sweep-{report.slug(corpus.name)}-{a.params}-{a.steps}steps-{settings_id(settings)}"
-    earlier = report.prepare(out_dir, stem, settings)  # before any training: --out writable, file ours
-    records = []
-    for i, (item, run) in enumerate(zip(plan, runs)):
-        print(f"[{i + 1}/{len(plan)}] {item['trial']} seed {item['seed']}", flush=True)
-        records.append(_record(item, run, execute(run, runs_dir), a, runs_dir))
-        print(f"    final val {final_val(records[-1]):.4f} bits/byte ({records[-1]['params']:,} params)", flush=True)
-    records = report.merge(earlier, records, key=lambda r: (r["trial"], r["seed"]))
+    study = run_study(a, "sweep", "sweep", plan, plan_runs, _record, describe=lambda item: f"{item['trial']} seed "
+                      f"{item['seed']}", key=lambda r: (r["trial"], r["seed"]))
+    corpus, settings, records, out_dir, stem = study.corpus, study.settings, study.records, study.out_dir, study.stem
     summary = summarise(records)
     copy = _copy_depth(records, a, device) if a.copy_windows > 0 else None
     doc = dict(
