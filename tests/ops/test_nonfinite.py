@@ -3,8 +3,10 @@ non-finite that the float64 reference makes non-finite on the stock path, for se
 1 to 8 tokens (where PyTorch's CPU attention kernel alone would drop a NaN score row). The
 Triton kernels never make an output non-finite that the reference keeps finite, and always
 make some non-finite; they compute the diagonal score in closed form, so a NaN phase
-does not reach the other oscillators of its own row through it, and they saturate
-+-inf phases to a point of the circle (README), so only NaN phases are drawn for them."""
+does not reach the other oscillators of its own row through it (and omega, which enters
+only the differences omega * (t - u) with u < t, reaches no output of a single token,
+where the reference's NaN comes from NaN * 0), and they saturate +-inf phases to a point
+of the circle (README), so only NaN phases are drawn for them."""
 import math
 
 import pytest
@@ -45,7 +47,8 @@ def test_non_finite_input_poisons_exactly_the_reference_outputs(backend, T, wher
     assert want.any(), "the reference must see the non-finite input"
     where_ = f"non-finite outputs at {bad.nonzero().tolist()}, the reference's at {want.nonzero().tolist()}"
     if backend == "triton":
-        assert bad.any() and not (bad & ~want).any(), where_
+        assert not (bad & ~want).any(), where_
+        assert bad.any() or (where == "omega" and T == 1), where_
         return
     assert torch.equal(bad, want), where_
     assert torch.equal(~torch.isfinite(lse), ~torch.isfinite(ref_lse)), "lse rows"
