@@ -60,7 +60,7 @@ def alternate(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1) 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-MODEL_SIDES = ("fsn", "fsn-stock-eager", "fsn-compiled", "transformer", "transformer-compiled")
+MODEL_SIDES = ("fsn", "fsn-paper", "fsn-stock-eager", "fsn-compiled", "transformer", "transformer-compiled")
 
 
 def _stock_setting(step: Callable[[], None], setting: str) -> Callable[[], None]:
@@ -82,8 +82,9 @@ def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, ro
     """Train steps at ``params`` of each side in ``sides`` (:data:`MODEL_SIDES`), alternated
     round by round, ``threads`` torch threads (recorded as ``step_threads``: the result
     writer's ``cpu_threads`` is the session's). "fsn": the default path (on a CPU the stock
-    path, its per-token work compiled where that pays); "fsn-stock-eager": the same with that
-    work eager (``FSN_STOCK_COMPILE=off``); "-compiled": ``torch.compile`` of the model (its
+    path, its per-token work compiled where that pays); "fsn-paper": the paper's FSN (no
+    projections) on that path; "fsn-stock-eager": "fsn" with that work eager
+    (``FSN_STOCK_COMPILE=off``); "-compiled": ``torch.compile`` of the model (its
     first calls, the compile, are warm-up and reported as ``compile_s``). Ratios are against
     the transformer side of the same kind (compiled against compiled)."""
     unknown = set(sides) - set(MODEL_SIDES)
@@ -94,10 +95,11 @@ def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, ro
     try:
         torch.manual_seed(0)
         fsn = fsn_model.build_model("fsn", params)
+        paper = fsn_model.build_model("fsn-paper", params) if "fsn-paper" in sides else None
         tr = fsn_model.build_model("transformer", params)
         steps, compile_s = {}, {}
         for side in sides:
-            model = fsn if side.startswith("fsn") else tr
+            model = paper if side == "fsn-paper" else fsn if side.startswith("fsn") else tr
             if side.endswith("-compiled"):
                 model = torch.compile(model)
             step = train_step_fn(model, B, T)
@@ -111,11 +113,15 @@ def model_step_case(params: str, B: int = 16, T: int = 128, threads: int = 1, ro
     finally:
         torch.set_num_threads(before)
     case = dict(impl="model-train-step", params=params, fsn_params=fsn_model.count_params(fsn),
-                transformer_params=fsn_model.count_params(tr), B=B, T=T, step_threads=threads, rounds=rounds,
+                transformer_params=fsn_model.count_params(tr),
+                **({"fsn_paper_params": fsn_model.count_params(paper)} if paper is not None else {}),
+                B=B, T=T, step_threads=threads, rounds=rounds,
                 sides=list(sides), side_ms=ms, first_call_s=compile_s, device="cpu", dtype="float32",
                 **{"pass": "train-step"})
     if "fsn" in ms and "transformer" in ms:
         case.update(fsn_ms=ms["fsn"], transformer_ms=ms["transformer"], ratio=ms["fsn"] / ms["transformer"])
+    if "fsn-paper" in ms and "transformer" in ms:
+        case["ratio_paper"] = ms["fsn-paper"] / ms["transformer"]
     if "fsn-stock-eager" in ms and "transformer" in ms:
         case["ratio_stock_eager"] = ms["fsn-stock-eager"] / ms["transformer"]
     if "fsn-compiled" in ms and "transformer-compiled" in ms:

@@ -2,8 +2,9 @@
 with the sides alternated (``benchmarks/cpu_steps.py``):
 
 * model train step, FSN vs the matched transformer, B = 16, T = 128, one and two threads:
-  FSN by default (the stock path's per-token work compiled inside its ops where that pays),
-  FSN with that work eager, and (full grid) both models under ``torch.compile``;
+  FSN by default (``fsn``: with the projections; the stock path's per-token work compiled
+  inside its ops where that pays), the paper's FSN (``fsn-paper``), ``fsn`` with that work
+  eager, and (full grid) both models under ``torch.compile``;
 * the op's forward + backward, "auto" vs the reference, with peak memory;
 * generation bytes/s through the phase cache;
 * the quickstart's wall time (``python -m fsn_model.train`` with no settings) with the
@@ -44,7 +45,7 @@ def _record(benchmark, record_case, case, ms):
 @pytest.mark.parametrize("params,threads", MODEL_GRID, ids=[f"{p}-{t}thread" for p, t in MODEL_GRID])
 def test_cpu_model_train_step_fsn_vs_transformer(benchmark, record_case, params, threads):
     B, T = (16, 128) if FULL else (2, 32)
-    sides = ("fsn", "fsn-stock-eager", "transformer")
+    sides = ("fsn", "fsn-paper", "fsn-stock-eager", "transformer")
     case = cpu_steps.model_step_case(params, B=B, T=T, threads=threads, rounds=6 if FULL else 2, sides=sides)
     assert case["sides"] == list(sides) and all(case["side_ms"][s] > 0 for s in sides)
     assert case["ratio"] == case["fsn_ms"] / case["transformer_ms"]
