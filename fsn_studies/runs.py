@@ -26,10 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-import torch
-
 from fsn_model import train as train_mod  # the module: tests may patch train_mod.train
-from fsn_model.build import build_model, parse_params
+from fsn_model.build import parse_params
 from fsn_model.cli import run_cli
 from fsn_model.config import config_to_dict
 
@@ -67,16 +65,9 @@ def training_settings(config: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def model_config_of(cfg: "train_mod.TrainConfig") -> Dict[str, Any]:
-    """The full config of the model ``cfg`` builds (on the meta device: no memory, no weights)."""
-    with torch.device("meta"):
-        model = build_model(cfg.model, cfg.params, **cfg.model_overrides)
-    return _json_plain(config_to_dict(model.config))
-
-
 def run_identity(cfg: "train_mod.TrainConfig", data_sha256: str) -> Dict[str, Any]:
     """Everything that changes what ``cfg`` trains (see the module docstring), JSON-plain."""
-    return _json_plain({"model_config": model_config_of(cfg), "data_sha256": data_sha256,
+    return _json_plain({"model_config": config_to_dict(train_mod.model_config_of(cfg)), "data_sha256": data_sha256,
                         "training": training_settings(dataclasses.asdict(cfg))})
 
 
