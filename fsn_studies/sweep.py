@@ -10,7 +10,7 @@ batches), and writes the files ``fsn-compare`` writes, in its schema:
   ``settings_id`` (the shared settings the file belongs to, :mod:`fsn_studies.report`), ``runs``
   (one per trial x seed: ``{model, trial, knobs, params, seed, lr, tokens, final_val_bits_per_byte,
   final_train_bpb, epochs, curve, run_id, run_dir, ...}``, the fit fields as in
-  :func:`fsn_studies.compare.train_fit`), ``summary`` (per trial: mean / std / min of the final
+  :func:`fsn_studies.study.train_fit`), ``summary`` (per trial: mean / std / min of the final
   val bits per byte over seeds) and ``copy_depth`` (test-window loss per copy-depth bin of each
   architecture's best run);
 * ``.png``: validation curves, one colour per trial; ``-copy-depth.png``;
@@ -58,10 +58,10 @@ from fsn_model.cli import OneLineParser, model_knob_types, parse_knobs
 from fsn_model.provenance import device_name, git_commit
 
 from . import report
-from .compare import _copy_depth, add_study_flags, base_config, parse_seeds, run_study, start_study, train_fit
 from .files import settings_id
 from .records import FINAL_VAL, final_val
 from .runs import Run, plan_run, refuse_repeats, run_study_cli
+from .study import add_study_flags, base_config, copy_depth_table, parse_seeds, run_study, start_study, train_fit
 
 TRAIN_KEYS = ("lr", "warmup")
 
@@ -191,7 +191,7 @@ def _main(argv: Sequence[str]) -> int:
                       f"{item['seed']}", key=lambda r: (r["trial"], r["seed"]))
     corpus, settings, records, out_dir, stem = study.corpus, study.settings, study.records, study.out_dir, study.stem
     summary = summarise(records)
-    copy = _copy_depth(records, a, device) if a.copy_windows > 0 else None
+    copy = copy_depth_table(records, a, corpus, device) if a.copy_windows > 0 else None
     doc = dict(
         kind="quality", study="sweep", device=device_name(device), corpus=corpus.name,
         corpus_info=corpus.describe(), commit=git_commit(), date=_dt.datetime.now().isoformat(timespec="seconds"),

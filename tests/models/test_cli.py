@@ -166,14 +166,14 @@ def test_the_flags_keep_their_names_and_defaults():
 def test_compare_and_sweep_take_the_shared_flags_from_train_config():
     import dataclasses
 
-    from fsn_studies import compare, sweep
+    from fsn_studies import compare, study, sweep
 
     defaults = train_mod.TrainConfig()
     for module, own in ((compare, {"params": "1M"}), (sweep, {"params": "250k", "steps": 800, "eval_every": 100})):
         parser = module._parser()
-        assert set(compare.SHARED_SETTINGS) <= _dests(parser)
+        assert set(study.SHARED_SETTINGS) <= _dests(parser)
         parsed = vars(parser.parse_args(["--trial", "fsn"] if module is sweep else []))
-        for name in compare.SHARED_SETTINGS:
+        for name in study.SHARED_SETTINGS:
             assert parsed[name] == own.get(name, getattr(defaults, name)), name
         a = parser.parse_args(["--trial", "fsn", "--lr", "0.5", "--seq-len", "8"] if module is sweep
                               else ["--lr", "0.5", "--seq-len", "8"])

@@ -11,7 +11,7 @@ import torch
 
 from fsn_model import build_model
 from fsn_model.config import config_to_dict
-from fsn_studies import compare
+from fsn_studies import compare, study
 
 LABELS = {"fsn", "fsn-paper", "fsn-meanfield", "transformer", "fsn-no-delay", "fsn-nh1"}
 
@@ -128,8 +128,8 @@ def test_a_rerun_reads_finished_runs_back(tmp_path, monkeypatch):
 def test_train_fit_averages_the_last_steps_in_bits():
     log = {"train": [{"step": i, "loss": loss * math.log(2)} for i, loss in enumerate([9.0, 3.0, 2.0, 1.0])],
            "corpus": {"splits": {"train": [10, 110]}}}
-    assert compare.train_fit(log, 2, 250) == pytest.approx({"final_train_bpb": 1.5, "epochs": 2.5})
-    assert compare.train_fit(log, 10, 50)["final_train_bpb"] == pytest.approx(15.0 / 4)  # fewer steps than asked
+    assert study.train_fit(log, 2, 250) == pytest.approx({"final_train_bpb": 1.5, "epochs": 2.5})
+    assert study.train_fit(log, 10, 50)["final_train_bpb"] == pytest.approx(15.0 / 4)  # fewer steps than asked
 
 
 def test_defaults_write_under_the_working_directory(tmp_path, monkeypatch):
