@@ -224,10 +224,17 @@ def test_ctrl_c_during_the_imports_is_one_line_and_130_in_process(monkeypatch, c
 
 @pytest.mark.slow
 def test_ctrl_c_during_the_imports_is_one_line_and_130():
-    code = ("import os, signal, sys, threading; sys.path.insert(0, sys.argv[1]); import fsn_cli; "
-            "sys.argv = ['fsn-train', '--steps', '1']; "
-            "threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start(); "
-            "sys.exit(fsn_cli.train())")
+    """A real SIGINT, sent while the tool's own module is being imported (a finder sends it, so the
+    moment is fixed: a timer raced the imports and could fire inside another library's import)."""
+    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); import fsn_cli\n"
+            "class SendSigint:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'fsn_model.train':\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "        return None\n"
+            "sys.meta_path.insert(0, SendSigint())\n"
+            "sys.argv = ['fsn-train', '--steps', '1']\n"
+            "sys.exit(fsn_cli.train())\n")
     r = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 130 and r.stderr == "fsn-train: interrupted\n", r.stderr[-2000:]
